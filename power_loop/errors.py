@@ -1,0 +1,268 @@
+"""Every error power_loop raises on purpose.
+
+All of them derive from :class:`PowerLoopError` and carry a frozen, machine-readable
+``code`` (a class attribute: match on it, log it, alert on it; it never changes between
+releases). Structured attributes (``session_id``, ``backend``...) replace strings to
+parse. Foreign exceptions (driver and SDK errors) are mapped to these at exactly one
+boundary per adapter and chained with ``raise ... from exc``.
+
+The tree::
+
+    PowerLoopError
+    ├── ConfigurationError              configuration
+    │   ├── InvalidDSNError             invalid_dsn
+    │   ├── MissingDriverError          missing_driver
+    │   └── InvalidIdentifierError      invalid_identifier
+    ├── InvalidArgumentError            invalid_argument
+    ├── SessionError                    session_error
+    │   ├── SessionNotFoundError        session_not_found
+    │   ├── SessionExistsError          session_exists
+    │   ├── SessionBusyError            session_busy
+    │   ├── SendPendingError            send_pending
+    │   └── LeaseLostError              lease_lost
+    └── StoreError                      store_error
+        ├── SchemaMissingError          schema_missing
+        ├── SchemaVersionError          schema_version
+        ├── TransientStoreError         store_transient
+        ├── IntegrityConflictError      store_conflict
+        ├── ConnectionLostError         connection_lost
+        └── StorageFullError            storage_full
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "ConfigurationError",
+    "ConnectionLostError",
+    "IntegrityConflictError",
+    "InvalidArgumentError",
+    "InvalidDSNError",
+    "InvalidIdentifierError",
+    "LeaseLostError",
+    "MissingDriverError",
+    "PowerLoopError",
+    "SchemaMissingError",
+    "SchemaVersionError",
+    "SendPendingError",
+    "SessionBusyError",
+    "SessionError",
+    "SessionExistsError",
+    "SessionNotFoundError",
+    "StorageFullError",
+    "StoreError",
+    "TransientStoreError",
+]
+
+
+class PowerLoopError(Exception):
+    """Root of every error power_loop raises on purpose.
+
+    Attributes:
+        code: Stable machine-readable identifier of the error class.
+        message: Human-readable explanation, saying what to do about it.
+    """
+
+    code: ClassVar[str] = "power_loop_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+class ConfigurationError(PowerLoopError):
+    """The library was set up wrongly (DSN, options, environment)."""
+
+    code: ClassVar[str] = "configuration"
+
+
+class InvalidDSNError(ConfigurationError):
+    """A DSN could not be understood: unknown scheme, bad option, bad value."""
+
+    code: ClassVar[str] = "invalid_dsn"
+
+
+class MissingDriverError(ConfigurationError):
+    """The database driver for a DSN's scheme is not installed.
+
+    Attributes:
+        driver: The Python package that is missing (``asyncpg``...).
+        extra: The power-loop extra that installs it (``postgres``...).
+    """
+
+    code: ClassVar[str] = "missing_driver"
+
+    def __init__(self, driver: str, extra: str) -> None:
+        super().__init__(
+            f"the {driver!r} driver is not installed; install it with "
+            f"`pip install 'power-loop[{extra}]'`",
+            driver=driver,
+            extra=extra,
+        )
+        self.driver = driver
+        self.extra = extra
+
+
+class InvalidIdentifierError(ConfigurationError):
+    """A name that becomes part of SQL (a table prefix) is not a plain identifier."""
+
+    code: ClassVar[str] = "invalid_identifier"
+
+
+# -- caller input ----------------------------------------------------------------------
+
+
+class InvalidArgumentError(PowerLoopError):
+    """A value passed to power_loop cannot be accepted (it is never half-written)."""
+
+    code: ClassVar[str] = "invalid_argument"
+
+
+# -- sessions --------------------------------------------------------------------------
+
+
+class SessionError(PowerLoopError):
+    """Something about one session prevents the operation.
+
+    Attributes:
+        session_id: The session concerned.
+    """
+
+    code: ClassVar[str] = "session_error"
+
+    def __init__(self, message: str, *, session_id: str, **details: Any) -> None:
+        super().__init__(message, session_id=session_id, **details)
+        self.session_id = session_id
+
+
+class SessionNotFoundError(SessionError):
+    """No session with this id exists in the store."""
+
+    code: ClassVar[str] = "session_not_found"
+
+
+class SessionExistsError(SessionError):
+    """A session with this id already exists (create or import)."""
+
+    code: ClassVar[str] = "session_exists"
+
+
+class SessionBusyError(SessionError):
+    """Another holder has the session's lease and it has not expired.
+
+    Attributes:
+        holder: The lease owner's id, as it recorded itself.
+        retry_after: Seconds until the current lease expires if not renewed.
+    """
+
+    code: ClassVar[str] = "session_busy"
+
+    def __init__(
+        self, message: str, *, session_id: str, holder: str | None, retry_after: float
+    ) -> None:
+        super().__init__(message, session_id=session_id, holder=holder, retry_after=retry_after)
+        self.holder = holder
+        self.retry_after = retry_after
+
+
+class SendPendingError(SessionError):
+    """The session has an unfinished send; resume, heal or abort it before a new one.
+
+    Attributes:
+        send_index: The index of the unfinished send.
+    """
+
+    code: ClassVar[str] = "send_pending"
+
+    def __init__(self, message: str, *, session_id: str, send_index: int) -> None:
+        super().__init__(message, session_id=session_id, send_index=send_index)
+        self.send_index = send_index
+
+
+class LeaseLostError(SessionError):
+    """A write carried a lease epoch that is no longer current (a fencing rejection).
+
+    Someone else took the session over after this holder's lease expired. Nothing was
+    written; the holder must stop working on the session.
+
+    Attributes:
+        epoch: The stale epoch the writer presented.
+    """
+
+    code: ClassVar[str] = "lease_lost"
+
+    def __init__(self, message: str, *, session_id: str, epoch: int) -> None:
+        super().__init__(message, session_id=session_id, epoch=epoch)
+        self.epoch = epoch
+
+
+# -- storage ---------------------------------------------------------------------------
+
+
+class StoreError(PowerLoopError):
+    """The database failed or refused an operation.
+
+    Attributes:
+        backend: ``sqlite``, ``postgresql`` or ``mysql`` when known.
+    """
+
+    code: ClassVar[str] = "store_error"
+
+    def __init__(self, message: str, *, backend: str | None = None, **details: Any) -> None:
+        super().__init__(message, backend=backend, **details)
+        self.backend = backend
+
+
+class SchemaMissingError(StoreError):
+    """The power_loop tables are missing or behind (policy ``VERIFY``).
+
+    Attributes:
+        ddl: The exact statements that create or upgrade them, ready to run.
+    """
+
+    code: ClassVar[str] = "schema_missing"
+
+    def __init__(self, message: str, *, backend: str, ddl: str) -> None:
+        super().__init__(f"{message}\n\n-- run this DDL:\n{ddl}", backend=backend, ddl=ddl)
+        self.ddl = ddl
+
+
+class SchemaVersionError(StoreError):
+    """The database schema is newer than this version of power_loop understands."""
+
+    code: ClassVar[str] = "schema_version"
+
+
+class TransientStoreError(StoreError):
+    """A retryable failure (deadlock, serialization failure, lock timeout, busy file).
+
+    The store retries these itself; one surfaces only once retries are exhausted.
+    """
+
+    code: ClassVar[str] = "store_transient"
+
+
+class IntegrityConflictError(StoreError):
+    """A uniqueness or integrity constraint rejected a write."""
+
+    code: ClassVar[str] = "store_conflict"
+
+
+class ConnectionLostError(StoreError):
+    """The connection to the database broke or could not be made."""
+
+    code: ClassVar[str] = "connection_lost"
+
+
+class StorageFullError(StoreError):
+    """The database has no room left (disk full, quota, tablespace)."""
+
+    code: ClassVar[str] = "storage_full"

@@ -1,0 +1,32 @@
+"""The store: one schema, three real backends, behind a small ``Database``/``Dialect`` port.
+
+Layout: ``port.py`` (the port and the dialect base), ``schema.py`` and ``migrations.py``
+(tables, DDL, versions), ``store.py`` (the operations), ``transfer.py`` (export and
+import), and a folder per backend holding its dialect beside its driver adapter.
+"""
+
+from power_loop.store.dsn import ConnectOptions, redact_dsn
+from power_loop.store.migrations import LATEST_VERSION, SchemaPolicy, render_ddl
+from power_loop.store.port import ColumnType, Connection, Database, Dialect, ErrorKind
+from power_loop.store.records import Lease, MessageRecord, NewMessage, SendRecord, SessionRecord
+from power_loop.store.store import Store, open_store
+
+__all__ = [
+    "LATEST_VERSION",
+    "ColumnType",
+    "ConnectOptions",
+    "Connection",
+    "Database",
+    "Dialect",
+    "ErrorKind",
+    "Lease",
+    "MessageRecord",
+    "NewMessage",
+    "SchemaPolicy",
+    "SendRecord",
+    "SessionRecord",
+    "Store",
+    "open_store",
+    "redact_dsn",
+    "render_ddl",
+]

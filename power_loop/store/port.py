@@ -1,0 +1,251 @@
+"""The port between the store and a SQL engine.
+
+The store is written once against two things:
+
+* :class:`Database` and :class:`Connection`: a small async pool / transaction / execute /
+  fetch interface, implemented by one driver adapter per backend (the only modules that
+  import ``aiosqlite``, ``asyncpg`` or ``aiomysql``);
+* :class:`Dialect`: everything that differs between SQL engines, as capability flags and
+  methods that return SQL text. A dialect never imports its driver, so DDL can be
+  printed for an engine whose driver is not installed.
+
+Shared code never asks which engine it runs on: it reads a flag or calls a method.
+SQL handed to :meth:`Connection.execute` uses ``?`` placeholders; the adapter's dialect
+has already rendered them into the driver's style (see :meth:`Dialect.render`).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, ClassVar, Protocol
+
+from power_loop.errors import (
+    ConnectionLostError,
+    IntegrityConflictError,
+    InvalidArgumentError,
+    PowerLoopError,
+    StorageFullError,
+    StoreError,
+    TransientStoreError,
+)
+
+Row = Sequence[Any]
+"""One result row, indexed by column position."""
+
+
+class ErrorKind(enum.Enum):
+    """How a driver error is handled (see :meth:`Dialect.classify_error`)."""
+
+    RETRYABLE = "retryable"
+    """Deadlock, serialization failure, lock timeout, busy file: run the transaction again."""
+    CONFLICT = "conflict"
+    """A uniqueness or integrity constraint refused the write."""
+    CONNECTION = "connection"
+    """The connection broke: the outcome of an open transaction is unknown."""
+    STORAGE_FULL = "storage_full"
+    """No space left for the write."""
+    FATAL = "fatal"
+    """Anything else: a bug or a misconfiguration; never retried."""
+
+
+class ColumnType(enum.Enum):
+    """Portable column types; each dialect maps them to its own DDL."""
+
+    ID = "id"
+    """A caller-chosen identifier (session id...): 1 to 200 characters, compared exactly."""
+    NAME = "name"
+    """A short ASCII token chosen by power_loop (role, status...): up to 64 characters."""
+    INT = "int"
+    BIGINT = "bigint"
+    TIMESTAMP = "timestamp"
+    """Microseconds since the Unix epoch, UTC, as a 64-bit integer."""
+    TEXT = "text"
+    """Text of any length (MySQL: LONGTEXT, so a multi-megabyte value fits)."""
+    JSON = "json"
+    """A JSON document kept as exact text (``\\u0000`` and key order survive)."""
+
+
+ID_MAX_CHARS = 200
+"""The longest identifier (session id, lease owner) power_loop accepts."""
+
+
+class Dialect:
+    """SQL text and capabilities of one engine. Subclasses set the flags and override.
+
+    The flags are read by the store and by the conformance suite alike, so a test that
+    exercises a capability runs exactly where the runtime relies on it.
+    """
+
+    name: ClassVar[str]
+    """The backend's public name: ``sqlite``, ``postgresql`` or ``mysql``."""
+
+    paramstyle: ClassVar[str] = "qmark"
+    """``qmark`` (``?``), ``numeric`` (``$1``) or ``format`` (``%s``)."""
+
+    supports_update_returning: ClassVar[bool] = False
+    """``UPDATE ... RETURNING`` is available (saves a round trip after an update)."""
+
+    supports_row_locks: ClassVar[bool] = False
+    """``SELECT ... FOR UPDATE`` locks rows; without it the engine locks the database."""
+
+    supports_skip_locked: ClassVar[bool] = False
+    """``FOR UPDATE SKIP LOCKED`` is available for claim queries."""
+
+    transactional_ddl: ClassVar[bool] = False
+    """``CREATE TABLE`` can be rolled back with the transaction it ran in."""
+
+    inline_indexes: ClassVar[bool] = False
+    """Indexes are declared inside ``CREATE TABLE`` (no ``CREATE INDEX IF NOT EXISTS``)."""
+
+    max_identifier_length: ClassVar[int] = 63
+    """The longest table or index name the engine accepts."""
+
+    now_us: ClassVar[str]
+    """SQL expression for the database clock, in microseconds since the epoch (UTC)."""
+
+    table_options: ClassVar[str] = ""
+    """Text appended to every ``CREATE TABLE`` (engine, character set)."""
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def quote(self, identifier: str) -> str:
+        """Quote a (pre-validated) identifier for use in SQL."""
+        return f'"{identifier}"'
+
+    def render(self, sql: str) -> str:
+        """Turn ``?`` placeholders into the driver's style; ``{now}`` into the clock."""
+        sql = sql.replace("{now}", self.now_us)
+        if self.paramstyle == "qmark":
+            return sql
+        if self.paramstyle == "format":
+            return sql.replace("%", "%%").replace("?", "%s")
+        counter = iter(range(1, 10_000))
+        return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+    def column_type(self, kind: ColumnType) -> str:
+        """The DDL type for a portable column type."""
+        raise NotImplementedError
+
+    def for_update(self, *, skip_locked: bool = False) -> str:
+        """Row-lock suffix for a ``SELECT``; empty where the engine locks otherwise."""
+        if not self.supports_row_locks:
+            return ""
+        return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
+    def upsert(
+        self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str]
+    ) -> str:
+        """``INSERT`` that updates ``update`` columns when a row with ``key`` exists.
+
+        With an empty ``update`` the statement inserts or does nothing.
+        """
+        cols = ", ".join(self.quote(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        keys = ", ".join(self.quote(c) for c in key)
+        head = f"INSERT INTO {self.quote(table)} ({cols}) VALUES ({marks}) ON CONFLICT ({keys}) DO "
+        if not update:
+            return head + "NOTHING"
+        sets = ", ".join(f"{self.quote(c)} = excluded.{self.quote(c)}" for c in update)
+        return head + f"UPDATE SET {sets}"
+
+    def create_index(self, name: str, table: str, columns: Sequence[str], unique: bool) -> str:
+        """An idempotent ``CREATE INDEX``."""
+        cols = ", ".join(self.quote(c) for c in columns)
+        kind = "UNIQUE INDEX" if unique else "INDEX"
+        return f"CREATE {kind} IF NOT EXISTS {self.quote(name)} ON {self.quote(table)} ({cols})"
+
+    def migration_lock(self, key: int) -> tuple[str | None, str | None]:
+        """SQL that takes and releases a lock serializing schema migrations.
+
+        ``None`` means the transaction's own write lock already serializes them.
+        """
+        return None, None
+
+    def table_exists(self) -> str:
+        """A query with one ``?`` (a table name) returning a row when the table exists."""
+        return ("SELECT 1 FROM information_schema.tables "
+                "WHERE table_schema = current_schema() AND table_name = ?")
+
+    def vacuum(self, tables: Sequence[str]) -> list[str]:
+        """Statements that reclaim space and refresh statistics, run outside transactions."""
+        raise NotImplementedError
+
+    # -- errors ------------------------------------------------------------------------
+
+    def classify_error(self, exc: BaseException) -> ErrorKind:
+        """Sort a driver exception into an :class:`ErrorKind` (by code, not by type)."""
+        raise NotImplementedError
+
+
+class Connection(Protocol):
+    """One connection, inside a transaction opened by :meth:`Database.transaction`."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; return the number of rows it matched."""
+        ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row."""
+        ...
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a query and return all its rows."""
+        ...
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """Run a query and return its first row, or ``None``."""
+        ...
+
+
+class Database(Protocol):
+    """A pool of connections to one database, behind one dialect."""
+
+    dialect: Dialect
+
+    def transaction(self, *, write: bool = True) -> AbstractAsyncContextManager[Connection]:
+        """A connection inside a transaction, committed on exit, rolled back on error.
+
+        ``write=False`` promises the body only reads, which lets SQLite serve it from a
+        reader connection while a writer works.
+        """
+        ...
+
+    def autocommit(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection outside any transaction (``VACUUM`` and friends)."""
+        ...
+
+    async def close(self) -> None:
+        """Close every connection; waits for transactions in flight."""
+        ...
+
+
+def translate_error(dialect: Dialect, exc: BaseException) -> PowerLoopError:
+    """Map a driver exception to the most specific power_loop error.
+
+    Each driver adapter calls this at its one boundary and raises the result
+    ``from exc``.
+    """
+    backend = dialect.name
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, UnicodeEncodeError):
+        return InvalidArgumentError(
+            "text is not valid Unicode (it holds a lone surrogate) and cannot be stored; "
+            "clean it before passing it to power_loop"
+        )
+    kind = dialect.classify_error(exc)
+    if kind is ErrorKind.RETRYABLE:
+        return TransientStoreError(f"{backend}: transient failure ({detail})", backend=backend)
+    if kind is ErrorKind.CONFLICT:
+        return IntegrityConflictError(f"{backend}: constraint violated ({detail})",
+                                      backend=backend)
+    if kind is ErrorKind.CONNECTION:
+        return ConnectionLostError(
+            f"{backend}: connection to the database failed ({detail}); check that the "
+            "server is up and the DSN is right", backend=backend)
+    if kind is ErrorKind.STORAGE_FULL:
+        return StorageFullError(f"{backend}: the database is out of space ({detail})",
+                                backend=backend)
+    return StoreError(f"{backend}: {detail}", backend=backend)

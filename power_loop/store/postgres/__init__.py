@@ -1,0 +1,1 @@
+"""PostgreSQL backend: its dialect (SQL text, no driver import) beside its driver adapter."""

@@ -1,0 +1,67 @@
+"""PostgreSQL's SQL flavour (no driver import: DDL prints without asyncpg)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from power_loop.store.port import ColumnType, Dialect, ErrorKind
+
+_TYPES = {
+    ColumnType.ID: "VARCHAR(200)",
+    ColumnType.NAME: "VARCHAR(64)",
+    ColumnType.INT: "INTEGER",
+    ColumnType.BIGINT: "BIGINT",
+    ColumnType.TIMESTAMP: "BIGINT",
+    ColumnType.TEXT: "TEXT",
+    # Not JSONB: JSONB rejects \u0000 and rewrites key order, and we never query inside.
+    ColumnType.JSON: "TEXT",
+}
+
+_RETRYABLE = {"40001", "40P01", "55P03", "57014"}
+_CONNECTION_CLASSES = ("08",)
+_CONNECTION = {"57P01", "57P02", "57P03", "53300"}
+_STORAGE_FULL = {"53100", "53400"}
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL 12+: row locks, ``SKIP LOCKED``, transactional DDL, advisory locks."""
+
+    name: ClassVar[str] = "postgresql"
+    paramstyle: ClassVar[str] = "numeric"
+    supports_update_returning: ClassVar[bool] = True
+    supports_row_locks: ClassVar[bool] = True
+    supports_skip_locked: ClassVar[bool] = True
+    transactional_ddl: ClassVar[bool] = True
+    max_identifier_length: ClassVar[int] = 63
+    # statement_timestamp(), not now(): a long transaction must still see time pass.
+    now_us: ClassVar[str] = "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000000 AS BIGINT)"
+
+    def column_type(self, kind: ColumnType) -> str:
+        return _TYPES[kind]
+
+    def migration_lock(self, key: int) -> tuple[str | None, str | None]:
+        # Transaction-scoped: released by the COMMIT that publishes the schema.
+        return f"SELECT pg_advisory_xact_lock({int(key)})", None
+
+    def vacuum(self, tables: Sequence[str]) -> list[str]:
+        return [f"VACUUM (ANALYZE) {self.quote(t)}" for t in tables]
+
+    def classify_error(self, exc: BaseException) -> ErrorKind:
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str):
+            if state in _RETRYABLE:
+                return ErrorKind.RETRYABLE
+            if state.startswith("23"):
+                return ErrorKind.CONFLICT
+            if state in _STORAGE_FULL:
+                return ErrorKind.STORAGE_FULL
+            if state in _CONNECTION or state.startswith(_CONNECTION_CLASSES):
+                return ErrorKind.CONNECTION
+            return ErrorKind.FATAL
+        if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
+            return ErrorKind.CONNECTION
+        if type(exc).__name__ in {"ConnectionDoesNotExistError", "InterfaceError",
+                                  "InternalClientError"}:
+            return ErrorKind.CONNECTION
+        return ErrorKind.FATAL

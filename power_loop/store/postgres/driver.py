@@ -1,0 +1,136 @@
+"""PostgreSQL through asyncpg: the only module that imports asyncpg.
+
+Writes run in READ COMMITTED (row locks do the serializing); read transactions run in
+REPEATABLE READ, READ ONLY, so a multi-statement read (an export) sees one snapshot.
+asyncpg prepares and caches each statement on first use per connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from power_loop.errors import TransientStoreError
+from power_loop.store.dsn import ParsedDSN
+from power_loop.store.port import Row, translate_error
+from power_loop.store.postgres.dialect import PostgresDialect
+
+_DIALECT = PostgresDialect()
+
+
+def _failure(exc: BaseException, command_timeout: float | None) -> Exception:
+    """The one place asyncpg's exceptions become power_loop's."""
+    if isinstance(exc, TimeoutError) and command_timeout is not None:
+        return TransientStoreError(
+            f"postgresql: a statement ran longer than command_timeout={command_timeout}s",
+            backend="postgresql")
+    return translate_error(_DIALECT, exc)
+
+
+def _rowcount(status: str) -> int:
+    # asyncpg returns the command tag: "UPDATE 3", "INSERT 0 1", "DELETE 0"...
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class PostgresConnection:
+    """A :class:`~power_loop.store.port.Connection` over one asyncpg connection."""
+
+    __slots__ = ("_conn", "_timeout")
+
+    def __init__(self, conn: asyncpg.Connection, command_timeout: float | None) -> None:
+        self._conn = conn
+        self._timeout = command_timeout
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            status = await self._conn.execute(sql, *params)
+        except Exception as exc:
+            raise _failure(exc, self._timeout) from exc
+        return _rowcount(status)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(sql, rows)
+        except Exception as exc:
+            raise _failure(exc, self._timeout) from exc
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return list(await self._conn.fetch(sql, *params))
+        except Exception as exc:
+            raise _failure(exc, self._timeout) from exc
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        try:
+            row: Row | None = await self._conn.fetchrow(sql, *params)
+        except Exception as exc:
+            raise _failure(exc, self._timeout) from exc
+        return row
+
+
+class PostgresDatabase:
+    """A :class:`~power_loop.store.port.Database` over an asyncpg pool."""
+
+    dialect = _DIALECT
+
+    def __init__(self, pool: asyncpg.Pool, parsed: ParsedDSN) -> None:
+        self._pool = pool
+        self._timeout = parsed.options.command_timeout
+        self._acquire_timeout = parsed.options.connect_timeout
+
+    @asynccontextmanager
+    async def _acquired(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            conn = await self._pool.acquire(timeout=self._acquire_timeout)
+        except Exception as exc:
+            raise translate_error(_DIALECT, exc) from exc
+        try:
+            yield conn
+        finally:
+            await self._pool.release(conn)
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[PostgresConnection]:
+        async with self._acquired() as conn:
+            wrapped = PostgresConnection(conn, self._timeout)
+            begin = ("BEGIN" if write else
+                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            await wrapped.execute(begin)
+            try:
+                yield wrapped
+                await wrapped.execute("COMMIT")
+            except BaseException:
+                try:
+                    await conn.execute("ROLLBACK")
+                except Exception:
+                    pass
+                raise
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[PostgresConnection]:
+        async with self._acquired() as conn:
+            yield PostgresConnection(conn, self._timeout)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def connect(parsed: ParsedDSN) -> PostgresDatabase:
+    """Open an asyncpg pool for the DSN."""
+    options = parsed.options
+    try:
+        pool = await asyncpg.create_pool(
+            parsed.location,
+            min_size=options.pool_min_size,
+            max_size=options.pool_max_size,
+            timeout=options.connect_timeout,
+            command_timeout=options.command_timeout,
+            server_settings={"application_name": "power_loop"},
+        )
+    except Exception as exc:
+        raise translate_error(_DIALECT, exc) from exc
+    return PostgresDatabase(pool, parsed)

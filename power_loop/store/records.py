@@ -1,0 +1,164 @@
+"""What the store hands back: frozen records, timestamps as aware UTC datetimes.
+
+In the database, timestamps are microseconds since the Unix epoch (a portable, exact
+64-bit integer read from the database clock) and JSON is exact text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from power_loop.errors import InvalidArgumentError
+from power_loop.store.port import ID_MAX_CHARS
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+
+
+def from_us(value: int) -> datetime:
+    """Microseconds since the epoch to an aware UTC datetime (exact)."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def to_us(value: datetime) -> int:
+    """An aware datetime to microseconds since the epoch (exact)."""
+    if value.tzinfo is None:
+        raise InvalidArgumentError(
+            f"datetime {value!r} has no time zone; pass an aware datetime such as "
+            "datetime.now(UTC)")
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def dump_json(value: Any) -> str:
+    """Encode JSON exactly as the store keeps it (UTF-8 text, compact, no NaN)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"value cannot be stored as JSON: {exc}") from None
+
+
+def load_json(text: str) -> Any:
+    return json.loads(text)
+
+
+def check_id(value: object, what: str = "session_id") -> str:
+    """Accept an identifier verbatim, or raise: 1-200 characters, valid text, no NUL."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{what} must be a string, not {type(value).__name__}")
+    if not value or len(value) > ID_MAX_CHARS:
+        raise InvalidArgumentError(f"{what} must have 1 to {ID_MAX_CHARS} characters")
+    if "\x00" in value:
+        raise InvalidArgumentError(
+            f"{what} contains a NUL character, which power_loop does not store in "
+            "identifiers (message content keeps NUL)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"{what} is not valid Unicode text") from None
+    return value
+
+
+def check_name(value: object, what: str) -> str:
+    """Accept a short lowercase token (role, status, source)."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise InvalidArgumentError(
+            f"{what} {value!r} must be a lowercase token: a letter, then up to 31 "
+            "letters, digits or underscores")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A held session lease.
+
+    Attributes:
+        session_id: The leased session.
+        owner: Who holds it (unique per holder: a process, a loop, a worker slot).
+        epoch: The fencing token; writes carrying an older epoch are rejected.
+        expires_at: When the lease lapses unless renewed (database clock).
+    """
+
+    session_id: str
+    owner: str
+    epoch: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session's row.
+
+    Attributes:
+        next_seq: The seq the next message will get (= number of messages).
+        send_count: Number of sends started (= index of the next send).
+        pending_send: Index of the send in progress, or ``None`` when idle.
+        lease_owner: Current or last lease holder, ``None`` when released.
+        lease_epoch: Epoch of the latest lease granted (0: never leased).
+        lease_expires_at: When the current lease lapses, ``None`` when released.
+    """
+
+    id: str
+    parent_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    system_prompt: str | None
+    metadata: Mapping[str, Any]
+    next_seq: int
+    send_count: int
+    pending_send: int | None
+    lease_owner: str | None
+    lease_epoch: int
+    lease_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to append: which send it belongs to, its role, its JSON body."""
+
+    send_index: int
+    role: str
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A stored message. ``seq`` is contiguous from 0 within its session."""
+
+    session_id: str
+    seq: int
+    send_index: int
+    role: str
+    body: Mapping[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SendRecord:
+    """One send's row: its status and, once finished, its outcome.
+
+    Attributes:
+        status: ``running`` until it ends as ``done``, ``failed``, ``cancelled`` or
+            ``aborted``.
+        source: Who started it: ``user``, ``timer``...
+        request_key: The caller's idempotency key, unique per session, if given.
+        first_seq: Seq of its first message.
+    """
+
+    session_id: str
+    send_index: int
+    status: str
+    source: str
+    request_key: str | None
+    first_seq: int
+    created_at: datetime
+    finished_at: datetime | None
+    stop_reason: str | None
+    rounds: int
+    usage: Mapping[str, Any] = field(default_factory=dict)
+    error: Mapping[str, Any] | None = None

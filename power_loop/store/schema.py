@@ -1,0 +1,197 @@
+"""The tables, described once and rendered into each dialect's DDL.
+
+Every table that holds a session's data names its ``session_column``: export, import,
+delete and prune walk :func:`session_tables`, so a table added by a later migration is
+carried by all of them without further code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from power_loop.errors import InvalidIdentifierError
+from power_loop.store.port import ColumnType, Dialect
+
+_PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_PREFIX_LENGTH = 24
+"""Long enough for any app's prefix; short enough that every index name fits in 63."""
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is a plain identifier, else raise before any SQL runs."""
+    if not isinstance(prefix, str) or (
+        prefix and (not _PLAIN_IDENTIFIER.match(prefix) or len(prefix) > MAX_PREFIX_LENGTH)
+    ):
+        raise InvalidIdentifierError(
+            f"table_prefix {prefix!r} is not a plain identifier: use letters, digits and "
+            f"underscores, not starting with a digit, at most {MAX_PREFIX_LENGTH} characters "
+            "(for example 'pl_' or 'myapp_pl_')")
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column: its portable type, whether it may be NULL, whether export carries it."""
+
+    name: str
+    type: ColumnType
+    nullable: bool = False
+    exported: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """A secondary index, named ``<prefix><table>_<suffix>``."""
+
+    suffix: str
+    columns: tuple[str, ...]
+    unique: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table without its prefix.
+
+    Attributes:
+        session_column: The column holding the owning session's id, if rows belong to one
+            session (the ``sessions`` table uses its own ``id``).
+    """
+
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    indexes: tuple[Index, ...] = ()
+    session_column: str | None = None
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    @property
+    def exported_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.exported)
+
+
+def _c(name: str, kind: ColumnType, *, null: bool = False, exported: bool = True) -> Column:
+    return Column(name, kind, null, exported)
+
+
+ID, NAME, INT, BIGINT, TS, TEXT, JSON = (
+    ColumnType.ID, ColumnType.NAME, ColumnType.INT, ColumnType.BIGINT,
+    ColumnType.TIMESTAMP, ColumnType.TEXT, ColumnType.JSON)
+
+SCHEMA_VERSION_TABLE = Table(
+    "schema_version",
+    (_c("version", INT), _c("description", NAME), _c("applied_at", TS)),
+    primary_key=("version",),
+)
+
+SESSIONS = Table(
+    "sessions",
+    (
+        _c("id", ID),
+        _c("parent_id", ID, null=True),
+        _c("created_at", TS),
+        _c("updated_at", TS),
+        _c("system_prompt", JSON),
+        _c("metadata", JSON),
+        # The next message seq and send index to hand out: contiguous by construction.
+        _c("next_seq", BIGINT),
+        _c("send_count", BIGINT),
+        # The index of the send still in progress (NULL when idle): what workers resume.
+        _c("pending_send", BIGINT, null=True),
+        # The lease: who holds the session, until when (database clock), and the epoch
+        # (fencing token) bumped at every new grant. Owner and expiry are runtime state,
+        # not data: export leaves them out.
+        _c("lease_owner", ID, null=True, exported=False),
+        _c("lease_epoch", BIGINT),
+        _c("lease_expires_at", TS, null=True, exported=False),
+    ),
+    primary_key=("id",),
+    indexes=(Index("created", ("created_at", "id")), Index("updated", ("updated_at",)),
+             Index("parent", ("parent_id",))),
+    session_column="id",
+)
+
+MESSAGES = Table(
+    "messages",
+    (
+        _c("session_id", ID),
+        _c("seq", BIGINT),
+        _c("send_index", BIGINT),
+        _c("role", NAME),
+        _c("body", JSON),
+        _c("created_at", TS),
+    ),
+    primary_key=("session_id", "seq"),
+    session_column="session_id",
+)
+
+SENDS = Table(
+    "sends",
+    (
+        _c("session_id", ID),
+        _c("send_index", BIGINT),
+        _c("status", NAME),
+        _c("source", NAME),
+        _c("request_key", ID, null=True),
+        _c("first_seq", BIGINT),
+        _c("created_at", TS),
+        _c("finished_at", TS, null=True),
+        _c("stop_reason", NAME, null=True),
+        _c("rounds", INT),
+        _c("token_usage", JSON),
+        _c("error", JSON, null=True),
+    ),
+    primary_key=("session_id", "send_index"),
+    indexes=(Index("request_key", ("session_id", "request_key"), unique=True),),
+    session_column="session_id",
+)
+
+
+class TableNames:
+    """Prefixed, quoted table names for one store, as attributes (``names.messages``)."""
+
+    def __init__(self, dialect: Dialect, prefix: str) -> None:
+        self.prefix = validate_prefix(prefix)
+        self._dialect = dialect
+
+    def raw(self, table: Table | str) -> str:
+        name = table if isinstance(table, str) else table.name
+        return f"{self.prefix}{name}"
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._dialect.quote(f"{self.prefix}{name}")
+
+
+def create_table(dialect: Dialect, prefix: str, table: Table) -> list[str]:
+    """Idempotent DDL creating ``table`` and its indexes."""
+    q = dialect.quote
+    name = f"{prefix}{table.name}"
+    lines = [
+        f"{q(c.name)} {dialect.column_type(c.type)}{'' if c.nullable else ' NOT NULL'}"
+        for c in table.columns
+    ]
+    lines.append(f"PRIMARY KEY ({', '.join(q(c) for c in table.primary_key)})")
+    statements: list[str] = []
+    for index in table.indexes:
+        index_name = f"{name}_{index.suffix}"
+        if dialect.inline_indexes:
+            kind = "UNIQUE INDEX" if index.unique else "INDEX"
+            lines.append(f"{kind} {q(index_name)} ({', '.join(q(c) for c in index.columns)})")
+        else:
+            statements.append(dialect.create_index(index_name, name, index.columns, index.unique))
+    body = ",\n    ".join(lines)
+    return [f"CREATE TABLE IF NOT EXISTS {q(name)} (\n    {body}\n){dialect.table_options}",
+            *statements]
+
+
+def drop_tables(dialect: Dialect, prefix: str, tables: Sequence[Table]) -> list[str]:
+    """``DROP TABLE IF EXISTS`` for each table (tests and teardown only)."""
+    return [f"DROP TABLE IF EXISTS {dialect.quote(prefix + t.name)}" for t in tables]

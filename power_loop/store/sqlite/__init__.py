@@ -1,0 +1,1 @@
+"""SQLite backend: its dialect (SQL text, no driver import) beside its driver adapter."""

@@ -1,0 +1,65 @@
+"""SQLite's SQL flavour (no driver import: DDL prints without aiosqlite)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import ClassVar
+
+from power_loop.store.port import ColumnType, Dialect, ErrorKind
+
+_TYPES = {
+    ColumnType.ID: "TEXT",
+    ColumnType.NAME: "TEXT",
+    ColumnType.INT: "INTEGER",
+    ColumnType.BIGINT: "INTEGER",
+    ColumnType.TIMESTAMP: "INTEGER",
+    ColumnType.TEXT: "TEXT",
+    ColumnType.JSON: "TEXT",
+}
+
+# Primary result codes (the low byte of an extended code).
+_BUSY, _LOCKED, _IOERR, _FULL, _CANTOPEN, _CONSTRAINT, _NOTADB = 5, 6, 10, 13, 14, 19, 26
+
+
+class SQLiteDialect(Dialect):
+    """SQLite 3.35+ (``RETURNING``); one writer at a time, so no row locks are needed."""
+
+    name: ClassVar[str] = "sqlite"
+    paramstyle: ClassVar[str] = "qmark"
+    supports_update_returning: ClassVar[bool] = True
+    supports_row_locks: ClassVar[bool] = False
+    supports_skip_locked: ClassVar[bool] = False
+    transactional_ddl: ClassVar[bool] = True
+    max_identifier_length: ClassVar[int] = 128
+    # julianday('now') is fixed for the duration of a statement; the epoch is day 2440587.5.
+    now_us: ClassVar[str] = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
+
+    def column_type(self, kind: ColumnType) -> str:
+        return _TYPES[kind]
+
+    def table_exists(self) -> str:
+        return "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+
+    def vacuum(self, tables: Sequence[str]) -> list[str]:
+        # VACUUM rewrites the file; the checkpoint then empties the WAL it grew into.
+        return ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)", "PRAGMA optimize"]
+
+    def classify_error(self, exc: BaseException) -> ErrorKind:
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is None:
+                return ErrorKind.FATAL
+            primary = code & 0xFF
+            if primary in (_BUSY, _LOCKED):
+                return ErrorKind.RETRYABLE
+            if primary == _CONSTRAINT:
+                return ErrorKind.CONFLICT
+            if primary == _FULL:
+                return ErrorKind.STORAGE_FULL
+            if primary in (_IOERR, _CANTOPEN, _NOTADB):
+                return ErrorKind.CONNECTION
+            return ErrorKind.FATAL
+        if isinstance(exc, ValueError) and "closed" in str(exc).lower():
+            return ErrorKind.CONNECTION  # aiosqlite's "Connection closed"
+        return ErrorKind.FATAL
