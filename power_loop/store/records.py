@@ -162,3 +162,39 @@ class SendRecord:
     rounds: int
     usage: Mapping[str, Any] = field(default_factory=dict)
     error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendStart:
+    """What :meth:`~power_loop.Store.begin_send` opened (or found).
+
+    Attributes:
+        lease: The session lease now held (``None`` when ``existing`` is set).
+        send_index: The new send's index.
+        first_seq: Seq of its first message (= the session's ``next_seq`` before it).
+        system_prompt: The session's own system prompt.
+        existing: With a ``request_key`` already used, that send; nothing was written.
+    """
+
+    lease: Lease | None
+    send_index: int
+    first_seq: int
+    system_prompt: str | None
+    existing: SendRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClaim:
+    """A session taken by :meth:`~power_loop.Store.claim_session`.
+
+    Attributes:
+        lease: The lease now held.
+        pending_send: Index of the unfinished send, or ``None`` when idle.
+        next_seq: The session's next seq.
+        system_prompt: The session's own system prompt.
+    """
+
+    lease: Lease
+    pending_send: int | None
+    next_seq: int
+    system_prompt: str | None

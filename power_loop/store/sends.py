@@ -1,0 +1,247 @@
+"""Send lifecycle operations: open, finish, pause, and the lease-holding variants.
+
+A send is a row in ``sends`` plus its messages. ``pending_send`` on the session row
+points at the one send not yet finished, so a session has at most one, and a worker can
+find it with a single-table query. The loop's path uses the fused forms: one statement
+takes the lease and opens the send (:meth:`SendOps.begin_send`), one finishes the send
+and releases the lease (``finish_send(..., release=True)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from power_loop.errors import (
+    InvalidArgumentError,
+    PowerLoopError,
+    SendPendingError,
+    SessionBusyError,
+)
+from power_loop.store.core import StoreCore, ttl_us
+from power_loop.store.port import Connection, Row
+from power_loop.store.records import (
+    Lease,
+    NewMessage,
+    SendRecord,
+    SendStart,
+    SessionClaim,
+    check_id,
+    check_name,
+    dump_json,
+    from_us,
+    load_json,
+)
+from power_loop.store.statements import fetch, send_from_row
+
+SEND_STATUSES = frozenset({"pending", "done", "failed", "cancelled", "aborted"})
+FINAL_STATUSES = SEND_STATUSES - {"pending"}
+
+
+def busy_error(session_id: str, state: Row) -> SessionBusyError:
+    remaining = max(0.0, float(state[3] or 0) / 1_000_000)
+    return SessionBusyError(
+        f"session {session_id!r} is held by {state[2]!r} for another {remaining:.1f}s",
+        session_id=session_id, holder=state[2], retry_after=remaining)
+
+
+def _pending(session_id: str, state: Row) -> SendPendingError:
+    return SendPendingError(
+        f"session {session_id!r} has unfinished send #{state[1]}; resume, heal or abort it "
+        "first", session_id=session_id, send_index=int(state[1]))
+
+
+def _lease_held(state: Row) -> bool:
+    return state[2] is not None and state[3] is not None and int(state[3]) >= 0
+
+
+class SendOps(StoreCore):
+    """Operations on sends (mixed into :class:`~power_loop.Store`)."""
+
+    async def start_send(self, session_id: str, messages: Sequence[NewMessage], *,
+                         epoch: int | None = None, source: str = "user",
+                         request_key: str | None = None) -> SendRecord:
+        """Open a send: its row and first messages, in one transaction.
+
+        The messages' ``send_index`` is replaced by the new send's index. With a
+        ``request_key`` already used in this session, the existing send is returned and
+        nothing is written (an idempotent retry).
+
+        Raises:
+            SendPendingError: the previous send has not finished.
+            LeaseLostError: ``epoch`` is stale.
+        """
+        check_id(session_id)
+        check_name(source, "source")
+        if request_key is not None:
+            check_id(request_key, "request_key")
+        return await self.write(self._start_send_txn, session_id, messages, epoch,
+                                source, request_key)
+
+    async def _start_send_txn(self, conn: Connection, session_id: str,
+                              messages: Sequence[NewMessage], epoch: int | None, source: str,
+                              request_key: str | None) -> SendRecord:
+        if request_key is not None:
+            existing = await self._send_by_key(conn, session_id, request_key)
+            if existing is not None:
+                return existing
+        row = await self._update_session(conn, self._sql.start_send, session_id,
+                                         [len(messages)], epoch=epoch,
+                                         refused=lambda state: _pending(session_id, state))
+        index, first = int(row[0]) - 1, int(row[1]) - len(messages)
+        await self._open_send(conn, session_id, index, first, messages, source, request_key)
+        return await self._get_send_txn(conn, session_id, index)
+
+    async def begin_send(self, session_id: str, messages: Sequence[NewMessage], *,
+                         owner: str, ttl: float, source: str = "user",
+                         request_key: str | None = None) -> SendStart:
+        """Take the session's lease and open a send, in one statement and transaction.
+
+        Raises:
+            SessionBusyError: another holder's lease has not expired.
+            SendPendingError: the lease is free but a previous send never finished.
+            SessionNotFoundError: no such session.
+        """
+        check_id(session_id)
+        check_id(owner, "owner")
+        check_name(source, "source")
+        if request_key is not None:
+            check_id(request_key, "request_key")
+        return await self.write(self._begin_send_txn, session_id, messages, owner,
+                                ttl_us(ttl), source, request_key)
+
+    async def _begin_send_txn(self, conn: Connection, session_id: str,
+                              messages: Sequence[NewMessage], owner: str, ttl: int,
+                              source: str, request_key: str | None) -> SendStart:
+        if request_key is not None:
+            existing = await self._send_by_key(conn, session_id, request_key)
+            if existing is not None:
+                return SendStart(None, existing.send_index, existing.first_seq, None, existing)
+
+        def refused(state: Row) -> PowerLoopError:
+            if _lease_held(state):
+                return busy_error(session_id, state)
+            return _pending(session_id, state)
+
+        row = await self._update_session(conn, self._sql.begin_send, session_id,
+                                         [owner, ttl, len(messages)], refused=refused)
+        index, first = int(row[2]) - 1, int(row[3]) - len(messages)
+        await self._open_send(conn, session_id, index, first, messages, source, request_key)
+        lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
+        return SendStart(lease, index, first, load_json(row[4]))
+
+    async def _open_send(self, conn: Connection, session_id: str, index: int, first: int,
+                         messages: Sequence[NewMessage], source: str,
+                         request_key: str | None) -> None:
+        await conn.execute(self._sql.insert_send, [session_id, index, source, request_key, first])
+        await self._insert_messages(conn, session_id, first, messages, index)
+
+    async def claim_session(self, session_id: str, *, owner: str, ttl: float) -> SessionClaim:
+        """Take a free (or expired) lease and report the session's pending send.
+
+        Raises:
+            SessionBusyError: another holder's lease has not expired.
+        """
+        check_id(session_id)
+        return await self.write(self._claim_txn, session_id, check_id(owner, "owner"),
+                                ttl_us(ttl))
+
+    async def _claim_txn(self, conn: Connection, session_id: str, owner: str,
+                         ttl: int) -> SessionClaim:
+        row = await self._update_session(conn, self._sql.claim, session_id, [owner, ttl],
+                                         refused=lambda state: busy_error(session_id, state))
+        lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
+        return SessionClaim(lease, None if row[2] is None else int(row[2]), int(row[3]),
+                            load_json(row[4]))
+
+    async def finish_send(self, session_id: str, send_index: int,
+                          messages: Sequence[NewMessage] = (), *, status: str = "done",
+                          epoch: int | None = None, release: Lease | None = None,
+                          stop_reason: str | None = None, rounds: int = 0,
+                          usage: Mapping[str, Any] | None = None,
+                          error: Mapping[str, Any] | None = None) -> SendRecord:
+        """Close the pending send with its last messages and outcome, in one transaction.
+
+        Args:
+            release: The caller's lease, released in the same statement (its epoch
+                fences the write, as ``epoch`` does).
+        """
+        check_id(session_id)
+        if status not in FINAL_STATUSES:
+            raise InvalidArgumentError(f"status {status!r} is not a final send status: "
+                                       f"{', '.join(sorted(FINAL_STATUSES))}")
+        if stop_reason is not None:
+            check_name(stop_reason, "stop_reason")
+        await self.write(self.finish_send_txn, session_id, send_index, messages, status=status,
+                         epoch=epoch, release=release, stop_reason=stop_reason, rounds=rounds,
+                         usage=usage, error=error)
+        return await self.get_send(session_id, send_index)
+
+    async def finish_send_txn(self, conn: Connection, session_id: str, send_index: int,
+                              messages: Sequence[NewMessage], *, status: str,
+                              epoch: int | None, release: Lease | None,
+                              stop_reason: str | None, rounds: int,
+                              usage: Mapping[str, Any] | None,
+                              error: Mapping[str, Any] | None) -> int:
+        """:meth:`finish_send` inside the caller's transaction; returns the first new seq."""
+        stmt = self._sql.finish_send if release is None else self._sql.finish_send_release
+        fence = epoch if release is None else release.epoch
+        row = await self._update_session(conn, stmt, session_id, [len(messages)], [send_index],
+                                         epoch=fence,
+                                         refused=lambda state: self._not_pending(
+                                             session_id, send_index, state))
+        first = int(row[0]) - len(messages)
+        await self._insert_messages(conn, session_id, first, messages, send_index)
+        await conn.execute(self._sql.end_send, [
+            status, stop_reason, int(rounds), dump_json(dict(usage or {})),
+            None if error is None else dump_json(dict(error)), session_id, send_index])
+        return first
+
+    async def pause_send(self, session_id: str, send_index: int,
+                         messages: Sequence[NewMessage], *, lease: Lease,
+                         error: Mapping[str, Any]) -> int:
+        """Record messages and an error, release the lease, leave the send pending.
+
+        What a loop does when the model fails mid-send: the partial output is kept and
+        the send can be resumed later. Returns the first new seq.
+        """
+        return await self.write(self._pause_txn, session_id, send_index, messages, lease, error)
+
+    async def _pause_txn(self, conn: Connection, session_id: str, send_index: int,
+                         messages: Sequence[NewMessage], lease: Lease,
+                         error: Mapping[str, Any]) -> int:
+        row = await self._update_session(conn, self._sql.pause_send, session_id,
+                                         [len(messages)], [send_index], epoch=lease.epoch,
+                                         refused=lambda state: self._not_pending(
+                                             session_id, send_index, state))
+        first = int(row[0]) - len(messages)
+        await self._insert_messages(conn, session_id, first, messages, send_index)
+        await conn.execute(self._sql.send_error, [dump_json(dict(error)), session_id, send_index])
+        return first
+
+    @staticmethod
+    def _not_pending(session_id: str, send_index: int, state: Row) -> PowerLoopError:
+        return InvalidArgumentError(
+            f"send #{send_index} of session {session_id!r} is not the pending send "
+            f"(pending: {state[1]})")
+
+    async def get_send(self, session_id: str, send_index: int) -> SendRecord:
+        """One send. Raises :class:`InvalidArgumentError` when it does not exist."""
+        return await self.read(self._get_send_txn, check_id(session_id), send_index)
+
+    async def _get_send_txn(self, conn: Connection, session_id: str,
+                            send_index: int) -> SendRecord:
+        row = await conn.fetchone(self._sql.get_send, [session_id, send_index])
+        if row is None:
+            raise InvalidArgumentError(f"session {session_id!r} has no send #{send_index}")
+        return send_from_row(row)
+
+    async def _send_by_key(self, conn: Connection, session_id: str,
+                           request_key: str) -> SendRecord | None:
+        row = await conn.fetchone(self._sql.send_by_key, [session_id, request_key])
+        return None if row is None else send_from_row(row)
+
+    async def list_sends(self, session_id: str, *, from_index: int = 0) -> list[SendRecord]:
+        """The session's sends from ``from_index`` on, in order."""
+        rows = await self.read(fetch, self._sql.list_sends, [check_id(session_id), from_index])
+        return [send_from_row(r) for r in rows]
