@@ -14,6 +14,7 @@ The tree::
     │   ├── MissingDriverError          missing_driver
     │   └── InvalidIdentifierError      invalid_identifier
     ├── InvalidArgumentError            invalid_argument
+    ├── HistoryInvariantError           history_invariant
     ├── SessionError                    session_error
     │   ├── SessionNotFoundError        session_not_found
     │   ├── SessionExistsError          session_exists
@@ -36,6 +37,7 @@ from typing import Any, ClassVar
 __all__ = [
     "ConfigurationError",
     "ConnectionLostError",
+    "HistoryInvariantError",
     "IntegrityConflictError",
     "InvalidArgumentError",
     "InvalidDSNError",
@@ -124,6 +126,16 @@ class InvalidArgumentError(PowerLoopError):
     """A value passed to power_loop cannot be accepted (it is never half-written)."""
 
     code: ClassVar[str] = "invalid_argument"
+
+
+class HistoryInvariantError(PowerLoopError):
+    """A request about to go to the model breaks a pairing rule (a power_loop bug).
+
+    Every tool call must be followed, at once and in order, by exactly one result with
+    its id. The request is never sent; please report the message with the session id.
+    """
+
+    code: ClassVar[str] = "history_invariant"
 
 
 # -- sessions --------------------------------------------------------------------------

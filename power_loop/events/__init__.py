@@ -1,0 +1,25 @@
+"""Typed events (and, later, hooks and sinks)."""
+
+from power_loop.events.types import (
+    Event,
+    RoundFinished,
+    RoundStarted,
+    SendFinished,
+    SendStarted,
+    TextChunk,
+    ToolCallFinished,
+    ToolCallStarted,
+    UsageUpdated,
+)
+
+__all__ = [
+    "Event",
+    "RoundFinished",
+    "RoundStarted",
+    "SendFinished",
+    "SendStarted",
+    "TextChunk",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "UsageUpdated",
+]

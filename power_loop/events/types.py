@@ -1,0 +1,107 @@
+"""Typed events a loop emits while it works.
+
+Every event carries ``seq`` (a process-wide counter: a total order of everything this
+process emitted) and ``at`` (a monotonic timestamp in seconds), plus the session and
+send it concerns. ``StatefulAgentLoop.stream`` yields them; sinks (JSONL,
+OpenTelemetry, metrics) consume the same objects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from power_loop.llm.messages import Usage
+
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event."""
+
+    session_id: str
+    send_index: int
+    seq: int = field(default_factory=lambda: next(_counter))
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def type(self) -> str:
+        """The event's class name, e.g. ``"TextChunk"``."""
+        return type(self).__name__
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendStarted(Event):
+    """A send began (``resumed``: a pending send is being finished)."""
+
+    source: str
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundStarted(Event):
+    """A model call is about to be made (rounds count from 1 within a send)."""
+
+    round: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextChunk(Event):
+    """A piece of the answer's text as it streams."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallStarted(Event):
+    """A tool call begins (``attempt`` > 1: re-run after a crash)."""
+
+    call_id: str
+    name: str
+    arguments: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallFinished(Event):
+    """A tool call ended; ``output`` is the result the model will read."""
+
+    call_id: str
+    name: str
+    output: str
+    is_error: bool
+    duration: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundFinished(Event):
+    """A model call answered and its answer is stored."""
+
+    round: int
+    stop_reason: str
+    tool_calls: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageUpdated(Event):
+    """Tokens of the last model call and of the whole send so far."""
+
+    usage: Usage
+    total: Usage
+
+    @property
+    def cache_hit_ratio(self) -> float:
+        """Share of this call's input tokens read from the provider's cache."""
+        seen = self.usage.input_tokens + self.usage.cache_read_tokens + \
+            self.usage.cache_write_tokens
+        return self.usage.cache_read_tokens / seen if seen else 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendFinished(Event):
+    """The send ended; ``result`` is what ``send()`` returns."""
+
+    result: Any

@@ -1,0 +1,378 @@
+"""``StatefulAgentLoop``: a thin handle that rebuilds every send from the store.
+
+It holds no authoritative state. Build one per request in a web handler, or keep one
+for the life of a worker: either way, a process that has only the DSN and a session id
+continues the conversation exactly where any other process left it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from power_loop._faults import checkpoint
+from power_loop.errors import (
+    InvalidArgumentError,
+    PowerLoopError,
+    SendPendingError,
+    SessionBusyError,
+)
+from power_loop.events.types import Event, SendStarted
+from power_loop.llm.messages import Message, Usage, decode_message
+from power_loop.llm.service import LLMService
+from power_loop.loop.config import AgentLoopConfig
+from power_loop.loop.driver import (
+    UNKNOWN_OUTCOME,
+    Emit,
+    RunDeps,
+    SendRun,
+    encode,
+    final_text,
+    open_call_parts,
+    send_usage,
+    synthetic_result,
+)
+from power_loop.loop.results import HistoryItem, SendResult
+from power_loop.loop.window import Window, WindowCache, load_window
+from power_loop.store.migrations import SchemaPolicy
+from power_loop.store.records import SendRecord, SessionClaim
+from power_loop.store.store import Store, open_store
+from power_loop.tools.registry import ToolLimits, ToolRegistry
+from power_loop.tools.tool import Tool
+
+T = TypeVar("T")
+_HOST = socket.gethostname()
+_DONE = object()
+
+
+class StatefulAgentLoop:
+    """Runs agent sends durably against a store.
+
+    Args:
+        llm: The model (any :class:`~power_loop.LLMService`; ``ScriptedLLM`` offline).
+        dsn: Where the store is; the loop opens it and closes it in :meth:`aclose`.
+        store: An open store to use instead (the caller closes it).
+        config: Limits and policies.
+        tools: A :class:`ToolRegistry`, or tools and functions to put in one.
+        table_prefix: With ``dsn``: the store's table prefix.
+        schema: With ``dsn``: the schema policy.
+
+    Example::
+
+        async with StatefulAgentLoop(llm=llm, dsn="app.db", tools=[add]) as loop:
+            sid = await loop.new_session(system_prompt="Be brief.")
+            result = await loop.send("What is 2 + 3?", session_id=sid)
+            print(result.final_text)
+    """
+
+    def __init__(self, *, llm: LLMService, dsn: str | None = None, store: Store | None = None,
+                 config: AgentLoopConfig | None = None,
+                 tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
+                 table_prefix: str = "pl_",
+                 schema: SchemaPolicy = SchemaPolicy.AUTO_CREATE) -> None:
+        if (dsn is None) == (store is None):
+            raise InvalidArgumentError("pass exactly one of dsn= or store=")
+        self._llm = llm
+        self._dsn = dsn
+        self._store = store
+        self._owns_store = store is None
+        self._table_prefix = table_prefix
+        self._schema = schema
+        self.config = config or AgentLoopConfig()
+        self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
+        self._windows = WindowCache(self.config.cache_sessions)
+        self._opening: asyncio.Lock | None = None
+        self._limits = ToolLimits(self.config.tool_timeout, self.config.max_tool_output_chars)
+
+    def __repr__(self) -> str:
+        return f"StatefulAgentLoop(llm={self._llm.model!r}, store={self._store!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def _get_store(self) -> Store:
+        if self._store is not None:
+            return self._store
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._store is None:
+                assert self._dsn is not None
+                self._store = await open_store(self._dsn, table_prefix=self._table_prefix,
+                                               schema=self._schema)
+        return self._store
+
+    @property
+    def store(self) -> Store:
+        """The store (opened on first use, or by ``async with``)."""
+        if self._store is None:
+            raise InvalidArgumentError("the store is not open yet: use `async with loop` or "
+                                       "await a loop method first")
+        return self._store
+
+    async def __aenter__(self) -> StatefulAgentLoop:
+        await self._get_store()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the store if this loop opened it."""
+        if self._owns_store and self._store is not None:
+            store, self._store = self._store, None
+            await store.aclose()
+
+    def _deps(self, store: Store) -> RunDeps:
+        return RunDeps(store, self._llm, self.tools, self.config, self._limits)
+
+    @staticmethod
+    def _owner() -> str:
+        # One owner per send: two sends in one process must not share a lease.
+        return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+    async def _wait_for(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Retry ``attempt`` while the session is busy, within ``config.lease_wait``."""
+        wait = self.config.lease_wait
+        clock = asyncio.get_running_loop().time
+        deadline = None if wait is None else clock() + wait
+        delay = 0.002
+        while True:
+            try:
+                return await attempt()
+            except SessionBusyError as busy:
+                left = float("inf") if deadline is None else deadline - clock()
+                if left <= 0:
+                    raise
+                pause = min(delay * random.uniform(0.5, 1.0), busy.retry_after + 0.001, left)
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, 0.1)
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def new_session(self, *, system_prompt: str | None = None,
+                          metadata: Mapping[str, Any] | None = None,
+                          session_id: str | None = None, parent_id: str | None = None) -> str:
+        """Create a session; returns its id (generated unless given)."""
+        store = await self._get_store()
+        record = await store.create_session(session_id, system_prompt=system_prompt,
+                                            metadata=metadata, parent_id=parent_id)
+        return record.id
+
+    async def resolve_system_prompt(self, session_id: str) -> str | None:
+        """The system prompt the session's next request will carry."""
+        session = await (await self._get_store()).get_session(session_id)
+        return session.system_prompt if session.system_prompt is not None \
+            else self.config.system_prompt
+
+    async def history(self, session_id: str) -> list[HistoryItem]:
+        """Every message of the session, in order."""
+        store = await self._get_store()
+        records = await store.read_messages(session_id)
+        if not records:
+            await store.get_session(session_id)  # raises SessionNotFoundError
+        return [HistoryItem(r.seq, r.send_index, decode_message(r.role, r.body), r.created_at)
+                for r in records]
+
+    async def prewarm(self, session_id: str) -> None:
+        """Load the session's active window into memory ahead of its next send."""
+        store = await self._get_store()
+        upto = await store.next_seq(session_id)
+        window = await load_window(store, session_id, upto, self._windows.take(session_id))
+        self._windows.put(window)
+
+    # -- sends -------------------------------------------------------------------------
+
+    async def send(self, text: str, session_id: str, *, request_key: str | None = None,
+                   source: str = "user") -> SendResult:
+        """Send the user's ``text`` and run the agent until it answers.
+
+        Args:
+            request_key: An idempotency key: a second send with the same key in this
+                session returns the first one's result and writes nothing.
+            source: Who is speaking: ``user`` (default), ``timer``...
+
+        Raises:
+            SessionBusyError: the session stayed busy longer than ``config.lease_wait``.
+            SendPendingError: the previous send never finished (see ``on_pending``).
+            LeaseLostError: another process took the session over mid-send.
+        """
+        return await self._send(text, session_id, None, request_key, source)
+
+    async def stream(self, text: str, session_id: str, *, request_key: str | None = None,
+                     source: str = "user") -> AsyncIterator[Event]:
+        """Like :meth:`send`, yielding typed events as they happen.
+
+        The last event is :class:`~power_loop.events.SendFinished` carrying the result.
+        Errors are raised from the iteration. Leaving the loop early cancels the send:
+        its partial answer is kept, marked, and the history stays valid.
+        """
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(self._send(text, session_id, queue.put_nowait, request_key,
+                                              source))
+        task.add_done_callback(lambda _: queue.put_nowait(_DONE))
+        try:
+            while (item := await queue.get()) is not _DONE:
+                yield item
+            task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _send(self, text: str, session_id: str, emit: Emit | None,
+                    request_key: str | None, source: str) -> SendResult:
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"text must be a string, not {type(text).__name__}")
+        store = await self._get_store()
+        user = Message.user(text) if source == "user" else Message.user(text, source=source)
+        owner = self._owner()
+
+        async def begin() -> Any:
+            return await store.begin_send(session_id, encode([user], 0), owner=owner,
+                                          ttl=self.config.lease_ttl, source=source,
+                                          request_key=request_key)
+
+        while True:
+            try:
+                start = await self._wait_for(begin)
+                break
+            except SendPendingError:
+                if self.config.on_pending == "raise":
+                    raise
+                if self.config.on_pending == "resume":
+                    await self.resume(session_id)
+                else:
+                    await self.abort_pending(session_id)
+        if start.existing is not None:
+            return await self._result_of(start.existing)
+        checkpoint("after_begin")
+        try:
+            window = await load_window(store, session_id, start.first_seq,
+                                       self._windows.take(session_id))
+            window.extend([user])
+        except BaseException:
+            await asyncio.shield(store.release_lease(start.lease))
+            raise
+        system = start.system_prompt if start.system_prompt is not None \
+            else self.config.system_prompt
+        run = SendRun(self._deps(store), session_id=session_id, lease=start.lease,
+                      send_index=start.send_index, first_seq=start.first_seq, window=window,
+                      system=system, emit=emit, source=source)
+        if emit is not None:
+            emit(SendStarted(session_id=session_id, send_index=start.send_index, source=source))
+        return await self._run(run)
+
+    async def _run(self, run: SendRun) -> SendResult:
+        try:
+            result = await run.run()
+        except BaseException:
+            if run.settled:
+                self._windows.put(run.window)
+            raise
+        self._windows.put(run.window)
+        return result
+
+    async def _result_of(self, send: SendRecord) -> SendResult:
+        """The result of a send already made (an idempotent retry)."""
+        if send.status == "pending":
+            raise SendPendingError(
+                f"send #{send.send_index} with this request_key has not finished yet",
+                session_id=send.session_id, send_index=send.send_index)
+        store = await self._get_store()
+        records = await store.read_messages(send.session_id, from_seq=send.first_seq)
+        tail = [decode_message(r.role, r.body) for r in records if r.send_index == send.send_index]
+        return SendResult(send.session_id, send.send_index, final_text(tail),
+                          Usage.from_json(send.usage), send.rounds, send.stop_reason or "",
+                          send.status, tuple(tail))
+
+    # -- recovery ----------------------------------------------------------------------
+
+    async def _claim(self, session_id: str) -> tuple[Store, SessionClaim]:
+        store = await self._get_store()
+        owner = self._owner()
+        claim = await self._wait_for(
+            lambda: store.claim_session(session_id, owner=owner, ttl=self.config.lease_ttl))
+        return store, claim
+
+    async def _pending_window(self, store: Store, claim: SessionClaim) -> tuple[SendRecord, Window]:
+        assert claim.pending_send is not None
+        try:
+            send = await store.get_send(claim.lease.session_id, claim.pending_send)
+            window = await load_window(store, claim.lease.session_id, claim.next_seq,
+                                       self._windows.take(claim.lease.session_id))
+        except BaseException:
+            await asyncio.shield(store.release_lease(claim.lease))
+            raise
+        return send, window
+
+    async def resume(self, session_id: str) -> SendResult | None:
+        """Finish the session's pending send, if it has one (``None`` otherwise).
+
+        Tool calls whose results were lost are run again only if their tool is
+        ``safe_to_repeat``; the others get a stored result telling the model their
+        outcome is unknown.
+        """
+        store, claim = await self._claim(session_id)
+        if claim.pending_send is None:
+            await store.release_lease(claim.lease)
+            return None
+        send, window = await self._pending_window(store, claim)
+        system = claim.system_prompt if claim.system_prompt is not None \
+            else self.config.system_prompt
+        run = SendRun(self._deps(store), session_id=session_id, lease=claim.lease,
+                      send_index=send.send_index, first_seq=send.first_seq, window=window,
+                      system=system, emit=None, source=send.source)
+        return await self._run(run)
+
+    async def heal_pending(self, session_id: str) -> int:
+        """Store a result for every tool call of the pending send that has none.
+
+        The send stays pending (``resume`` will carry on from there). Returns how many
+        results were written.
+        """
+        store, claim = await self._claim(session_id)
+        try:
+            if claim.pending_send is None:
+                return 0
+            send, window = await self._pending_window(store, claim)
+            messages = [synthetic_result(c, UNKNOWN_OUTCOME, "healed")
+                        for c in open_call_parts(window)]
+            if messages:
+                await store.append_messages(session_id, encode(messages, send.send_index),
+                                            epoch=claim.lease.epoch)
+                window.extend(messages)
+            self._windows.put(window)
+            return len(messages)
+        finally:
+            await store.release_lease(claim.lease)
+
+    async def abort_pending(self, session_id: str) -> bool:
+        """Abandon the pending send: answer its open tool calls and mark it aborted.
+
+        Returns ``False`` when there was no pending send.
+        """
+        store, claim = await self._claim(session_id)
+        if claim.pending_send is None:
+            await store.release_lease(claim.lease)
+            return False
+        send, window = await self._pending_window(store, claim)
+        messages = [synthetic_result(c, UNKNOWN_OUTCOME, "aborted")
+                    for c in open_call_parts(window)]
+        tail = [*window.messages[send.first_seq:], *messages]
+        try:
+            await store.finish_send(
+                session_id, send.send_index, encode(messages, send.send_index),
+                status="aborted", release=claim.lease, stop_reason="aborted",
+                rounds=sum(1 for m in tail if m.role == "assistant"),
+                usage=send_usage(tail).to_json())
+        except PowerLoopError:
+            await asyncio.shield(store.release_lease(claim.lease))
+            raise
+        window.extend(messages)
+        self._windows.put(window)
+        return True

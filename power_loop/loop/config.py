@@ -1,0 +1,76 @@
+"""``AgentLoopConfig``: every knob of a loop, with defaults a production app can keep."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from power_loop.errors import InvalidArgumentError
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentLoopConfig:
+    """How a :class:`~power_loop.StatefulAgentLoop` behaves.
+
+    Attributes:
+        system_prompt: Used by sessions created without a system prompt of their own.
+        max_rounds: Model calls that may use tools in one send. When they run out the
+            model is called once more without tools, so a send always ends with text.
+        max_send_tokens: Hard cap on tokens (input + output, cached included) one send
+            may spend; when reached, no further model call is made.
+        max_output_tokens: Cap on each model answer's length.
+        max_continuations: How many times an answer cut by the output limit is
+            continued automatically.
+        output_schema: JSON Schema the final answer must match (structured output).
+        tool_timeout: Default seconds a tool may run.
+        max_tool_output_chars: Default cap on a tool result's length.
+        max_parallel_tools: Tool calls run at once when the model asks for several.
+        lease_ttl: Seconds a session lease lasts between renewals; a crashed holder's
+            session is free again after at most this long.
+        lease_wait: Seconds to wait for a session another process holds: ``0`` fails
+            at once with SessionBusyError, ``None`` waits as long as it takes.
+        on_pending: What ``send`` does when the session's previous send never
+            finished (its process died): ``raise`` SendPendingError, ``resume`` it
+            first, or ``abort`` it first.
+        cache_sessions: Active windows kept in memory (0 disables the cache). The cache
+            only saves reads: it is checked against the store on every send.
+    """
+
+    system_prompt: str | None = None
+    max_rounds: int = 20
+    max_send_tokens: int | None = None
+    max_output_tokens: int | None = None
+    max_continuations: int = 2
+    output_schema: Mapping[str, Any] | None = None
+    tool_timeout: float | None = 120.0
+    max_tool_output_chars: int = 50_000
+    max_parallel_tools: int = 8
+    lease_ttl: float = 30.0
+    lease_wait: float | None = 300.0
+    on_pending: Literal["raise", "resume", "abort"] = "raise"
+    cache_sessions: int = 256
+
+    def __post_init__(self) -> None:
+        def positive(name: str, value: float | None, *, allow_none: bool = False,
+                     allow_zero: bool = False) -> None:
+            if value is None and allow_none:
+                return
+            if value is None or value < 0 or (value == 0 and not allow_zero):
+                raise InvalidArgumentError(f"AgentLoopConfig.{name} must be "
+                                           f"{'>= 0' if allow_zero else '> 0'}, not {value!r}")
+
+        positive("max_rounds", self.max_rounds)
+        positive("max_send_tokens", self.max_send_tokens, allow_none=True)
+        positive("max_output_tokens", self.max_output_tokens, allow_none=True)
+        positive("max_continuations", self.max_continuations, allow_zero=True)
+        positive("tool_timeout", self.tool_timeout, allow_none=True)
+        positive("max_tool_output_chars", self.max_tool_output_chars)
+        positive("max_parallel_tools", self.max_parallel_tools)
+        positive("lease_ttl", self.lease_ttl)
+        positive("lease_wait", self.lease_wait, allow_none=True, allow_zero=True)
+        positive("cache_sessions", self.cache_sessions, allow_zero=True)
+        if self.on_pending not in ("raise", "resume", "abort"):
+            raise InvalidArgumentError(
+                f"AgentLoopConfig.on_pending must be 'raise', 'resume' or 'abort', "
+                f"not {self.on_pending!r}")

@@ -1,0 +1,422 @@
+"""The send state machine: one model round after another until the send is finished.
+
+A run holds the session's lease and drives the send from whatever state the store says
+it is in, so finishing a fresh send and resuming one left by a dead process are the same
+code. At each step it looks at the send's persisted tail:
+
+* tool calls without results -> run them, store each result as soon as it and the ones
+  before it are done (results are stored in call order);
+* a user message, or complete tool results -> call the model; store its answer before
+  any tool runs (with the tool calls), or store it together with the send's end (and the
+  lease's release) when it is final;
+* an answer cut by the output limit, or left partial by a failed stream -> ask the model
+  to continue it.
+
+Writes are fenced by the lease epoch and extend the lease; a background task renews it
+during long model calls and tools, and cancels the run if the lease is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from power_loop._faults import checkpoint
+from power_loop.errors import LeaseLostError, PowerLoopError
+from power_loop.events.types import (
+    Event,
+    RoundFinished,
+    RoundStarted,
+    SendFinished,
+    TextChunk,
+    ToolCallFinished,
+    ToolCallStarted,
+    UsageUpdated,
+)
+from power_loop.llm.messages import (
+    Message,
+    ToolCallPart,
+    ToolResultPart,
+    Usage,
+    encode_message,
+)
+from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReason, TextDelta
+from power_loop.loop.config import AgentLoopConfig
+from power_loop.loop.results import SendResult
+from power_loop.loop.window import Window, load_window
+from power_loop.store.records import Lease, NewMessage
+from power_loop.store.store import Store
+from power_loop.tools.context import ToolContext
+from power_loop.tools.registry import ToolLimits, ToolRegistry
+
+Emit = Callable[[Event], None]
+
+CONTINUE_TEXT = ("[power_loop] Your previous answer was cut off. Continue exactly where it "
+                 "stopped, without repeating anything.")
+FINAL_ROUND_TEXT = ("[power_loop] The tool-call limit for this request is reached. Answer now "
+                    "with what you have, without calling tools.")
+UNKNOWN_OUTCOME = ("The outcome of this call is unknown: the process running it stopped before "
+                   "its result was recorded. It may or may not have taken effect; check before "
+                   "calling it again.")
+CANCELLED_RESULT = "The call was cancelled before it finished; its outcome is unknown."
+
+
+@dataclass(frozen=True, slots=True)
+class RunDeps:
+    """What a run needs from its loop."""
+
+    store: Store
+    llm: LLMService
+    tools: ToolRegistry
+    config: AgentLoopConfig
+    limits: ToolLimits
+
+
+def encode(messages: Sequence[Message], send_index: int) -> list[NewMessage]:
+    return [NewMessage(send_index, m.role, encode_message(m)) for m in messages]
+
+
+def synthetic_result(call: ToolCallPart, text: str, reason: str) -> Message:
+    """A result power_loop writes for a call whose real result does not exist."""
+    return Message.tool_result(ToolResultPart(call.id, call.name, text, True), synthetic=reason)
+
+
+def is_incomplete(message: Message) -> bool:
+    """An answer that stopped early: cut by the output limit or by a failed stream."""
+    return message.role == "assistant" and not message.tool_calls and (
+        message.meta.get("stop_reason") == StopReason.MAX_TOKENS.value
+        or bool(message.meta.get("partial")))
+
+
+def final_text(tail: Sequence[Message]) -> str:
+    """The send's answer: its last assistant text, joined to the texts it continues."""
+    pieces: list[str] = []
+    for message in reversed(tail):
+        if message.role == "assistant":
+            if pieces and not is_incomplete(message):
+                break
+            pieces.append(message.text)
+        elif message.role == "user" and message.meta.get("synthetic"):
+            continue
+        elif pieces:
+            break
+    return "".join(reversed(pieces))
+
+
+def send_usage(tail: Sequence[Message]) -> Usage:
+    total = Usage()
+    for message in tail:
+        if message.role == "assistant":
+            total = total + Usage.from_json(message.meta.get("usage"))
+    return total
+
+
+def open_call_parts(window: Window) -> list[ToolCallPart]:
+    """The tool calls still waiting for results, as parts, in call order."""
+    waiting = set(window.open_calls)
+    if not waiting:
+        return []
+    for message in reversed(window.messages):
+        if message.role == "assistant" and message.tool_calls:
+            return [c for c in message.tool_calls if c.id in waiting]
+    return []
+
+
+class SendRun:
+    """One send being driven while its session's lease is held."""
+
+    def __init__(self, deps: RunDeps, *, session_id: str, lease: Lease, send_index: int,
+                 first_seq: int, window: Window, system: str | None, emit: Emit | None,
+                 source: str = "user") -> None:
+        self._deps = deps
+        self.session_id = session_id
+        self.lease = lease
+        self.send_index = send_index
+        self.first_seq = first_seq
+        self.window = window
+        self._system = system
+        self._emit = emit
+        self.source = source
+        self._fresh_calls: set[str] = set()
+        self._done_results: dict[str, Message] = {}
+        self._partial: list[str] = []
+        self._lease_lost = False
+        self.settled = False
+        """True once the run has written its last word (finished or paused)."""
+
+    # -- state derived from the log ----------------------------------------------------
+
+    def _tail(self) -> list[Message]:
+        return self.window.messages[self.first_seq:]
+
+    def _event(self, kind: type[Event], **fields: object) -> None:
+        if self._emit is not None:
+            self._emit(kind(session_id=self.session_id, send_index=self.send_index,
+                            **fields))  # type: ignore[arg-type]
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def run(self) -> SendResult:
+        main = asyncio.current_task()
+        assert main is not None
+        renewer = asyncio.create_task(self._renew(main))
+        try:
+            return await self._drive()
+        except asyncio.CancelledError:
+            if self._lease_lost:
+                main.uncancel()
+                raise LeaseLostError(
+                    f"lost the lease on session {self.session_id!r} during send "
+                    f"#{self.send_index}; another process took it over",
+                    session_id=self.session_id, epoch=self.lease.epoch) from None
+            if not self.settled:
+                await asyncio.shield(self._close_cancelled())
+            raise
+        except LeaseLostError:
+            raise
+        except BaseException:
+            if not self.settled:
+                # Leave the send pending for resume(), but let others in right away.
+                await asyncio.shield(self._release_quietly())
+            raise
+        finally:
+            renewer.cancel()
+
+    async def _drive(self) -> SendResult:
+        config = self._deps.config
+        while True:
+            if self.window.open_calls:
+                await self._run_tools()
+                continue
+            tail = self._tail()
+            last = tail[-1]
+            extra: list[Message] = []
+            if last.role == "assistant":
+                continued = sum(1 for m in tail if m.meta.get("synthetic") == "continue")
+                if not is_incomplete(last) or continued >= config.max_continuations:
+                    stop = str(last.meta.get("stop_reason", StopReason.END_TURN.value))
+                    return await self._finish([], stop)
+                extra.append(Message.user(CONTINUE_TEXT, synthetic="continue"))
+            result = await self._call_model(extra)
+            if result is not None:
+                return result
+
+    # -- model calls -------------------------------------------------------------------
+
+    async def _call_model(self, extra: list[Message]) -> SendResult | None:
+        config, tail = self._deps.config, self._tail()
+        rounds = sum(1 for m in tail if m.role == "assistant")
+        spent = send_usage(tail)
+        if config.max_send_tokens is not None and spent.total_tokens >= config.max_send_tokens:
+            return await self._finish([], "token_budget")
+        if rounds > config.max_rounds:
+            return await self._finish([], "max_rounds")
+        final_round = rounds == config.max_rounds
+        if final_round:
+            extra.append(Message.user(FINAL_ROUND_TEXT, synthetic="final_round"))
+        self.window.check_request(extra)
+        request = LLMRequest(
+            messages=(*self.window.messages, *extra), system=self._system,
+            tools=self._deps.tools.specs(), tool_choice="none" if final_round else "auto",
+            max_output_tokens=config.max_output_tokens, output_schema=config.output_schema,
+            cache_prefix=self.first_seq,
+            metadata={"session_id": self.session_id, "send_index": self.send_index})
+        self._event(RoundStarted, round=rounds + 1)
+        response = await self._stream(request)
+        checkpoint("after_model_answer")
+        message = self._annotate(response, final_round)
+        self._event(UsageUpdated, usage=response.usage, total=spent + response.usage)
+        stop = "max_rounds" if final_round else response.stop_reason.value
+        if message.tool_calls:
+            await self._append([*extra, message])
+            self._fresh_calls.update(c.id for c in message.tool_calls)
+            checkpoint("after_assistant_saved")
+            self._event(RoundFinished, round=rounds + 1, stop_reason=stop,
+                        tool_calls=len(message.tool_calls))
+            return None
+        self._event(RoundFinished, round=rounds + 1, stop_reason=stop, tool_calls=0)
+        continued = sum(1 for m in (*tail, *extra) if m.meta.get("synthetic") == "continue")
+        if is_incomplete(message) and continued < config.max_continuations:
+            await self._append([*extra, message])
+            return None
+        return await self._finish([*extra, message], stop)
+
+    async def _stream(self, request: LLMRequest) -> LLMResponse:
+        self._partial = []
+        response: LLMResponse | None = None
+        try:
+            async for item in self._deps.llm.stream(request):
+                if isinstance(item, TextDelta):
+                    self._partial.append(item.text)
+                    self._event(TextChunk, text=item.text)
+                elif isinstance(item, LLMResponse):
+                    response = item
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._pause(exc)
+            raise
+        if response is None:
+            error = PowerLoopError(f"{type(self._deps.llm).__name__}.stream ended without an "
+                                   "LLMResponse")
+            await self._pause(error)
+            raise error
+        self._partial = []
+        return response
+
+    def _annotate(self, response: LLMResponse, final_round: bool) -> Message:
+        """The answer as stored: usage and stop reason in meta, call ids made unique."""
+        message = response.message
+        meta = {**message.meta, "stop_reason": response.stop_reason.value,
+                "usage": response.usage.to_json()}
+        if response.model:
+            meta["model"] = response.model
+        parts = list(message.parts)
+        if final_round and message.tool_calls:
+            meta["dropped_tool_calls"] = len(message.tool_calls)
+            parts = [p for p in parts if not isinstance(p, ToolCallPart)]
+        taken = set(self.window.open_calls)
+        for i, part in enumerate(parts):
+            if isinstance(part, ToolCallPart):
+                if not part.id or part.id in taken or self.window.uses_call_id(part.id):
+                    part = ToolCallPart(f"pl_{self.window.next_seq}_{i}", part.name,
+                                        part.arguments)
+                    parts[i] = part
+                taken.add(part.id)
+        return Message("assistant", tuple(parts), meta)
+
+    # -- tools -------------------------------------------------------------------------
+
+    async def _run_tools(self) -> None:
+        calls = open_call_parts(self.window)
+        semaphore = asyncio.Semaphore(self._deps.config.max_parallel_tools)
+
+        async def one(call: ToolCallPart) -> Message:
+            fresh = call.id in self._fresh_calls
+            found = self._deps.tools.get(call.name)
+            if not fresh and found is not None and not found.safe_to_repeat:
+                return synthetic_result(call, UNKNOWN_OUTCOME, "unknown_outcome")
+            attempt = 1 if fresh else 2
+            async with semaphore:
+                self._event(ToolCallStarted, call_id=call.id, name=call.name,
+                            arguments=call.arguments, attempt=attempt)
+                started = time.monotonic()
+                context = ToolContext(
+                    session_id=self.session_id, send_index=self.send_index, call_id=call.id,
+                    tool_name=call.name, attempt=attempt,
+                    idempotency_key=ToolContext.key_for(self.session_id, self.send_index,
+                                                        call.id))
+                result = await self._deps.tools.execute(call, context, self._deps.limits)
+                checkpoint("after_tool_ran")
+                self._event(ToolCallFinished, call_id=call.id, name=call.name,
+                            output=result.content, is_error=result.is_error,
+                            duration=time.monotonic() - started)
+            message = Message.tool_result(result)
+            self._done_results[call.id] = message
+            return message
+
+        if len(calls) == 1:
+            await self._append([await one(calls[0])])
+            checkpoint("after_results_saved")
+            return
+        tasks = [asyncio.create_task(one(call)) for call in calls]
+        position = {task: i for i, task in enumerate(tasks)}
+        finished: dict[int, Message] = {}
+        next_index = 0
+        try:
+            waiting = set(tasks)
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    finished[position[task]] = task.result()
+                batch = []
+                while next_index in finished:
+                    batch.append(finished.pop(next_index))
+                    next_index += 1
+                if batch:
+                    await self._append(batch)
+            checkpoint("after_results_saved")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def _append(self, messages: list[Message]) -> None:
+        await self._deps.store.append_messages(
+            self.session_id, encode(messages, self.send_index), epoch=self.lease.epoch,
+            extend_lease=self._deps.config.lease_ttl)
+        self.window.extend(messages)
+
+    async def _finish(self, messages: list[Message], stop_reason: str,
+                      status: str = "done") -> SendResult:
+        tail = [*self._tail(), *messages]
+        usage = send_usage(tail)
+        rounds = sum(1 for m in tail if m.role == "assistant")
+        store = self._deps.store
+
+        async def body(conn: object) -> None:
+            await store.finish_send_txn(
+                conn, self.session_id, self.send_index,  # type: ignore[arg-type]
+                encode(messages, self.send_index), status=status, epoch=None,
+                release=self.lease, stop_reason=stop_reason, rounds=rounds,
+                usage=usage.to_json(), error=None)
+            checkpoint("in_final_write")
+
+        await store.write(body)
+        self.window.extend(messages)
+        self.settled = True
+        result = SendResult(self.session_id, self.send_index, final_text(tail), usage, rounds,
+                            stop_reason, status, tuple(tail))
+        self._event(SendFinished, result=result)
+        return result
+
+    async def _pause(self, exc: BaseException) -> None:
+        """The model failed: keep any partial answer, leave the send pending, let go."""
+        text = "".join(self._partial)
+        messages = [Message.assistant(text, partial="stream_error")] if text else []
+        error = {"type": type(exc).__name__, "code": getattr(exc, "code", None),
+                 "message": str(exc)[:2000]}
+        await self._deps.store.pause_send(self.session_id, self.send_index,
+                                          encode(messages, self.send_index), lease=self.lease,
+                                          error=error)
+        self.window.extend(messages)
+        self.settled = True
+
+    async def _close_cancelled(self) -> None:
+        """Cancelled: keep the partial answer (marked), answer open calls, end the send."""
+        store = self._deps.store
+        # A write interrupted by the cancellation may or may not have committed: start
+        # again from what the store holds.
+        self.window = await load_window(store, self.session_id,
+                                        await store.next_seq(self.session_id))
+        messages: list[Message] = []
+        text = "".join(self._partial)
+        if text and not self.window.open_calls:
+            messages.append(Message.assistant(text, partial="cancelled"))
+        for call in open_call_parts(self.window):
+            messages.append(self._done_results.get(call.id)
+                            or synthetic_result(call, CANCELLED_RESULT, "cancelled"))
+        await self._finish(messages, "cancelled", "cancelled")
+
+    async def _release_quietly(self) -> None:
+        try:
+            await self._deps.store.release_lease(self.lease)
+        except PowerLoopError:
+            pass
+
+    async def _renew(self, main: asyncio.Task[object]) -> None:
+        ttl = self._deps.config.lease_ttl
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                self.lease = await self._deps.store.renew_lease(self.lease, ttl=ttl)
+            except LeaseLostError:
+                self._lease_lost = True
+                main.cancel()
+                return
+            except PowerLoopError:
+                continue  # the database is unreachable for now; try again next period

@@ -1,0 +1,44 @@
+"""What a send returns, and what ``history`` lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from power_loop.llm.messages import Message, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of one send.
+
+    Attributes:
+        session_id: The session.
+        send_index: The send's index in the session (0, 1, 2...).
+        final_text: The answer (an answer continued after the output limit is joined).
+        usage: Tokens spent by every model call of the send.
+        rounds: Model calls made.
+        stop_reason: ``end_turn``, ``max_rounds``, ``token_budget``, ``max_tokens``
+            (cut and out of continuations), ``refusal``, ``cancelled``, ``aborted``.
+        status: ``done``, ``cancelled`` or ``aborted``.
+        messages: The send's messages, the user's first.
+    """
+
+    session_id: str
+    send_index: int
+    final_text: str
+    usage: Usage
+    rounds: int
+    stop_reason: str
+    status: str = "done"
+    messages: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """One stored message with its place in the session."""
+
+    seq: int
+    send_index: int
+    message: Message
+    created_at: datetime

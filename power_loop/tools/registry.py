@@ -1,0 +1,142 @@
+"""``ToolRegistry``: the tools a loop offers, and how one call is carried out.
+
+Whatever the model gets wrong becomes an error result it can read and correct, never an
+exception in the loop: malformed JSON, a non-object, an unknown tool, arguments that
+fail the schema, a tool that raises or runs out of time. Results and errors are bounded
+in size, with a visible marker where they are cut. Cancellation is the one thing that
+propagates (the loop is being stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fastjsonschema
+
+from power_loop.errors import InvalidArgumentError
+from power_loop.llm.messages import ToolCallPart, ToolResultPart
+from power_loop.llm.service import ToolSpec
+from power_loop.tools.context import ToolContext
+from power_loop.tools.tool import Tool, ToolError, make_tool
+
+MAX_ERROR_CHARS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class ToolLimits:
+    """Defaults applied to tools that don't set their own."""
+
+    timeout: float | None = 120.0
+    max_output_chars: int = 50_000
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with a marker saying how much was dropped."""
+    if len(text) <= limit:
+        return text
+    marker = f"\n[... truncated: showing {{kept}} of {len(text)} characters]"
+    kept = max(0, limit - len(marker.format(kept=limit)))
+    return text[:kept] + marker.format(kept=kept)
+
+
+def render_output(value: Any) -> str:
+    """A tool's return value as the text the model reads."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class ToolRegistry:
+    """An ordered set of tools, by name.
+
+    Example::
+
+        registry = ToolRegistry([add, search])
+        @registry.tool(safe_to_repeat=True)
+        def lookup(key: str) -> str: ...
+    """
+
+    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._specs: tuple[ToolSpec, ...] | None = None
+        for item in tools:
+            self.register(item)
+
+    def register(self, item: Tool | Callable[..., Any], **options: Any) -> Tool:
+        """Add a :class:`Tool`, or a function made into one with ``options``."""
+        built = item if isinstance(item, Tool) else make_tool(item, **options)
+        if built.name in self._tools:
+            raise InvalidArgumentError(f"a tool named {built.name!r} is already registered")
+        self._tools[built.name] = built
+        self._specs = None
+        return built
+
+    def tool(self, **options: Any) -> Callable[[Callable[..., Any]], Tool]:
+        """Decorator registering a function: ``@registry.tool(safe_to_repeat=True)``."""
+        return lambda fn: self.register(fn, **options)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        """The tools as the model sees them, in registration order."""
+        if self._specs is None:
+            self._specs = tuple(t.spec for t in self._tools.values())
+        return self._specs
+
+    async def execute(self, call: ToolCallPart, context: ToolContext,
+                      limits: ToolLimits) -> ToolResultPart:
+        """Carry out one call; every failure becomes an error result."""
+
+        def error(message: str) -> ToolResultPart:
+            return ToolResultPart(call.id, call.name, truncate(message, MAX_ERROR_CHARS), True)
+
+        found = self._tools.get(call.name)
+        if found is None:
+            available = ", ".join(self._tools) or "none"
+            return error(f"Error: unknown tool {call.name!r}. Available tools: {available}.")
+        try:
+            arguments = call.parsed_arguments()
+        except ValueError as exc:
+            return error(f"Error: the arguments for {call.name!r} are not valid JSON ({exc}). "
+                         "Send a JSON object.")
+        if not isinstance(arguments, dict):
+            return error(f"Error: the arguments for {call.name!r} must be a JSON object, not "
+                         f"{type(arguments).__name__}.")
+        try:
+            found.validate(arguments)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            schema = json.dumps(found.parameters, ensure_ascii=False)
+            return error(f"Error: invalid arguments for {call.name!r}: {exc.message}. "
+                         f"Expected schema: {schema}")
+        timeout = found.timeout if found.timeout is not None else limits.timeout
+        try:
+            async with asyncio.timeout(timeout):
+                value = await found.invoke(arguments, context)
+        except TimeoutError:
+            return error(f"Error: tool {call.name!r} did not finish within {timeout:g}s and was "
+                         "abandoned.")
+        except ToolError as exc:
+            return error(str(exc))
+        except Exception as exc:
+            return error(f"Error: tool {call.name!r} failed: {type(exc).__name__}: {exc}")
+        limit = found.max_output_chars or limits.max_output_chars
+        return ToolResultPart(call.id, call.name, truncate(render_output(value), limit))

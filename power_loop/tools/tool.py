@@ -1,0 +1,156 @@
+"""A tool: a Python function the model may call, described by JSON Schema."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, get_type_hints, overload
+
+import fastjsonschema
+
+from power_loop.errors import InvalidArgumentError
+from power_loop.llm.service import ToolSpec
+from power_loop.tools.context import ToolContext
+from power_loop.tools.schema import function_schema
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+
+class ToolError(Exception):
+    """Raise from a tool to send the model an error with exactly this message."""
+
+
+@dataclass(frozen=True, eq=False)
+class Tool:
+    """A callable the model can use.
+
+    Attributes:
+        name: How the model calls it (letters, digits, ``_`` and ``-``; up to 64).
+        description: What it does, for the model.
+        parameters: JSON Schema of its arguments (an object).
+        fn: The function (sync functions run in a worker thread).
+        safe_to_repeat: Re-running it after a crash is harmless (reads, idempotent
+            writes). Calls of other tools whose outcome was lost are never re-run: the
+            model is told the outcome is unknown.
+        timeout: Seconds before the call is abandoned (``None``: the loop's default).
+        max_output_chars: Longer output is cut with a visible marker (``None``: the
+            loop's default).
+    """
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    fn: Callable[..., Any]
+    safe_to_repeat: bool = False
+    timeout: float | None = None
+    max_output_chars: int | None = None
+    context_param: str | None = None
+    _converters: Mapping[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InvalidArgumentError(
+                f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'")
+        try:
+            validator = fastjsonschema.compile(dict(self.parameters))
+        except fastjsonschema.JsonSchemaDefinitionException as exc:
+            raise InvalidArgumentError(f"tool {self.name!r} has an invalid schema: {exc}") from exc
+        object.__setattr__(self, "_validate", validator)
+
+    @property
+    def spec(self) -> ToolSpec:
+        """The tool as the model sees it."""
+        return ToolSpec(self.name, self.description, self.parameters)
+
+    def validate(self, arguments: Any) -> None:
+        """Raise ``fastjsonschema.JsonSchemaValueException`` when arguments don't fit."""
+        self._validate(arguments)  # type: ignore[attr-defined]
+
+    async def invoke(self, arguments: Mapping[str, Any], context: ToolContext) -> Any:
+        """Call the function with validated arguments (and the context if it takes one)."""
+        kwargs = {k: self._converters[k](v) if k in self._converters else v
+                  for k, v in arguments.items()}
+        if self.context_param is not None:
+            kwargs[self.context_param] = context
+        if inspect.iscoroutinefunction(self.fn):
+            return await self.fn(**kwargs)
+        result = await asyncio.to_thread(self.fn, **kwargs)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+def _dataclass_converter(cls: type[Any]) -> Callable[[Any], Any]:
+    return lambda value: cls(**value)
+
+
+def _converters(fn: Callable[..., Any]) -> dict[str, Callable[[Any], Any]]:
+    """Turn JSON values back into the Enum or dataclass a parameter is annotated with."""
+    out: dict[str, Callable[[Any], Any]] = {}
+    hints = get_type_hints(fn)
+    for name, hint in hints.items():
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            out[name] = hint
+        elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            out[name] = _dataclass_converter(hint)
+    return out
+
+
+def make_tool(fn: Callable[..., Any], *, name: str | None = None,
+              description: str | None = None, safe_to_repeat: bool = False,
+              timeout: float | None = None, max_output_chars: int | None = None) -> Tool:
+    """Build a :class:`Tool` from a function's signature, hints and docstring."""
+    hints = get_type_hints(fn)
+    context_params = {n for n, h in hints.items() if h is ToolContext}
+    if len(context_params) > 1:
+        raise InvalidArgumentError(f"{fn.__name__} takes more than one ToolContext")
+    summary, parameters = function_schema(fn, skip=context_params)
+    return Tool(
+        name=name or fn.__name__, description=description or summary or fn.__name__,
+        parameters=parameters, fn=fn, safe_to_repeat=safe_to_repeat, timeout=timeout,
+        max_output_chars=max_output_chars,
+        context_param=next(iter(context_params), None), _converters=_converters(fn))
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(*, name: str | None = None, description: str | None = None,
+         safe_to_repeat: bool = False, timeout: float | None = None,
+         max_output_chars: int | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+         description: str | None = None, safe_to_repeat: bool = False,
+         timeout: float | None = None,
+         max_output_chars: int | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a function into a :class:`Tool`; use bare (``@tool``) or with options.
+
+    The JSON Schema comes from the type hints, the descriptions from the Google-style
+    docstring (summary, then ``Args:``). A parameter annotated :class:`ToolContext`
+    receives the call's context instead of a model argument.
+
+    Example::
+
+        @tool(safe_to_repeat=True)
+        async def weather(city: str, unit: Literal["C", "F"] = "C") -> str:
+            \"\"\"Current weather for a city.
+
+            Args:
+                city: City name, e.g. "Paris".
+                unit: Temperature unit.
+            \"\"\"
+    """
+
+    def build(f: Callable[..., Any]) -> Tool:
+        return make_tool(f, name=name, description=description, safe_to_repeat=safe_to_repeat,
+                         timeout=timeout, max_output_chars=max_output_chars)
+
+    return build(fn) if fn is not None else build
