@@ -67,13 +67,19 @@ class ToolCallStarted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallFinished(Event):
-    """A tool call ended; ``output`` is the result the model will read."""
+    """A tool call ended; ``output`` is the result the model will read.
+
+    ``synthetic`` names why power_loop wrote the result itself instead of running the
+    tool (``unknown_outcome``: a call cut off by a crash, whose tool is not safe to
+    repeat), else it is ``None``.
+    """
 
     call_id: str
     name: str
     output: str
     is_error: bool
     duration: float
+    synthetic: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -310,12 +310,13 @@ class StatefulAgentLoop:
             raise
         return send, window
 
-    async def resume(self, session_id: str) -> SendResult | None:
+    async def resume(self, session_id: str, *,
+                     on_event: Emit | None = None) -> SendResult | None:
         """Finish the session's pending send, if it has one (``None`` otherwise).
 
         Tool calls whose results were lost are run again only if their tool is
         ``safe_to_repeat``; the others get a stored result telling the model their
-        outcome is unknown.
+        outcome is unknown. ``on_event`` receives the events as they happen.
         """
         store, claim = await self._claim(session_id)
         if claim.pending_send is None:
@@ -326,7 +327,10 @@ class StatefulAgentLoop:
             else self.config.system_prompt
         run = SendRun(self._deps(store), session_id=session_id, lease=claim.lease,
                       send_index=send.send_index, first_seq=send.first_seq, window=window,
-                      system=system, emit=None, source=send.source)
+                      system=system, emit=on_event, source=send.source)
+        if on_event is not None:
+            on_event(SendStarted(session_id=session_id, send_index=send.send_index,
+                                 source=send.source, resumed=True))
         return await self._run(run)
 
     async def heal_pending(self, session_id: str) -> int:

@@ -297,6 +297,9 @@ class SendRun:
             fresh = call.id in self._fresh_calls
             found = self._deps.tools.get(call.name)
             if not fresh and found is not None and not found.safe_to_repeat:
+                self._event(ToolCallFinished, call_id=call.id, name=call.name,
+                            output=UNKNOWN_OUTCOME, is_error=True, duration=0.0,
+                            synthetic="unknown_outcome")
                 return synthetic_result(call, UNKNOWN_OUTCOME, "unknown_outcome")
             attempt = 1 if fresh else 2
             async with semaphore:
