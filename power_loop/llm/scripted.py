@@ -64,6 +64,8 @@ class Turn:
         usage: Token counts to report; a cheap deterministic estimate otherwise.
         chunks: Stream the text in this many pieces (default: the model's setting).
         delay: Seconds to wait before answering (a slow model).
+        chunk_delay: Seconds to wait before each streamed chunk (a slow stream that can
+            be cancelled half-way).
         error_after: With ``error``, how many text chunks stream before it is raised.
     """
 
@@ -74,6 +76,7 @@ class Turn:
     usage: Usage | None = None
     chunks: int | None = None
     delay: float = 0.0
+    chunk_delay: float = 0.0
     error_after: int = 0
 
 
@@ -150,11 +153,13 @@ class ScriptedLLM:
             await asyncio.sleep(turn.delay)
         pieces = _pieces(turn.text, turn.chunks, self._chunk_size)
         if turn.error is not None:
-            for piece in pieces[:turn.error_after]:
-                yield TextDelta(piece)
-            raise turn.error
+            pieces = pieces[:turn.error_after]
         for piece in pieces:
+            if turn.chunk_delay:
+                await asyncio.sleep(turn.chunk_delay)
             yield TextDelta(piece)
+        if turn.error is not None:
+            raise turn.error
         base = len(request.messages)
         calls = []
         for i, scripted in enumerate(turn.tool_calls):

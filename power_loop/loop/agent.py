@@ -209,7 +209,8 @@ class StatefulAgentLoop:
 
         The last event is :class:`~power_loop.events.SendFinished` carrying the result.
         Errors are raised from the iteration. Leaving the loop early cancels the send:
-        its partial answer is kept, marked, and the history stays valid.
+        its partial answer is kept, marked, and the history stays valid. Wrap the stream
+        in ``contextlib.aclosing`` so the cancellation completes before you go on.
         """
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(self._send(text, session_id, queue.put_nowait, request_key,

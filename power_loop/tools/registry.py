@@ -38,7 +38,7 @@ def truncate(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters with a marker saying how much was dropped."""
     if len(text) <= limit:
         return text
-    marker = f"\n[... truncated: showing {{kept}} of {len(text)} characters]"
+    marker = f"\n[... truncated: showing {{kept:,}} of {len(text):,} characters]"
     kept = max(0, limit - len(marker.format(kept=limit)))
     return text[:kept] + marker.format(kept=kept)
 
@@ -128,10 +128,13 @@ class ToolRegistry:
             return error(f"Error: invalid arguments for {call.name!r}: {exc.message}. "
                          f"Expected schema: {schema}")
         timeout = found.timeout if found.timeout is not None else limits.timeout
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 value = await found.invoke(arguments, context)
-        except TimeoutError:
+        except TimeoutError as exc:
+            if not deadline.expired():  # the tool's own timeout, not ours
+                return error(f"Error: tool {call.name!r} failed: TimeoutError: {exc}")
             return error(f"Error: tool {call.name!r} did not finish within {timeout:g}s and was "
                          "abandoned.")
         except ToolError as exc:
