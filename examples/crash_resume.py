@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import data_dir
+
 from power_loop import (
     LLMRequest,
     ScriptedLLM,
@@ -28,8 +30,6 @@ from power_loop import (
     reply,
     tool,
 )
-
-from _common import data_dir
 
 
 def model(request: LLMRequest) -> Turn:
@@ -62,9 +62,7 @@ async def child(dsn: str, sid: str, outbox: Path) -> None:
         await loop.send("Invoice ACME for March.", session_id=sid)
 
 
-async def parent() -> None:
-    workdir = data_dir("crash")
-    dsn, sid, outbox = str(workdir / "app.db"), "billing-1", workdir / "outbox.jsonl"
+def crash_a_child(dsn: str, sid: str, outbox: Path) -> None:
     proc = subprocess.Popen([sys.executable, __file__, "child", dsn, sid, str(outbox)])
     while not outbox.exists():
         time.sleep(0.05)
@@ -72,6 +70,8 @@ async def parent() -> None:
     proc.wait()
     print(f"child killed (status {proc.returncode}) after the invoice went out")
 
+
+async def resume(dsn: str, sid: str, outbox: Path) -> None:
     async with StatefulAgentLoop(llm=ScriptedLLM(model), dsn=dsn,
                                  tools=tools(outbox, hang=False),  # type: ignore[arg-type]
                                  ) as loop:
@@ -85,4 +85,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["child"]:
         asyncio.run(child(sys.argv[2], sys.argv[3], Path(sys.argv[4])))
     else:
-        asyncio.run(parent())
+        workdir = data_dir("crash")
+        args = (str(workdir / "app.db"), "billing-1", workdir / "outbox.jsonl")
+        crash_a_child(*args)
+        asyncio.run(resume(*args))

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from power_loop import AgentLoopConfig, ScriptedLLM, StatefulAgentLoop, call_tool, reply, tool
-
 from _common import data_dir, pick_llm
+
+from power_loop import AgentLoopConfig, ScriptedLLM, StatefulAgentLoop, call_tool, reply, tool
 
 
 @tool(safe_to_repeat=True)

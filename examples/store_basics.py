@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from power_loop import LeaseLostError, NewMessage, SessionBusyError, open_store
-
 from _common import data_dir
+
+from power_loop import LeaseLostError, NewMessage, SessionBusyError, open_store
 
 
 async def main(dsn: str) -> None:

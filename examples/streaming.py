@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from contextlib import aclosing
 
+from _common import data_dir, pick_llm
+
 from power_loop import (
     ScriptedLLM,
     SendFinished,
@@ -20,8 +22,6 @@ from power_loop import (
     reply,
     tool,
 )
-
-from _common import data_dir, pick_llm
 
 
 @tool(safe_to_repeat=True)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
+from _common import data_dir, pick_llm
+
 from power_loop import (
     ScriptedLLM,
     StatefulAgentLoop,
@@ -21,8 +23,6 @@ from power_loop import (
     reply,
     tool,
 )
-
-from _common import data_dir, pick_llm
 
 
 class Unit(Enum):

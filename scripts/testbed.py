@@ -46,7 +46,7 @@ def _ensure_user(name: str) -> None:
 def _chown_tree(path: Path, user: str) -> None:
     entry = pwd.getpwnam(user)
     for root, dirs, files in os.walk(path):
-        for name in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
+        for name in [root, *(os.path.join(root, n) for n in [*dirs, *files])]:
             os.chown(name, entry.pw_uid, entry.pw_gid)
 
 
@@ -148,8 +148,8 @@ def main(argv: list[str]) -> None:
         stop(base)
         return
     if os.geteuid() != 0:
-        raise SystemExit("testbed: run as root (servers run as their own system users), "
-                         "or point POWER_LOOP_TEST_PG_DSN / POWER_LOOP_TEST_MYSQL_DSN at servers you have")
+        raise SystemExit("testbed: run as root (servers run as their own system users), or "
+                         "point POWER_LOOP_TEST_PG_DSN / POWER_LOOP_TEST_MYSQL_DSN at your servers")
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o755)
     env: dict[str, str] = {}
