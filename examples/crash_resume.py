@@ -78,7 +78,6 @@ async def resume(dsn: str, sid: str, outbox: Path) -> None:
         result = await loop.resume(sid)
         assert result is not None
         print(f"resumed: {result.final_text!r}")
-        print(f"invoices in the outbox: {len(outbox.read_text().splitlines())} (not sent twice)")
 
 
 if __name__ == "__main__":
@@ -89,3 +88,5 @@ if __name__ == "__main__":
         args = (str(workdir / "app.db"), "billing-1", workdir / "outbox.jsonl")
         crash_a_child(*args)
         asyncio.run(resume(*args))
+        print(f"invoices in the outbox: {len(args[2].read_text().splitlines())} "
+              "(not sent twice)")
