@@ -1,0 +1,287 @@
+"""``power-loop sessions``: list, show, export, import and delete sessions.
+
+Export writes the portable JSON Lines format of :meth:`Store.export_session`, so a
+session moves between databases and engines (SQLite to PostgreSQL...) with
+``export`` on one side and ``import`` on the other; exporting again gives the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import BinaryIO
+
+from power_loop.cli.argtypes import non_negative_int, positive_int
+from power_loop.cli.formatting import (
+    compact,
+    one_line,
+    print_json,
+    send_dict,
+    session_dict,
+    table,
+    when,
+)
+from power_loop.cli.registry import (
+    Command,
+    add_command_parser,
+    new_subparsers,
+    set_handler,
+)
+from power_loop.cli.store_access import add_store_arguments, run_with_store, store_handler
+from power_loop.errors import InvalidArgumentError, SessionExistsError
+from power_loop.store import SchemaPolicy, SessionRecord, Store
+
+_READS = "a mistyped DSN or prefix must fail, not show an empty new store"
+_WRITES = "it must not create tables in a database that was never a store"
+
+
+# -- list ------------------------------------------------------------------------------
+
+
+async def _list(store: Store, args: argparse.Namespace) -> int:
+    limit = int(args.limit)
+    records = await store.list_sessions(limit=limit + 1)
+    shown, more = records[:limit], len(records) > limit
+    if args.json:
+        print_json([session_dict(r) for r in shown])
+    elif shown:
+        rows = [[r.id, when(r.created_at), when(r.updated_at), str(r.next_seq),
+                 str(r.send_count), "-" if r.pending_send is None else f"#{r.pending_send}"]
+                for r in shown]
+        print(table(["ID", "CREATED (UTC)", "UPDATED (UTC)", "MESSAGES", "SENDS", "PENDING"],
+                    rows))
+    else:
+        print("no sessions", file=sys.stderr)
+    if more:
+        print(f"(showing the newest {limit}; pass --limit to see more)", file=sys.stderr)
+    return 0
+
+
+def _configure_list(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=positive_int, default=50, metavar="N",
+                        help="show at most the N newest sessions (default: %(default)s)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON array of session objects instead of a table")
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_READS)
+    set_handler(parser, store_handler(_list))
+
+
+# -- show ------------------------------------------------------------------------------
+
+
+def _lease(record: SessionRecord) -> str:
+    if record.lease_owner is None:
+        return f"free (epoch {record.lease_epoch})"
+    return (f"{record.lease_owner!r} until {when(record.lease_expires_at)} UTC "
+            f"(epoch {record.lease_epoch})")
+
+
+async def _show(store: Store, args: argparse.Namespace) -> int:
+    record = await store.get_session(str(args.session_id))
+    first = max(0, record.send_count - int(args.sends))
+    sends = await store.list_sends(record.id, from_index=first) if int(args.sends) else []
+    if args.json:
+        print_json({"session": session_dict(record), "sends": [send_dict(s) for s in sends]})
+        return 0
+    pending = "none pending" if record.pending_send is None else (
+        f"#{record.pending_send} pending")
+    prompt = "-" if record.system_prompt is None else one_line(record.system_prompt, 200)
+    print(table(["session", record.id], [
+        ["parent", record.parent_id or "-"],
+        ["created", f"{when(record.created_at)} UTC"],
+        ["updated", f"{when(record.updated_at)} UTC"],
+        ["messages", str(record.next_seq)],
+        ["sends", f"{record.send_count}, {pending}"],
+        ["lease", _lease(record)],
+        ["metadata", compact(dict(record.metadata), 200)],
+        ["system prompt", prompt],
+    ]))
+    if sends:
+        print(f"\nsends (the last {len(sends)} of {record.send_count}):"
+              if len(sends) < record.send_count else "\nsends:")
+        print(table(
+            ["SEND", "STATUS", "SOURCE", "STARTED (UTC)", "FINISHED (UTC)", "ROUNDS", "STOP",
+             "USAGE"],
+            [[f"#{s.send_index}", s.status, s.source, when(s.created_at), when(s.finished_at),
+              str(s.rounds), s.stop_reason or "-", compact(dict(s.usage), 50)]
+             for s in sends]))
+    return 0
+
+
+def _configure_show(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session_id", metavar="ID", help="the session's id")
+    parser.add_argument("--sends", type=non_negative_int, default=20, metavar="N",
+                        help="include the last N sends (default: %(default)s; 0 for none)")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"session": {...}, "sends": [...]} as JSON')
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_READS)
+    set_handler(parser, store_handler(_show))
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+async def _write_export(store: Store, session_id: str, out: BinaryIO) -> int:
+    count = 0
+    lines = store.export_session(session_id)
+    try:
+        async for line in lines:
+            out.write(line.encode("utf-8"))
+            count += 1
+    finally:
+        # The export holds a read transaction open; end it now if writing failed,
+        # not whenever the generator is collected.
+        if isinstance(lines, AsyncGenerator):
+            await lines.aclose()
+    out.flush()
+    return count
+
+
+def _export(args: argparse.Namespace) -> int:
+    session_id = str(args.session_id)
+
+    def to(out: BinaryIO) -> int:
+        async def body(store: Store, _: argparse.Namespace) -> int:
+            return await _write_export(store, session_id, out)
+
+        return run_with_store(args, body)
+
+    if args.output in (None, "-"):
+        sys.stdout.flush()
+        to(sys.stdout.buffer)
+        return 0
+    path = Path(str(args.output))
+    # Written beside the target and renamed over it only when complete, so a failed
+    # export never leaves a truncated file that an import would reject (or trust).
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        out = partial.open("wb")
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot write {str(path)!r}: {exc.strerror}") from None
+    try:
+        with out:
+            count = to(out)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"exported session {session_id!r} ({count} lines) to {str(path)!r}",
+          file=sys.stderr)
+    return 0
+
+
+def _configure_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session_id", metavar="ID", help="the session's id")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write to FILE (replaced only once the export is complete) "
+                             "instead of stdout")
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_READS)
+    set_handler(parser, _export)
+
+
+# -- import ----------------------------------------------------------------------------
+
+
+def _read_lines(source: str) -> list[str]:
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot read {source!r}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgumentError(
+            f"{source!r} is not UTF-8 text (byte {exc.start}); is it a session export?"
+        ) from None
+    # Split on \n only: str.splitlines() would also split inside JSON strings at U+2028,
+    # U+0085 and friends, which the export leaves unescaped.
+    return text.split("\n")
+
+
+def _import(args: argparse.Namespace) -> int:
+    lines = _read_lines(str(args.file))
+    replace = bool(args.replace)
+
+    async def body(store: Store, _: argparse.Namespace) -> int:
+        try:
+            session_id = await store.import_session(lines, replace=replace)
+        except SessionExistsError as exc:
+            raise SessionExistsError(
+                f"session {exc.session_id!r} already exists; pass --replace to overwrite it",
+                session_id=exc.session_id) from exc
+        print(f"imported session {session_id!r}")
+        return 0
+
+    return run_with_store(args, body)
+
+
+def _configure_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE",
+                        help="a file written by `sessions export`, or - for stdin")
+    parser.add_argument("--replace", action="store_true",
+                        help="overwrite a session with the same id (default: refuse with "
+                             "session_exists)")
+    add_store_arguments(
+        parser, policy=SchemaPolicy.AUTO_CREATE,
+        why="importing into a fresh database (a restore, or a move to another engine) "
+            "is the main use")
+    set_handler(parser, _import)
+
+
+# -- delete ----------------------------------------------------------------------------
+
+
+async def _delete(store: Store, args: argparse.Namespace) -> int:
+    session_id = str(args.session_id)
+    await store.delete_session(session_id)
+    print(f"deleted session {session_id!r}")
+    return 0
+
+
+def _configure_delete(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session_id", metavar="ID", help="the session's id")
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_WRITES)
+    set_handler(parser, store_handler(_delete))
+
+
+# -- the group -------------------------------------------------------------------------
+
+_ACTIONS = (
+    ("list", "list sessions, newest first", _configure_list),
+    ("show", "show one session: its row, message count and recent sends", _configure_show),
+    ("export", "write one session as portable JSON Lines", _configure_export),
+    ("import", "load a session written by `sessions export`", _configure_import),
+    ("delete", "delete one session and everything it holds", _configure_delete),
+)
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    actions = new_subparsers(parser, dest="action", metavar="ACTION")
+    for name, help_text, configure in _ACTIONS:
+        configure(add_command_parser(actions, name, help=help_text))
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        name="sessions",
+        help="list, show, export, import or delete sessions",
+        description=(
+            "Inspect and move sessions.\n\n"
+            "list, show, export and delete open the store with --schema verify: a\n"
+            "mistyped DSN or prefix fails with the DDL to run instead of creating\n"
+            "tables. import opens it with --schema auto_create, so an export can be\n"
+            "loaded into a brand-new database."),
+        epilog=(
+            "examples:\n"
+            "  export POWER_LOOP_DSN=postgresql://app@db/app\n"
+            "  power-loop sessions list --limit 20\n"
+            "  power-loop sessions show 6f1c0d --json\n"
+            "  power-loop sessions export 6f1c0d -o 6f1c0d.jsonl\n"
+            "  power-loop sessions import 6f1c0d.jsonl --dsn sqlite:///copy.db\n"
+            "  power-loop sessions delete 6f1c0d"),
+        configure=_configure,
+    ),
+)
