@@ -17,12 +17,13 @@ import traceback
 from collections.abc import Sequence
 
 from power_loop import __version__
-from power_loop.cli import ddl, maintenance, sessions
+from power_loop.cli import ddl, demo, maintenance, sessions
 from power_loop.cli.registry import Command, CommandRegistry, get_handler
 from power_loop.cli.store_access import DSN_ENV, dsn_secrets, given_dsn, scrub
 from power_loop.errors import PowerLoopError
 
 BUILTIN_COMMANDS: tuple[Command, ...] = (
+    *demo.COMMANDS,
     *ddl.COMMANDS,
     *sessions.COMMANDS,
     *maintenance.COMMANDS,
