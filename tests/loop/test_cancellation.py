@@ -1,0 +1,299 @@
+"""Cooperative cancellation: the partial answer is kept and marked, the history stays valid."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import pytest
+
+from power_loop import (
+    AgentLoopConfig,
+    LLMRequest,
+    ScriptedLLM,
+    StatefulAgentLoop,
+    Store,
+    TextChunk,
+    ToolCallFinished,
+    Turn,
+    call_tool,
+    call_tools,
+    tool,
+)
+from power_loop.llm.service import StreamItem
+from tests.loop.support import (
+    ModelDown,
+    StallingLLM,
+    generator,
+    lease_is_free,
+    make_loop,
+    shape,
+    texts,
+)
+
+PIECES = ["Once upon ", "a time"]
+
+
+async def assert_cancelled(store: Store, sid: str, send_index: int = 0) -> None:
+    send = await store.get_send(sid, send_index)
+    assert (send.status, send.stop_reason) == ("cancelled", "cancelled")
+    assert send.finished_at is not None
+    session = await store.get_session(sid)
+    assert session.pending_send is None
+    assert await lease_is_free(store, sid)
+
+
+async def assert_next_send_works(loop: StatefulAgentLoop, sid: str) -> None:
+    result = await loop.send("still there?", session_id=sid)
+    assert (result.final_text, result.status) == ("yes", "done")
+
+
+async def test_cancel_while_the_model_streams(store: Store) -> None:
+    llm = StallingLLM(PIECES, then=ScriptedLLM(["yes"]))
+    loop = make_loop(store, llm)
+    sid = await loop.new_session()
+    task = asyncio.create_task(loop.send("Tell me a story", session_id=sid))
+    await llm.streaming.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    await assert_cancelled(store, sid)
+    [_, partial] = [h.message for h in await loop.history(sid)]
+    assert (partial.role, partial.text) == ("assistant", "Once upon a time")
+    assert partial.meta["partial"] == "cancelled"
+    await assert_next_send_works(loop, sid)
+    assert texts(llm.requests[-1]) == ["Tell me a story", "Once upon a time", "still there?"]
+
+
+async def test_cancel_before_any_text(store: Store) -> None:
+    llm = StallingLLM([], then=ScriptedLLM(["yes"]))
+    loop = make_loop(store, llm)
+    sid = await loop.new_session()
+    task = asyncio.create_task(loop.send("Hello?", session_id=sid))
+    await llm.streaming.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await assert_cancelled(store, sid)
+    assert await shape(store, sid) == [(0, "user")]
+    await assert_next_send_works(loop, sid)
+
+
+async def test_cancel_while_a_tool_runs(store: Store) -> None:
+    running = asyncio.Event()
+    outcome: list[str] = []
+
+    @tool
+    async def slow_job() -> str:
+        """Take a long time."""
+        running.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        return "finished"
+
+    llm = ScriptedLLM([call_tool("slow_job", text="Starting."), "yes"])
+    loop = make_loop(store, llm, [slow_job])
+    sid = await loop.new_session()
+    task = asyncio.create_task(loop.send("Run it", session_id=sid))
+    await running.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert outcome == ["cancelled"]
+    await assert_cancelled(store, sid)
+    history = [h.message for h in await loop.history(sid)]
+    assert [m.role for m in history] == ["user", "assistant", "tool"]
+    [result] = history[2].tool_results
+    assert result.call_id == history[1].tool_calls[0].id
+    assert result.is_error and "cancelled" in result.content
+    assert history[2].meta["synthetic"] == "cancelled"
+    assert not any(m.meta.get("partial") for m in history)
+    await assert_next_send_works(loop, sid)
+
+
+async def test_finished_results_survive_the_cancellation(store: Store) -> None:
+    @tool
+    async def hangs() -> str:
+        """Never finishes."""
+        await asyncio.sleep(30)
+        return "never"
+
+    @tool
+    async def quick() -> str:
+        """Finishes at once."""
+        return "quick result"
+
+    llm = ScriptedLLM([call_tools(("hangs", {}), ("quick", {})), "yes"])
+    loop = make_loop(store, llm, [hangs, quick])
+    sid = await loop.new_session()
+    async with aclosing(generator(loop, "Run both", sid)) as events:
+        async for event in events:
+            if isinstance(event, ToolCallFinished):
+                assert event.name == "quick"
+                break
+
+    await assert_cancelled(store, sid)
+    history = [h.message for h in await loop.history(sid)]
+    assert [m.role for m in history] == ["user", "assistant", "tool", "tool"]
+    first, second = history[2].tool_results[0], history[3].tool_results[0]
+    assert (first.name, first.is_error, history[2].meta["synthetic"]) == ("hangs", True,
+                                                                         "cancelled")
+    assert (second.name, second.content, second.is_error) == ("quick", "quick result", False)
+    assert "synthetic" not in history[3].meta
+    await assert_next_send_works(loop, sid)
+
+
+async def test_leaving_stream_early_cancels_the_send(store: Store) -> None:
+    llm = StallingLLM(PIECES, then=ScriptedLLM(["yes"]))
+    loop = make_loop(store, llm)
+    sid = await loop.new_session()
+    seen: list[str] = []
+    async with aclosing(generator(loop, "Tell me a story", sid)) as events:
+        async for event in events:
+            if isinstance(event, TextChunk):
+                seen.append(event.text)
+                await llm.streaming.wait()
+                break
+
+    assert seen == ["Once upon "]
+    await assert_cancelled(store, sid)
+    partial = (await loop.history(sid))[-1].message
+    assert (partial.text, partial.meta["partial"]) == ("Once upon a time", "cancelled")
+    await assert_next_send_works(loop, sid)
+
+
+async def test_breaking_out_of_stream_frees_the_session(store: Store) -> None:
+    llm = StallingLLM(PIECES, then=ScriptedLLM(["yes"]))
+    loop = make_loop(store, llm, lease_wait=30)
+    sid = await loop.new_session()
+    async for event in loop.stream("Tell me a story", session_id=sid):
+        if isinstance(event, TextChunk):
+            await llm.streaming.wait()
+            break
+    # The abandoned generator is closed by the event loop; the next send waits for it.
+    await assert_next_send_works(loop, sid)
+    await assert_cancelled(store, sid)
+
+
+async def test_cancel_while_waiting_for_the_lease(store: Store, dsn: str,
+                                                  table_prefix: str) -> None:
+    sid = await store.create_session()
+    held = await store.acquire_lease(sid.id, "someone-else", ttl=60)
+    llm = ScriptedLLM(["unused"])
+    # The waiting loop is another process with its own store. (The cancellation may land
+    # inside one of its attempts to take the lease; on SQLite that can wedge its
+    # connection, see test_cancelled_write_leaves_the_store_usable. Closing the store
+    # ends whatever it left open, so this test is about the loop alone.)
+    async with StatefulAgentLoop(llm=llm, dsn=dsn, table_prefix=table_prefix,
+                                 config=AgentLoopConfig(lease_wait=30)) as waiting:
+        task = asyncio.create_task(waiting.send("Hello", session_id=sid.id))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await store.list_sends(sid.id) == []
+    assert (await store.get_session(sid.id)).next_seq == 0
+    assert llm.requests == []
+    assert await store.release_lease(held)
+
+
+async def test_cancelled_resume_is_cancelled_too(store: Store) -> None:
+    stalling = StallingLLM(["More "], then=ScriptedLLM(["yes"]))
+    failing = ScriptedLLM([Turn(text="Partial", error=ModelDown("down"), error_after=1)])
+    sid = await make_loop(store, failing).new_session()
+    with pytest.raises(ModelDown):
+        await make_loop(store, failing).send("Go", session_id=sid)
+    loop = make_loop(store, stalling)
+    task = asyncio.create_task(loop.resume(sid))
+    await stalling.streaming.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await assert_cancelled(store, sid)
+    history = [h.message for h in await loop.history(sid)]
+    assert [(m.role, m.text, m.meta.get("partial")) for m in history[:2]] == [
+        ("user", "Go", None), ("assistant", "Partial", "stream_error")]
+    # The continuation prompt is stored only with an answer, so the two pieces may be
+    # adjacent; either way the cancelled piece is last and marked.
+    assert [m.role for m in history[2:-1]] in ([], ["user"])
+    assert (history[-1].role, history[-1].text) == ("assistant", "More ")
+    assert history[-1].meta["partial"] == "cancelled"
+    await assert_next_send_works(loop, sid)
+
+
+class CancelledOnArrival:
+    """A model whose caller is cancelled the moment the complete answer has arrived."""
+
+    def __init__(self, inner: ScriptedLLM) -> None:
+        self._inner = inner
+        self.requests = inner.requests
+
+    @property
+    def model(self) -> str:
+        return self._inner.model
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
+        async for item in self._inner.stream(request):
+            yield item
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a cancellation that lands after the answer has "
+                   "streamed but before it is stored loses the whole answer (on SQLite it "
+                   "also wedges the store: see the next test)")
+async def test_cancel_as_the_answer_arrives_keeps_it(store: Store) -> None:
+    loop = make_loop(store, CancelledOnArrival(ScriptedLLM(["The whole answer."])))
+    sid = await loop.new_session()
+    chunks: list[str] = []
+    with pytest.raises(asyncio.CancelledError):
+        async for event in loop.stream("Question", session_id=sid):
+            if isinstance(event, TextChunk):
+                chunks.append(event.text)
+    assert "".join(chunks) == "The whole answer."
+    await assert_cancelled(store, sid)
+    history = [h.message for h in await loop.history(sid)]
+    assert [(m.role, m.text) for m in history] == [("user", "Question"),
+                                                   ("assistant", "The whole answer.")]
+
+
+async def test_cancelled_write_leaves_the_store_usable(store: Store, backend: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    if backend == "sqlite":
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=(
+            "BUG: a cancellation delivered while the SQLite driver awaits BEGIN IMMEDIATE "
+            "leaves the writer connection inside a transaction nobody owns; every later "
+            "write fails with 'cannot start a transaction within a transaction'")))
+    loop = make_loop(store, CancelledOnArrival(ScriptedLLM(["The whole answer."])))
+    sid = await loop.new_session()
+    with pytest.raises(asyncio.CancelledError):
+        await loop.send("Question", session_id=sid)
+    await assert_cancelled(store, sid)
+    other = make_loop(store, ScriptedLLM(["Fine."]))
+    other_sid = await other.new_session()
+    assert (await other.send("Hello", session_id=other_sid)).final_text == "Fine."
+
+
+async def test_cancelled_read_leaves_the_store_usable(store: Store, backend: str,
+                                                     request: pytest.FixtureRequest) -> None:
+    if backend == "sqlite":
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=(
+            "BUG: a cancellation delivered while the SQLite driver awaits a reader's BEGIN "
+            "leaves that reader inside a transaction; every later read on it fails")))
+    loop = make_loop(store, ScriptedLLM(["Hi."]))
+    sid = await loop.new_session()
+    await loop.send("Hello", session_id=sid)
+    reading = asyncio.create_task(loop.history(sid))
+    await asyncio.sleep(0)  # the read is under way, waiting on the database
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    for _ in range(6):
+        assert len(await loop.history(sid)) == 2
