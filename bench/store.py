@@ -87,8 +87,12 @@ class Case:
         return 1e6 / self.wall(side)
 
     def noise(self) -> float:
-        """The largest (max - min) / median of any side's wall times."""
-        return max((max(v) - min(v)) / statistics.median(v) for v in self.wall_us.values())
+        """The largest interquartile range / median of any side's wall times."""
+        spreads = []
+        for rounds in self.wall_us.values():
+            low, _, high = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else (0, 0, 0)
+            spreads.append((high - low) / statistics.median(rounds))
+        return max(spreads)
 
 
 @dataclass
@@ -234,7 +238,7 @@ async def measure_all(backends: Sequence[str], servers: dict[str, Server], workd
 
 LEGEND = """\
 ratio     power_loop/s divided by floor/s
-noise     largest (max - min) / median of any side's wall time over the rounds
+noise     largest interquartile range / median of any side's wall time over the rounds
 stmts     SQL statements per append, counted at the driver: power_loop / floor
 wall us   microseconds per append (1e6 / rate; amortised over the tasks when concurrent)
 cpu us    this process's CPU microseconds per append, driver threads included
