@@ -1,0 +1,1 @@
+"""Durability and concurrency tests with real processes, real servers and SIGKILL."""
