@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from power_loop import Store, open_store
-from power_loop.testing import BACKENDS, BackendUnavailable, backend_dsn, drop_store_tables, fresh_prefix
+from power_loop.testing import (
+    BACKENDS,
+    BackendUnavailable,
+    backend_dsn,
+    drop_store_tables,
+    fresh_prefix,
+)
 
 _outcomes: Counter[tuple[str, str]] = Counter()
 
@@ -79,9 +85,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     callspec = getattr(item, "callspec", None)
     backend = callspec.params.get("backend") if callspec else None
-    if backend and (report.when == "call" or report.outcome != "passed"):
-        if report.when == "call" or report.outcome == "failed":
-            _outcomes[(backend, report.outcome)] += 1
+    if backend and (report.when == "call" or report.outcome == "failed"):
+        outcome = report.outcome
+        if hasattr(report, "wasxfail"):
+            outcome = "xfailed" if report.outcome == "skipped" else "xpassed"
+        _outcomes[(backend, outcome)] += 1
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -15,9 +15,11 @@ The tree::
     │   └── InvalidIdentifierError      invalid_identifier
     ├── InvalidArgumentError            invalid_argument
     ├── HistoryInvariantError           history_invariant
+    ├── ScriptExhaustedError            script_exhausted
     ├── SessionError                    session_error
     │   ├── SessionNotFoundError        session_not_found
     │   ├── SessionExistsError          session_exists
+    │   ├── SendNotFoundError           send_not_found
     │   ├── SessionBusyError            session_busy
     │   ├── SendPendingError            send_pending
     │   └── LeaseLostError              lease_lost
@@ -47,6 +49,8 @@ __all__ = [
     "PowerLoopError",
     "SchemaMissingError",
     "SchemaVersionError",
+    "ScriptExhaustedError",
+    "SendNotFoundError",
     "SendPendingError",
     "SessionBusyError",
     "SessionError",
@@ -138,6 +142,12 @@ class HistoryInvariantError(PowerLoopError):
     code: ClassVar[str] = "history_invariant"
 
 
+class ScriptExhaustedError(PowerLoopError):
+    """A :class:`~power_loop.ScriptedLLM` was called more times than it has turns."""
+
+    code: ClassVar[str] = "script_exhausted"
+
+
 # -- sessions --------------------------------------------------------------------------
 
 
@@ -165,6 +175,20 @@ class SessionExistsError(SessionError):
     """A session with this id already exists (create or import)."""
 
     code: ClassVar[str] = "session_exists"
+
+
+class SendNotFoundError(SessionError):
+    """The session exists but has no send with this index.
+
+    Attributes:
+        send_index: The index asked for.
+    """
+
+    code: ClassVar[str] = "send_not_found"
+
+    def __init__(self, message: str, *, session_id: str, send_index: int) -> None:
+        super().__init__(message, session_id=session_id, send_index=send_index)
+        self.send_index = send_index
 
 
 class SessionBusyError(SessionError):
@@ -237,13 +261,16 @@ class SchemaMissingError(StoreError):
     """The power_loop tables are missing or behind (policy ``VERIFY``).
 
     Attributes:
+        reason: What is missing, without the DDL.
         ddl: The exact statements that create or upgrade them, ready to run.
     """
 
     code: ClassVar[str] = "schema_missing"
 
     def __init__(self, message: str, *, backend: str, ddl: str) -> None:
-        super().__init__(f"{message}\n\n-- run this DDL:\n{ddl}", backend=backend, ddl=ddl)
+        full = f"{message}\n\n-- run this DDL:\n{ddl}" if ddl else message
+        super().__init__(full, backend=backend, ddl=ddl)
+        self.reason = message
         self.ddl = ddl
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from power_loop.cli.ddl import DIALECTS
 from power_loop.store import render_ddl
+from power_loop.store.dsn import dialect_for
 from tests.cli_support import SECRET, cli_env, run_cli, run_python, seed_sessions
 
 pytestmark = pytest.mark.timeout(120)
@@ -66,7 +66,7 @@ async def test_no_command_is_a_usage_error() -> None:
 async def test_ddl_prints_the_dialects_ddl(dialect: str) -> None:
     result = await run_cli("ddl", "--dialect", dialect, "--prefix", "acme_")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == render_ddl(DIALECTS[dialect](), "acme_")
+    assert result.stdout == render_ddl(dialect_for(dialect), "acme_")
     assert '"acme_sessions"' in result.stdout or "`acme_sessions`" in result.stdout
 
 

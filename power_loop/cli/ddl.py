@@ -12,21 +12,12 @@ import sys
 
 from power_loop.cli.registry import Command, set_handler
 from power_loop.errors import InvalidArgumentError
+from power_loop.store.dsn import DIALECT_NAMES, dialect_for
 from power_loop.store.migrations import LATEST_VERSION, render_ddl
-from power_loop.store.mysql.dialect import MySQLDialect
-from power_loop.store.port import Dialect
-from power_loop.store.postgres.dialect import PostgresDialect
 from power_loop.store.schema import validate_prefix
-from power_loop.store.sqlite.dialect import SQLiteDialect
 
-DIALECTS: dict[str, type[Dialect]] = {
-    "sqlite": SQLiteDialect,
-    "postgres": PostgresDialect,
-    "postgresql": PostgresDialect,
-    "mysql": MySQLDialect,
-    "mariadb": MySQLDialect,
-}
-"""Names accepted by ``--dialect`` (the DSN schemes), and the dialect each selects."""
+DIALECTS: tuple[str, ...] = DIALECT_NAMES
+"""Names accepted by ``--dialect``: the DSN schemes."""
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
     if not 0 <= after <= LATEST_VERSION:
         raise InvalidArgumentError(
             f"--from-version must be between 0 and {LATEST_VERSION}, not {after}")
-    dialect = DIALECTS[str(args.dialect)]()
+    dialect = dialect_for(str(args.dialect))
     sys.stdout.write(render_ddl(dialect, prefix, after))
     return 0
 

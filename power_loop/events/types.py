@@ -11,9 +11,12 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from power_loop.llm.messages import Usage
+
+if TYPE_CHECKING:  # the loop imports this module; a runtime import would be circular
+    from power_loop.loop.results import SendResult
 
 _counter = itertools.count(1)
 
@@ -110,4 +113,4 @@ class UsageUpdated(Event):
 class SendFinished(Event):
     """The send ended; ``result`` is what ``send()`` returns."""
 
-    result: Any
+    result: SendResult

@@ -1,5 +1,6 @@
 """The model layer: provider-neutral messages, the ``LLMService`` protocol, ScriptedLLM."""
 
+from power_loop.errors import ScriptExhaustedError
 from power_loop.llm.messages import (
     Message,
     Part,
@@ -13,7 +14,6 @@ from power_loop.llm.messages import (
 from power_loop.llm.scripted import (
     ScriptedCall,
     ScriptedLLM,
-    ScriptExhaustedError,
     Turn,
     call_tool,
     call_tools,

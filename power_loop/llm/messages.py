@@ -166,17 +166,35 @@ def encode_part(part: Part) -> dict[str, Any]:
     raise InvalidArgumentError(f"not a message part: {part!r}")
 
 
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "text": ("text",),
+    "tool_call": ("id", "name", "arguments"),
+    "tool_result": ("call_id", "name", "content"),
+}
+
+
 def decode_part(data: Mapping[str, Any]) -> Part:
-    """A stored JSON object back into a part; unknown kinds are an error."""
+    """A stored JSON object back into a part; anything malformed is an error."""
+    if not isinstance(data, Mapping):
+        raise InvalidArgumentError(f"a message part must be an object, not {data!r:.60}")
     kind = data.get("kind")
+    fields = _FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        raise InvalidArgumentError(f"unknown message part kind {kind!r}")
+    values: list[str] = []
+    for name in fields:
+        value = data.get(name)
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"a {kind} part needs string fields {', '.join(fields)}")
+        values.append(value)
     if kind == "text":
-        return TextPart(str(data["text"]))
+        return TextPart(values[0])
     if kind == "tool_call":
-        return ToolCallPart(str(data["id"]), str(data["name"]), str(data["arguments"]))
-    if kind == "tool_result":
-        return ToolResultPart(str(data["call_id"]), str(data["name"]), str(data["content"]),
-                              bool(data.get("is_error", False)))
-    raise InvalidArgumentError(f"unknown message part kind {kind!r}")
+        return ToolCallPart(values[0], values[1], values[2])
+    is_error = data.get("is_error", False)
+    if not isinstance(is_error, bool):
+        raise InvalidArgumentError("a tool_result part's is_error must be true or false")
+    return ToolResultPart(values[0], values[1], values[2], is_error)
 
 
 def encode_message(message: Message) -> dict[str, Any]:
@@ -187,6 +205,8 @@ def encode_message(message: Message) -> dict[str, Any]:
 
 def decode_message(role: str, body: Mapping[str, Any]) -> Message:
     """A stored body back into a :class:`Message`."""
+    if not isinstance(body, Mapping):
+        raise InvalidArgumentError("a stored message body must be a JSON object")
     version = body.get("v")
     if version != CODEC_VERSION:
         raise InvalidArgumentError(
@@ -194,6 +214,8 @@ def decode_message(role: str, body: Mapping[str, Any]) -> Message:
             f"{CODEC_VERSION}); upgrade power-loop")
     if role not in ROLES:
         raise InvalidArgumentError(f"unknown message role {role!r}")
-    meta = body.get("meta") or {}
-    return Message(role, tuple(decode_part(p) for p in body["parts"]),  # type: ignore[arg-type]
+    parts, meta = body.get("parts"), body.get("meta") or {}
+    if not isinstance(parts, list) or not isinstance(meta, Mapping):
+        raise InvalidArgumentError("a stored message needs a 'parts' list and a 'meta' object")
+    return Message(role, tuple(decode_part(p) for p in parts),  # type: ignore[arg-type]
                    MappingProxyType(dict(meta)) if meta else _EMPTY)

@@ -23,9 +23,9 @@ import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-from power_loop.errors import PowerLoopError
+from power_loop.errors import ScriptExhaustedError
 from power_loop.llm.messages import Message, TextPart, ToolCallPart, Usage
 from power_loop.llm.service import (
     LLMRequest,
@@ -35,12 +35,6 @@ from power_loop.llm.service import (
     TextDelta,
     ToolCallDelta,
 )
-
-
-class ScriptExhaustedError(PowerLoopError):
-    """A :class:`ScriptedLLM` was called more times than it has turns."""
-
-    code: ClassVar[str] = "script_exhausted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from power_loop._faults import checkpoint
@@ -22,7 +22,7 @@ from power_loop.errors import (
     SendPendingError,
     SessionBusyError,
 )
-from power_loop.events.types import Event, SendStarted
+from power_loop.events.types import Event, SendFinished, SendStarted
 from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
 from power_loop.loop.config import AgentLoopConfig
@@ -181,8 +181,9 @@ class StatefulAgentLoop:
     async def prewarm(self, session_id: str) -> None:
         """Load the session's active window into memory ahead of its next send."""
         store = await self._get_store()
-        upto = await store.next_seq(session_id)
-        window = await load_window(store, session_id, upto, self._windows.take(session_id))
+        session = await store.get_session(session_id)
+        window = await load_window(store, session_id, session.next_seq, session.incarnation,
+                                   self._windows.take(session_id))
         self._windows.put(window)
 
     # -- sends -------------------------------------------------------------------------
@@ -204,7 +205,7 @@ class StatefulAgentLoop:
         return await self._send(text, session_id, None, request_key, source)
 
     async def stream(self, text: str, session_id: str, *, request_key: str | None = None,
-                     source: str = "user") -> AsyncIterator[Event]:
+                     source: str = "user") -> AsyncGenerator[Event, None]:
         """Like :meth:`send`, yielding typed events as they happen.
 
         The last event is :class:`~power_loop.events.SendFinished` carrying the result.
@@ -250,10 +251,15 @@ class StatefulAgentLoop:
                 else:
                     await self.abort_pending(session_id)
         if start.existing is not None:
-            return await self._result_of(start.existing)
+            result = await self._result_of(start.existing, text)
+            if emit is not None:
+                emit(SendFinished(session_id=session_id, send_index=result.send_index,
+                                  result=result))
+            return result
         checkpoint("after_begin")
+        assert start.lease is not None
         try:
-            window = await load_window(store, session_id, start.first_seq,
+            window = await load_window(store, session_id, start.first_seq, start.incarnation,
                                        self._windows.take(session_id))
             window.extend([user])
         except BaseException:
@@ -263,7 +269,7 @@ class StatefulAgentLoop:
             else self.config.system_prompt
         run = SendRun(self._deps(store), session_id=session_id, lease=start.lease,
                       send_index=start.send_index, first_seq=start.first_seq, window=window,
-                      system=system, emit=emit, source=source)
+                      system=system, emit=emit, source=source, metadata=start.metadata)
         if emit is not None:
             emit(SendStarted(session_id=session_id, send_index=start.send_index, source=source))
         return await self._run(run)
@@ -278,15 +284,19 @@ class StatefulAgentLoop:
         self._windows.put(run.window)
         return result
 
-    async def _result_of(self, send: SendRecord) -> SendResult:
+    async def _result_of(self, send: SendRecord, text: str) -> SendResult:
         """The result of a send already made (an idempotent retry)."""
+        store = await self._get_store()
+        records = await store.read_messages(send.session_id, from_seq=send.first_seq)
+        tail = [decode_message(r.role, r.body) for r in records if r.send_index == send.send_index]
+        if tail and tail[0].text != text:
+            raise InvalidArgumentError(
+                f"request_key {send.request_key!r} was used for send #{send.send_index} with "
+                "different text; use a new key for a new message")
         if send.status == "pending":
             raise SendPendingError(
                 f"send #{send.send_index} with this request_key has not finished yet",
                 session_id=send.session_id, send_index=send.send_index)
-        store = await self._get_store()
-        records = await store.read_messages(send.session_id, from_seq=send.first_seq)
-        tail = [decode_message(r.role, r.body) for r in records if r.send_index == send.send_index]
         return SendResult(send.session_id, send.send_index, final_text(tail),
                           Usage.from_json(send.usage), send.rounds, send.stop_reason or "",
                           send.status, tuple(tail))
@@ -300,12 +310,15 @@ class StatefulAgentLoop:
             lambda: store.claim_session(session_id, owner=owner, ttl=self.config.lease_ttl))
         return store, claim
 
-    async def _pending_window(self, store: Store, claim: SessionClaim) -> tuple[SendRecord, Window]:
+    async def _pending_window(self, store: Store, claim: SessionClaim, *,
+                              strict: bool = True) -> tuple[SendRecord, Window]:
         assert claim.pending_send is not None
         try:
             send = await store.get_send(claim.lease.session_id, claim.pending_send)
             window = await load_window(store, claim.lease.session_id, claim.next_seq,
-                                       self._windows.take(claim.lease.session_id))
+                                       claim.incarnation,
+                                       self._windows.take(claim.lease.session_id),
+                                       strict=strict)
         except BaseException:
             await asyncio.shield(store.release_lease(claim.lease))
             raise
@@ -328,7 +341,8 @@ class StatefulAgentLoop:
             else self.config.system_prompt
         run = SendRun(self._deps(store), session_id=session_id, lease=claim.lease,
                       send_index=send.send_index, first_seq=send.first_seq, window=window,
-                      system=system, emit=on_event, source=send.source)
+                      system=system, emit=on_event, source=send.source,
+                      metadata=claim.metadata)
         if on_event is not None:
             on_event(SendStarted(session_id=session_id, send_index=send.send_index,
                                  source=send.source, resumed=True))
@@ -365,7 +379,8 @@ class StatefulAgentLoop:
         if claim.pending_send is None:
             await store.release_lease(claim.lease)
             return False
-        send, window = await self._pending_window(store, claim)
+        # Not strict: abandoning a send must work whatever its history holds.
+        send, window = await self._pending_window(store, claim, strict=False)
         messages = [synthetic_result(c, UNKNOWN_OUTCOME, "aborted")
                     for c in open_call_parts(window)]
         tail = [*window.messages[send.first_seq:], *messages]
@@ -378,6 +393,5 @@ class StatefulAgentLoop:
         except PowerLoopError:
             await asyncio.shield(store.release_lease(claim.lease))
             raise
-        window.extend(messages)
-        self._windows.put(window)
+        self._windows.drop(session_id)  # the tolerant window is not for reuse
         return True

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from power_loop.errors import InvalidArgumentError
+from power_loop.tools.tool import MIN_OUTPUT_CHARS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +66,9 @@ class AgentLoopConfig:
         positive("max_output_tokens", self.max_output_tokens, allow_none=True)
         positive("max_continuations", self.max_continuations, allow_zero=True)
         positive("tool_timeout", self.tool_timeout, allow_none=True)
-        positive("max_tool_output_chars", self.max_tool_output_chars)
+        if self.max_tool_output_chars < MIN_OUTPUT_CHARS:
+            raise InvalidArgumentError(f"AgentLoopConfig.max_tool_output_chars must be at "
+                                       f"least {MIN_OUTPUT_CHARS}")
         positive("max_parallel_tools", self.max_parallel_tools)
         positive("lease_ttl", self.lease_ttl)
         positive("lease_wait", self.lease_wait, allow_none=True, allow_zero=True)

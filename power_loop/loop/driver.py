@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 from power_loop._faults import checkpoint
 from power_loop.errors import LeaseLostError, PowerLoopError
@@ -37,6 +39,7 @@ from power_loop.events.types import (
 )
 from power_loop.llm.messages import (
     Message,
+    TextPart,
     ToolCallPart,
     ToolResultPart,
     Usage,
@@ -57,6 +60,8 @@ CONTINUE_TEXT = ("[power_loop] Your previous answer was cut off. Continue exactl
                  "stopped, without repeating anything.")
 FINAL_ROUND_TEXT = ("[power_loop] The tool-call limit for this request is reached. Answer now "
                     "with what you have, without calling tools.")
+NO_FINAL_TEXT = ("[power_loop] The model kept calling tools after the round limit and gave no "
+                 "answer.")
 UNKNOWN_OUTCOME = ("The outcome of this call is unknown: the process running it stopped before "
                    "its result was recorded. It may or may not have taken effect; check before "
                    "calling it again.")
@@ -88,6 +93,12 @@ def is_incomplete(message: Message) -> bool:
     return message.role == "assistant" and not message.tool_calls and (
         message.meta.get("stop_reason") == StopReason.MAX_TOKENS.value
         or bool(message.meta.get("partial")))
+
+
+def was_cut(message: Message) -> bool:
+    """An answer cut by the output limit (continued at most ``max_continuations`` times)."""
+    return (message.role == "assistant" and not message.tool_calls
+            and message.meta.get("stop_reason") == StopReason.MAX_TOKENS.value)
 
 
 def final_text(tail: Sequence[Message]) -> str:
@@ -129,7 +140,8 @@ class SendRun:
 
     def __init__(self, deps: RunDeps, *, session_id: str, lease: Lease, send_index: int,
                  first_seq: int, window: Window, system: str | None, emit: Emit | None,
-                 source: str = "user") -> None:
+                 source: str = "user",
+                 metadata: Mapping[str, Any] = MappingProxyType({})) -> None:
         self._deps = deps
         self.session_id = session_id
         self.lease = lease
@@ -139,10 +151,15 @@ class SendRun:
         self._system = system
         self._emit = emit
         self.source = source
+        self._metadata = metadata
         self._fresh_calls: set[str] = set()
         self._done_results: dict[str, Message] = {}
         self._partial: list[str] = []
         self._lease_lost = False
+        # Held by the renewer while it renews and by the writes that release the lease,
+        # so a renewal never overlaps the end of the run.
+        self._lease_lock = asyncio.Lock()
+        self._stopped = False
         self.settled = False
         """True once the run has written its last word (finished or paused)."""
 
@@ -165,7 +182,7 @@ class SendRun:
         try:
             return await self._drive()
         except asyncio.CancelledError:
-            if self._lease_lost:
+            if self._lease_lost and not self.settled:
                 main.uncancel()
                 raise LeaseLostError(
                     f"lost the lease on session {self.session_id!r} during send "
@@ -182,7 +199,9 @@ class SendRun:
                 await asyncio.shield(self._release_quietly())
             raise
         finally:
+            self._stopped = True
             renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
 
     async def _drive(self) -> SendResult:
         config = self._deps.config
@@ -194,8 +213,9 @@ class SendRun:
             last = tail[-1]
             extra: list[Message] = []
             if last.role == "assistant":
-                continued = sum(1 for m in tail if m.meta.get("synthetic") == "continue")
-                if not is_incomplete(last) or continued >= config.max_continuations:
+                cuts = sum(1 for m in tail if was_cut(m))
+                failed = bool(last.meta.get("partial"))  # a failed stream: always go on
+                if not failed and (not was_cut(last) or cuts > config.max_continuations):
                     stop = str(last.meta.get("stop_reason", StopReason.END_TURN.value))
                     return await self._finish([], stop)
                 extra.append(Message.user(CONTINUE_TEXT, synthetic="continue"))
@@ -237,8 +257,8 @@ class SendRun:
                         tool_calls=len(message.tool_calls))
             return None
         self._event(RoundFinished, round=rounds + 1, stop_reason=stop, tool_calls=0)
-        continued = sum(1 for m in (*tail, *extra) if m.meta.get("synthetic") == "continue")
-        if is_incomplete(message) and continued < config.max_continuations:
+        cuts = sum(1 for m in (*tail, message) if was_cut(m))
+        if was_cut(message) and cuts <= config.max_continuations:
             await self._append([*extra, message])
             return None
         return await self._finish([*extra, message], stop)
@@ -263,7 +283,9 @@ class SendRun:
                                    "LLMResponse")
             await self._pause(error)
             raise error
-        self._partial = []
+        # The whole answer is kept until it is stored: a cancellation before then keeps
+        # it as a partial answer rather than losing what the caller already saw.
+        self._partial = [response.message.text]
         return response
 
     def _annotate(self, response: LLMResponse, final_round: bool) -> Message:
@@ -277,6 +299,8 @@ class SendRun:
         if final_round and message.tool_calls:
             meta["dropped_tool_calls"] = len(message.tool_calls)
             parts = [p for p in parts if not isinstance(p, ToolCallPart)]
+            if not any(isinstance(p, TextPart) and p.text for p in parts):
+                parts, meta["synthetic"] = [TextPart(NO_FINAL_TEXT)], "no_final_text"
         taken = set(self.window.open_calls)
         for i, part in enumerate(parts):
             if isinstance(part, ToolCallPart):
@@ -285,7 +309,7 @@ class SendRun:
                                         part.arguments)
                     parts[i] = part
                 taken.add(part.id)
-        return Message("assistant", tuple(parts), meta)
+        return Message("assistant", tuple(parts), MappingProxyType(meta))
 
     # -- tools -------------------------------------------------------------------------
 
@@ -310,7 +334,8 @@ class SendRun:
                     session_id=self.session_id, send_index=self.send_index, call_id=call.id,
                     tool_name=call.name, attempt=attempt,
                     idempotency_key=ToolContext.key_for(self.session_id, self.send_index,
-                                                        call.id))
+                                                        call.id),
+                    session_metadata=self._metadata)
                 result = await self._deps.tools.execute(call, context, self._deps.limits)
                 checkpoint("after_tool_ran")
                 self._event(ToolCallFinished, call_id=call.id, name=call.name,
@@ -353,6 +378,7 @@ class SendRun:
             self.session_id, encode(messages, self.send_index), epoch=self.lease.epoch,
             extend_lease=self._deps.config.lease_ttl)
         self.window.extend(messages)
+        self._partial = []
 
     async def _finish(self, messages: list[Message], stop_reason: str,
                       status: str = "done") -> SendResult:
@@ -369,9 +395,11 @@ class SendRun:
                 usage=usage.to_json(), error=None)
             checkpoint("in_final_write")
 
-        await store.write(body)
+        async with self._lease_lock:
+            self._stopped = True
+            await store.write(body)
+            self.settled = True
         self.window.extend(messages)
-        self.settled = True
         result = SendResult(self.session_id, self.send_index, final_text(tail), usage, rounds,
                             stop_reason, status, tuple(tail))
         self._event(SendFinished, result=result)
@@ -383,22 +411,30 @@ class SendRun:
         messages = [Message.assistant(text, partial="stream_error")] if text else []
         error = {"type": type(exc).__name__, "code": getattr(exc, "code", None),
                  "message": str(exc)[:2000]}
-        await self._deps.store.pause_send(self.session_id, self.send_index,
-                                          encode(messages, self.send_index), lease=self.lease,
-                                          error=error)
+        async with self._lease_lock:
+            self._stopped = True
+            await self._deps.store.pause_send(self.session_id, self.send_index,
+                                              encode(messages, self.send_index),
+                                              lease=self.lease, error=error)
+            self.settled = True
         self.window.extend(messages)
-        self.settled = True
 
     async def _close_cancelled(self) -> None:
         """Cancelled: keep the partial answer (marked), answer open calls, end the send."""
         store = self._deps.store
         # A write interrupted by the cancellation may or may not have committed: start
         # again from what the store holds.
-        self.window = await load_window(store, self.session_id,
-                                        await store.next_seq(self.session_id))
+        session = await store.get_session(self.session_id)
+        if session.pending_send != self.send_index or session.lease_epoch != self.lease.epoch:
+            self.settled = True  # the final write committed; or the session is gone from us
+            return
+        self.window = await load_window(store, self.session_id, session.next_seq,
+                                        self.window.incarnation)
         messages: list[Message] = []
         text = "".join(self._partial)
-        if text and not self.window.open_calls:
+        last = self.window.messages[-1]
+        stored = last.role == "assistant" and last.text == text
+        if text and not self.window.open_calls and not stored:
             messages.append(Message.assistant(text, partial="cancelled"))
         for call in open_call_parts(self.window):
             messages.append(self._done_results.get(call.id)
@@ -415,11 +451,14 @@ class SendRun:
         ttl = self._deps.config.lease_ttl
         while True:
             await asyncio.sleep(ttl / 3)
-            try:
-                self.lease = await self._deps.store.renew_lease(self.lease, ttl=ttl)
-            except LeaseLostError:
-                self._lease_lost = True
-                main.cancel()
-                return
-            except PowerLoopError:
-                continue  # the database is unreachable for now; try again next period
+            async with self._lease_lock:
+                if self._stopped:
+                    return
+                try:
+                    self.lease = await self._deps.store.renew_lease(self.lease, ttl=ttl)
+                except LeaseLostError:
+                    self._lease_lost = True
+                    main.cancel()
+                    return
+                except PowerLoopError:
+                    continue  # the database is unreachable for now; try again next period

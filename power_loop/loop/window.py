@@ -1,9 +1,10 @@
 """A session's active window: the messages the next request is built from.
 
 The window is rebuilt from the store whenever needed; the loop may keep it in memory
-between sends, but only as an accelerator: it remembers the ``next_seq`` it was read up
-to, and since messages are immutable and append-only, a window behind the store is
-brought up to date by reading just the messages after it. A cold loop and a warm one
+between sends, but only as an accelerator: it remembers the session row's incarnation
+and the ``next_seq`` it was read up to. Messages are immutable and append-only, so a
+window of the same incarnation that is behind the store is brought up to date by reading
+just the messages after it; any other window is thrown away. A cold loop and a warm one
 therefore hold the same messages and build byte-for-byte the same request.
 
 The window also checks the pairing rules incrementally as messages are added (each tool
@@ -24,20 +25,32 @@ from power_loop.store.store import Store
 class Window:
     """The messages of one session from seq 0, with the pairing state after them."""
 
-    __slots__ = ("_call_ids", "_open_calls", "messages", "next_seq", "session_id")
+    __slots__ = ("_call_ids", "_open_calls", "incarnation", "messages", "next_seq",
+                 "session_id", "strict")
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, incarnation: str, *, strict: bool = True) -> None:
         self.session_id = session_id
+        self.incarnation = incarnation
+        self.strict = strict
         self.messages: list[Message] = []
         self.next_seq = 0
         self._open_calls: list[str] = []
         self._call_ids: set[str] = set()
 
     def extend(self, messages: Iterable[Message]) -> None:
-        """Append stored messages (checked against the pairing rules)."""
+        """Append stored messages (checked against the pairing rules).
+
+        A window that is not ``strict`` (used to abandon a send whatever its history)
+        tolerates a broken history: it drops the pairing state where the rules break.
+        """
         for message in messages:
-            check_next(message, self._open_calls, self._call_ids, self.session_id,
-                       self.next_seq)
+            try:
+                check_next(message, self._open_calls, self._call_ids, self.session_id,
+                           self.next_seq)
+            except HistoryInvariantError:
+                if self.strict:
+                    raise
+                self._open_calls.clear()
             self.messages.append(message)
             self.next_seq += 1
 
@@ -112,10 +125,14 @@ class WindowCache:
         self._windows.pop(session_id, None)
 
 
-async def load_window(store: Store, session_id: str, upto: int,
-                      cached: Window | None = None) -> Window:
+async def load_window(store: Store, session_id: str, upto: int, incarnation: str,
+                      cached: Window | None = None, *, strict: bool = True) -> Window:
     """The window with every message before seq ``upto``, reusing ``cached`` if valid."""
-    window = cached if cached is not None and cached.next_seq <= upto else Window(session_id)
+    if (cached is not None and cached.incarnation == incarnation and cached.next_seq <= upto
+            and cached.strict == strict):
+        window = cached
+    else:
+        window = Window(session_id, incarnation, strict=strict)
     if window.next_seq < upto:
         records = await store.read_messages(session_id, from_seq=window.next_seq,
                                             limit=upto - window.next_seq)

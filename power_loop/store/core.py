@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from power_loop.errors import (
@@ -26,7 +26,7 @@ from power_loop.errors import (
     TransientStoreError,
 )
 from power_loop.store.port import Connection, Database, Row
-from power_loop.store.records import NewMessage, check_name, dump_json
+from power_loop.store.records import MAX_TTL, NewMessage, check_count, check_name, dump_json
 from power_loop.store.schema import TableNames
 from power_loop.store.statements import SessionUpdate, Statements
 
@@ -36,9 +36,19 @@ T = TypeVar("T")
 
 def ttl_us(ttl: float) -> int:
     """A lease duration in seconds as database-clock microseconds (checked)."""
-    if not ttl > 0:
-        raise InvalidArgumentError(f"lease ttl must be a positive number of seconds, not {ttl!r}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
+        raise InvalidArgumentError(
+            f"lease ttl must be a number of seconds above 0 and at most {MAX_TTL:.0f} "
+            f"(a year), not {ttl!r}")
     return int(ttl * 1_000_000)
+
+
+def _body(message: NewMessage) -> dict[str, Any]:
+    if not isinstance(message, NewMessage) or not isinstance(message.body, Mapping):
+        raise InvalidArgumentError(
+            f"messages must be NewMessage(send_index, role, body) with a mapping body, not "
+            f"{message!r:.80}")
+    return dict(message.body)
 
 
 def not_found(session_id: str) -> SessionNotFoundError:
@@ -127,17 +137,34 @@ class StoreCore:
                 f"session {session_id!r} was taken over (lease epoch {int(state[0])}, "
                 f"this writer holds {epoch}); nothing was written",
                 session_id=session_id, epoch=epoch)
+        if epoch is not None and state[2] is None:
+            raise LeaseLostError(
+                f"the lease on session {session_id!r} (epoch {epoch}) was released; "
+                "nothing was written", session_id=session_id, epoch=epoch)
         if refused is not None:
             raise refused(state)
         raise AssertionError(f"session update matched no row: {sql}")
+
+    async def _require_session(self, conn: Connection, session_id: str) -> None:
+        if await conn.fetchone(self._sql.next_seq, [session_id]) is None:
+            raise not_found(session_id)
+
+    async def _rows_of_session(self, conn: Connection, sql: str,
+                               args: Sequence[Any]) -> list[Row]:
+        """A query's rows; when there are none, raise if the session does not exist."""
+        rows = await conn.fetch(sql, args)
+        if not rows:
+            await self._require_session(conn, args[0])
+        return rows
 
     async def _insert_messages(self, conn: Connection, session_id: str, first_seq: int,
                                messages: Sequence[NewMessage],
                                send_index: int | None = None) -> None:
         """Insert messages at ``first_seq`` onwards (``send_index`` overrides theirs)."""
         rows = [(session_id, first_seq + i,
-                 int(msg.send_index if send_index is None else send_index),
-                 check_name(msg.role, "role"), dump_json(dict(msg.body)))
+                 check_count(msg.send_index if send_index is None else send_index,
+                             "send_index"),
+                 check_name(msg.role, "role"), dump_json(_body(msg)))
                 for i, msg in enumerate(messages)]
         if len(rows) == 1:
             await conn.execute(self._sql.insert_message, rows[0])

@@ -17,12 +17,12 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from power_loop.errors import InvalidDSNError, MissingDriverError
 
 if TYPE_CHECKING:
-    from power_loop.store.port import Database
+    from power_loop.store.port import Database, Dialect
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,8 @@ class ConnectOptions:
         synchronous: SQLite ``synchronous`` pragma: ``normal`` (survives process
             crashes; the default with WAL) or ``full`` (also survives power loss).
         readers: SQLite reader connections serving reads beside the one writer.
+        create: Create a SQLite file that does not exist (``open_store`` turns this off
+            under ``SchemaPolicy.VERIFY`` and ``NONE``, which must not create anything).
     """
 
     pool_min_size: int = 1
@@ -48,29 +50,36 @@ class ConnectOptions:
     busy_timeout: float = 30.0
     synchronous: str = "normal"
     readers: int = 2
+    create: bool = True
 
 
 _NETWORK_OPTIONS = frozenset({"pool_min_size", "pool_max_size", "connect_timeout",
                               "command_timeout"})
-_SQLITE_OPTIONS = frozenset({"busy_timeout", "synchronous", "readers", "connect_timeout"})
+_SQLITE_OPTIONS = frozenset({"busy_timeout", "synchronous", "readers", "connect_timeout",
+                            "create"})
 
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """Where a backend's adapter lives and what installs its driver."""
+    """Where a backend's adapter and dialect live, and what installs its driver."""
 
     name: str
-    module: str
+    package: str
+    dialect_class: str
     driver: str
     extra: str
     options: frozenset[str]
 
+    @property
+    def module(self) -> str:
+        return f"{self.package}.driver"
 
-_SQLITE = Backend("sqlite", "power_loop.store.sqlite.driver", "aiosqlite", "sqlite",
+
+_SQLITE = Backend("sqlite", "power_loop.store.sqlite", "SQLiteDialect", "aiosqlite", "sqlite",
                   _SQLITE_OPTIONS)
-_POSTGRES = Backend("postgresql", "power_loop.store.postgres.driver", "asyncpg", "postgres",
-                    _NETWORK_OPTIONS)
-_MYSQL = Backend("mysql", "power_loop.store.mysql.driver", "aiomysql", "mysql",
+_POSTGRES = Backend("postgresql", "power_loop.store.postgres", "PostgresDialect", "asyncpg",
+                    "postgres", _NETWORK_OPTIONS)
+_MYSQL = Backend("mysql", "power_loop.store.mysql", "MySQLDialect", "aiomysql", "mysql",
                  _NETWORK_OPTIONS)
 
 _SCHEMES = {
@@ -101,26 +110,38 @@ class ParsedDSN:
         return f"ParsedDSN(backend={self.backend.name!r}, location={redact_dsn(self.location)!r})"
 
 
+_SECRET_PARAMS = frozenset({"password", "sslpassword", "passwd"})
+
+
 def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by ``***``, safe to log."""
+    """The DSN with its passwords (user info and query string) replaced, safe to log."""
     try:
         parts = urlsplit(dsn)
+        password = parts.password
     except ValueError:
         return "<unparseable dsn>"
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k.lower() in _SECRET_PARAMS for k, _ in query):
+        parts = parts._replace(query=urlencode(
+            [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in query], safe="*/:"))
+    return urlunsplit(parts)
 
 
 def _coerce(name: str, raw: Any) -> Any:
     field = {f.name: f for f in dataclasses.fields(ConnectOptions)}[name]
     if raw is None:
         return None
+    value: Any
     try:
-        if name in {"pool_min_size", "pool_max_size", "readers"}:
-            value: Any = int(raw)
+        if name == "create":
+            if isinstance(raw, bool):
+                return raw
+            value = {"true": True, "1": True, "false": False, "0": False}[str(raw).lower()]
+        elif name in {"pool_min_size", "pool_max_size", "readers"}:
+            value = int(raw)
             if value < (0 if name == "pool_min_size" else 1):
                 raise ValueError
         elif name == "synchronous":
@@ -131,7 +152,7 @@ def _coerce(name: str, raw: Any) -> Any:
             value = float(raw)
             if value <= 0:
                 raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         raise InvalidDSNError(
             f"option {name}={raw!r} is not valid (expected {field.type}); "
             "see ConnectOptions for the accepted values"
@@ -156,6 +177,7 @@ def parse_dsn(dsn: str, **overrides: Any) -> ParsedDSN:
     else:
         try:
             parts = urlsplit(dsn)
+            parts.port  # noqa: B018 - parsing the port raises ValueError when it is bad
         except ValueError as exc:
             raise InvalidDSNError(f"cannot parse DSN {redact_dsn(dsn)!r}: {exc}") from None
         backend_or_none = _SCHEMES.get(parts.scheme.lower())
@@ -172,11 +194,9 @@ def parse_dsn(dsn: str, **overrides: Any) -> ParsedDSN:
             if not location:
                 raise InvalidDSNError("a sqlite DSN needs a file path: sqlite:///app.db")
         else:
-            ours = {k: v for k, v in query.items() if k in _NETWORK_OPTIONS}
             rest = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                    if k not in ours]
-            location = urlunsplit(parts._replace(
-                query="&".join(f"{k}={v}" for k, v in rest)))
+                    if k not in _NETWORK_OPTIONS]
+            location = urlunsplit(parts._replace(query=urlencode(rest)))
     values: dict[str, Any] = {}
     extra: dict[str, str] = {}
     for key, raw in query.items():
@@ -199,6 +219,25 @@ def parse_dsn(dsn: str, **overrides: Any) -> ParsedDSN:
         raise InvalidDSNError(
             f"pool_min_size={options.pool_min_size} exceeds pool_max_size={options.pool_max_size}")
     return ParsedDSN(backend=backend, location=location, options=options, extra=extra)
+
+
+DIALECT_NAMES: tuple[str, ...] = tuple(_SCHEMES)
+"""Every name :func:`dialect_for` accepts (the DSN schemes)."""
+
+
+def dialect_for(name: str) -> Dialect:
+    """The dialect for a scheme name (``sqlite``, ``postgres``, ``mysql``...).
+
+    Only the dialect module is imported, never the driver, so DDL can be rendered for an
+    engine whose driver is not installed.
+    """
+    backend = _SCHEMES.get(name.lower())
+    if backend is None:
+        raise InvalidDSNError(
+            f"unknown dialect {name!r}; choose one of {', '.join(DIALECT_NAMES)}")
+    module = importlib.import_module(f"{backend.package}.dialect")
+    dialect: Dialect = getattr(module, backend.dialect_class)()
+    return dialect
 
 
 def load_backend(backend: Backend) -> Any:

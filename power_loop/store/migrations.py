@@ -23,6 +23,7 @@ from power_loop.store.schema import (
     SESSIONS,
     Table,
     create_table,
+    validate_prefix,
 )
 
 
@@ -62,22 +63,28 @@ def _lock_key(prefix: str) -> int:
 
 
 def _version_insert(dialect: Dialect, prefix: str) -> str:
-    table = dialect.quote(prefix + SCHEMA_VERSION_TABLE.name)
-    return f"INSERT INTO {table} (version, description, applied_at) VALUES (?, ?, {{now}})"
+    # Insert-or-ignore, so the DDL script can be run again and over a partial schema.
+    return dialect.upsert(prefix + SCHEMA_VERSION_TABLE.name,
+                          ("version", "description", "applied_at"), ("version",), ())
 
 
 def ddl_statements(dialect: Dialect, prefix: str, after_version: int = 0) -> list[str]:
-    """The statements that bring a schema at ``after_version`` to the latest, literal."""
+    """The statements that bring a schema at ``after_version`` to the latest, literal.
+
+    Every statement is idempotent: the script can be run twice, or over a schema with a
+    table missing.
+    """
+    validate_prefix(prefix)
     statements = create_table(dialect, prefix, SCHEMA_VERSION_TABLE)
-    insert = _version_insert(dialect, prefix).replace("{now}", dialect.now_us)
+    insert = _version_insert(dialect, prefix)
     for migration in MIGRATIONS:
         if migration.version <= after_version:
             continue
         for table in migration.tables:
             statements.extend(create_table(dialect, prefix, table))
         description = migration.description.replace("'", "''")
-        statements.append(
-            insert.replace("?", str(migration.version), 1).replace("?", f"'{description}'", 1))
+        statements.append(insert.replace("?", str(migration.version), 1)
+                          .replace("?", f"'{description}'", 1).replace("?", dialect.now_us, 1))
     return statements
 
 
@@ -108,6 +115,8 @@ async def _apply(conn: Connection, dialect: Dialect, prefix: str) -> None:
     current = await _read_version(conn, dialect, prefix) or 0
     _check_not_newer(dialect, current)
     insert = dialect.render(_version_insert(dialect, prefix))
+    now = await conn.fetchone(f"SELECT {dialect.now_us}")
+    assert now is not None
     for migration in MIGRATIONS:
         # Idempotent, so applied versions are re-run too: a table dropped by hand
         # comes back, and a migration cut short on MySQL (no transactional DDL) finishes.
@@ -115,7 +124,7 @@ async def _apply(conn: Connection, dialect: Dialect, prefix: str) -> None:
             for statement in create_table(dialect, prefix, table):
                 await conn.execute(statement)
         if migration.version > current:
-            await conn.execute(insert, [migration.version, migration.description])
+            await conn.execute(insert, [migration.version, migration.description, now[0]])
 
 
 def _check_not_newer(dialect: Dialect, version: int) -> None:

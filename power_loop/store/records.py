@@ -36,11 +36,22 @@ def to_us(value: datetime) -> int:
 
 
 def dump_json(value: Any) -> str:
-    """Encode JSON exactly as the store keeps it (UTF-8 text, compact, no NaN)."""
+    """Encode JSON exactly as the store keeps it (UTF-8 text, compact, no NaN).
+
+    Text that is not valid Unicode (a lone surrogate, as ``surrogateescape`` decoding
+    produces) is kept too: such a document is written with ``\\uXXXX`` escapes, which
+    decode back to the very same string on every backend.
+    """
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"value cannot be stored as JSON: {exc}") from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 def load_json(text: str) -> Any:
@@ -61,6 +72,19 @@ def check_id(value: object, what: str = "session_id") -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidArgumentError(f"{what} is not valid Unicode text") from None
+    return value
+
+
+MAX_TTL = 366 * 86_400.0
+"""The longest lease power_loop grants, in seconds (a year)."""
+
+
+def check_count(value: object, what: str, *, allow_none: bool = False) -> int | None:
+    """Accept a non-negative int that fits a BIGINT (``None`` if allowed)."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**62:
+        raise InvalidArgumentError(f"{what} must be a non-negative integer, not {value!r}")
     return value
 
 
@@ -101,6 +125,8 @@ class SessionRecord:
         lease_owner: Current or last lease holder, ``None`` when released.
         lease_epoch: Epoch of the latest lease granted (0: never leased).
         lease_expires_at: When the current lease lapses, ``None`` when released.
+        incarnation: Which life of this id the row is: new when a session is created
+            again under the same id or replaced by an import.
     """
 
     id: str
@@ -115,6 +141,7 @@ class SessionRecord:
     lease_owner: str | None
     lease_epoch: int
     lease_expires_at: datetime | None
+    incarnation: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +200,8 @@ class SendStart:
         send_index: The new send's index.
         first_seq: Seq of its first message (= the session's ``next_seq`` before it).
         system_prompt: The session's own system prompt.
+        incarnation: The session row's incarnation (see :class:`SessionRecord`).
+        metadata: The session's metadata.
         existing: With a ``request_key`` already used, that send; nothing was written.
     """
 
@@ -180,6 +209,8 @@ class SendStart:
     send_index: int
     first_seq: int
     system_prompt: str | None
+    incarnation: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
     existing: SendRecord | None = None
 
 
@@ -192,9 +223,13 @@ class SessionClaim:
         pending_send: Index of the unfinished send, or ``None`` when idle.
         next_seq: The session's next seq.
         system_prompt: The session's own system prompt.
+        incarnation: The session row's incarnation (see :class:`SessionRecord`).
+        metadata: The session's metadata.
     """
 
     lease: Lease
     pending_send: int | None
     next_seq: int
     system_prompt: str | None
+    incarnation: str
+    metadata: Mapping[str, Any]

@@ -39,6 +39,8 @@ class Column:
     type: ColumnType
     nullable: bool = False
     exported: bool = True
+    fresh: bool = False
+    """A new random value is written on every insert and import (never exported)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +78,9 @@ class Table:
         return tuple(c.name for c in self.columns if c.exported)
 
 
-def _c(name: str, kind: ColumnType, *, null: bool = False, exported: bool = True) -> Column:
-    return Column(name, kind, null, exported)
+def _c(name: str, kind: ColumnType, *, null: bool = False, exported: bool = True,
+       fresh: bool = False) -> Column:
+    return Column(name, kind, null, exported and not fresh, fresh)
 
 
 ID, NAME, INT, BIGINT, TS, TEXT, JSON = (
@@ -110,6 +113,9 @@ SESSIONS = Table(
         _c("lease_owner", ID, null=True, exported=False),
         _c("lease_epoch", BIGINT),
         _c("lease_expires_at", TS, null=True, exported=False),
+        # Which life of this id the row is: a session deleted and created again (or
+        # replaced by an import) gets a new one, so caches keyed by id cannot mix them.
+        _c("incarnation", ID, fresh=True),
     ),
     primary_key=("id",),
     indexes=(Index("created", ("created_at", "id")), Index("updated", ("updated_at",)),

@@ -15,6 +15,7 @@ from typing import Any
 from power_loop.errors import (
     InvalidArgumentError,
     PowerLoopError,
+    SendNotFoundError,
     SendPendingError,
     SessionBusyError,
 )
@@ -26,20 +27,28 @@ from power_loop.store.records import (
     SendRecord,
     SendStart,
     SessionClaim,
+    check_count,
     check_id,
     check_name,
     dump_json,
     from_us,
     load_json,
 )
-from power_loop.store.statements import fetch, send_from_row
+from power_loop.store.statements import send_from_row
 
 SEND_STATUSES = frozenset({"pending", "done", "failed", "cancelled", "aborted"})
 FINAL_STATUSES = SEND_STATUSES - {"pending"}
 
 
 def busy_error(session_id: str, state: Row) -> SessionBusyError:
-    remaining = max(0.0, float(state[3] or 0) / 1_000_000)
+    """Why a lease could not be taken, from the row's state read just after."""
+    if not _lease_held(state):
+        # Read at READ COMMITTED after the update missed, the state may already show the
+        # holder gone: the update lost a race with its release. Try again at once.
+        return SessionBusyError(
+            f"session {session_id!r} changed while its lease was being taken; try again",
+            session_id=session_id, holder=state[2], retry_after=0.0)
+    remaining = max(0.0, float(state[3]) / 1_000_000)
     return SessionBusyError(
         f"session {session_id!r} is held by {state[2]!r} for another {remaining:.1f}s",
         session_id=session_id, holder=state[2], retry_after=remaining)
@@ -116,19 +125,20 @@ class SendOps(StoreCore):
         if request_key is not None:
             existing = await self._send_by_key(conn, session_id, request_key)
             if existing is not None:
-                return SendStart(None, existing.send_index, existing.first_seq, None, existing)
+                return SendStart(None, existing.send_index, existing.first_seq, None,
+                                 existing=existing)
 
         def refused(state: Row) -> PowerLoopError:
-            if _lease_held(state):
-                return busy_error(session_id, state)
-            return _pending(session_id, state)
+            if state[1] is not None and not _lease_held(state):
+                return _pending(session_id, state)
+            return busy_error(session_id, state)
 
         row = await self._update_session(conn, self._sql.begin_send, session_id,
                                          [owner, ttl, len(messages)], refused=refused)
         index, first = int(row[2]) - 1, int(row[3]) - len(messages)
         await self._open_send(conn, session_id, index, first, messages, source, request_key)
         lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
-        return SendStart(lease, index, first, load_json(row[4]))
+        return SendStart(lease, index, first, load_json(row[4]), row[5], load_json(row[6]))
 
     async def _open_send(self, conn: Connection, session_id: str, index: int, first: int,
                          messages: Sequence[NewMessage], source: str,
@@ -152,7 +162,7 @@ class SendOps(StoreCore):
                                          refused=lambda state: busy_error(session_id, state))
         lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
         return SessionClaim(lease, None if row[2] is None else int(row[2]), int(row[3]),
-                            load_json(row[4]))
+                            load_json(row[4]), row[5], load_json(row[6]))
 
     async def finish_send(self, session_id: str, send_index: int,
                           messages: Sequence[NewMessage] = (), *, status: str = "done",
@@ -167,15 +177,21 @@ class SendOps(StoreCore):
                 fences the write, as ``epoch`` does).
         """
         check_id(session_id)
+        check_count(send_index, "send_index")
         if status not in FINAL_STATUSES:
             raise InvalidArgumentError(f"status {status!r} is not a final send status: "
                                        f"{', '.join(sorted(FINAL_STATUSES))}")
         if stop_reason is not None:
             check_name(stop_reason, "stop_reason")
-        await self.write(self.finish_send_txn, session_id, send_index, messages, status=status,
-                         epoch=epoch, release=release, stop_reason=stop_reason, rounds=rounds,
-                         usage=usage, error=error)
-        return await self.get_send(session_id, send_index)
+        return await self.write(self._finish_and_read_txn, session_id, send_index, messages,
+                                status=status, epoch=epoch, release=release,
+                                stop_reason=stop_reason, rounds=rounds, usage=usage, error=error)
+
+    async def _finish_and_read_txn(self, conn: Connection, /, session_id: str,
+                                   send_index: int, messages: Sequence[NewMessage],
+                                   **outcome: Any) -> SendRecord:
+        await self.finish_send_txn(conn, session_id, send_index, messages, **outcome)
+        return await self._get_send_txn(conn, session_id, send_index)
 
     async def finish_send_txn(self, conn: Connection, session_id: str, send_index: int,
                               messages: Sequence[NewMessage], *, status: str,
@@ -205,6 +221,8 @@ class SendOps(StoreCore):
         What a loop does when the model fails mid-send: the partial output is kept and
         the send can be resumed later. Returns the first new seq.
         """
+        check_id(session_id)
+        check_count(send_index, "send_index")
         return await self.write(self._pause_txn, session_id, send_index, messages, lease, error)
 
     async def _pause_txn(self, conn: Connection, session_id: str, send_index: int,
@@ -226,14 +244,22 @@ class SendOps(StoreCore):
             f"(pending: {state[1]})")
 
     async def get_send(self, session_id: str, send_index: int) -> SendRecord:
-        """One send. Raises :class:`InvalidArgumentError` when it does not exist."""
+        """One send.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SendNotFoundError: the session has no send with this index.
+        """
+        check_count(send_index, "send_index")
         return await self.read(self._get_send_txn, check_id(session_id), send_index)
 
     async def _get_send_txn(self, conn: Connection, session_id: str,
                             send_index: int) -> SendRecord:
         row = await conn.fetchone(self._sql.get_send, [session_id, send_index])
         if row is None:
-            raise InvalidArgumentError(f"session {session_id!r} has no send #{send_index}")
+            await self._require_session(conn, session_id)
+            raise SendNotFoundError(f"session {session_id!r} has no send #{send_index}",
+                                    session_id=session_id, send_index=send_index)
         return send_from_row(row)
 
     async def _send_by_key(self, conn: Connection, session_id: str,
@@ -243,5 +269,7 @@ class SendOps(StoreCore):
 
     async def list_sends(self, session_id: str, *, from_index: int = 0) -> list[SendRecord]:
         """The session's sends from ``from_index`` on, in order."""
-        rows = await self.read(fetch, self._sql.list_sends, [check_id(session_id), from_index])
+        check_count(from_index, "from_index")
+        rows = await self.read(self._rows_of_session, self._sql.list_sends,
+                               [check_id(session_id), from_index])
         return [send_from_row(r) for r in rows]

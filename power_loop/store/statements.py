@@ -19,7 +19,7 @@ from power_loop.store.schema import TableNames
 
 SESSION_COLUMNS = ("id, parent_id, created_at, updated_at, system_prompt, metadata, "
                    "next_seq, send_count, pending_send, lease_owner, lease_epoch, "
-                   "lease_expires_at")
+                   "lease_expires_at, incarnation")
 MESSAGE_COLUMNS = "seq, send_index, role, body, created_at"
 SEND_COLUMNS = ("session_id, send_index, status, source, request_key, first_seq, created_at, "
                 "finished_at, stop_reason, rounds, token_usage, error")
@@ -54,19 +54,21 @@ class Statements:
         # MySQL evaluates SET assignments left to right, each seeing the ones before;
         # every assignment here reads only columns not yet assigned, so the result is
         # the same as on engines that read the old row throughout.
+        # A fenced update matches only while the lease of that epoch is held: a newer
+        # grant changes the epoch, a release clears the owner.
         def update(assign: str, where: str, returning: str) -> SessionUpdate:
             base = f"UPDATE {s} SET {assign}, updated_at = {{now}} WHERE id = ?{where}"
             tail = f" RETURNING {returning}" if self.returning else ""
             return SessionUpdate(
                 plain=r(base + tail),
-                fenced=r(base + " AND lease_epoch = ?" + tail),
+                fenced=r(base + " AND lease_owner IS NOT NULL AND lease_epoch = ?" + tail),
                 select=r(f"SELECT {returning} FROM {s} WHERE id = ?"),
             )
 
         # -- sessions
         self.insert_session = r(
             f"INSERT INTO {s} ({SESSION_COLUMNS}) "
-            "VALUES (?, ?, {now}, {now}, ?, ?, 0, 0, NULL, NULL, 0, NULL)")
+            "VALUES (?, ?, {now}, {now}, ?, ?, 0, 0, NULL, NULL, 0, NULL, ?)")
         self.get_session = r(f"SELECT {SESSION_COLUMNS} FROM {s} WHERE id = ?")
         self.list_sessions = r(
             f"SELECT {SESSION_COLUMNS} FROM {s} ORDER BY created_at DESC, id DESC LIMIT ?")
@@ -101,7 +103,8 @@ class Statements:
             " AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < {now})",
             "lease_epoch, lease_expires_at")
         self.claim = update(_TAKE_LEASE, _LEASE_FREE,
-                            "lease_epoch, lease_expires_at, pending_send, next_seq, system_prompt")
+                            "lease_epoch, lease_expires_at, pending_send, next_seq, "
+                            "system_prompt, incarnation, metadata")
         self.renew = update("lease_expires_at = {now} + ?", " AND lease_owner = ?",
                             "lease_expires_at")
         self.release = r(
@@ -114,7 +117,8 @@ class Statements:
             f"{_TAKE_LEASE}, pending_send = send_count, send_count = send_count + 1, "
             "next_seq = next_seq + ?",
             f"{_LEASE_FREE} AND pending_send IS NULL",
-            "lease_epoch, lease_expires_at, send_count, next_seq, system_prompt")
+            "lease_epoch, lease_expires_at, send_count, next_seq, system_prompt, incarnation, "
+            "metadata")
         self.finish_send = update(
             "pending_send = NULL, next_seq = next_seq + ?", " AND pending_send = ?", "next_seq")
         self.finish_send_release = update(
@@ -150,7 +154,7 @@ def session_from_row(row: Row) -> SessionRecord:
         system_prompt=load_json(row[4]), metadata=load_json(row[5]), next_seq=int(row[6]),
         send_count=int(row[7]), pending_send=None if row[8] is None else int(row[8]),
         lease_owner=row[9], lease_epoch=int(row[10]),
-        lease_expires_at=None if row[11] is None else from_us(row[11]))
+        lease_expires_at=None if row[11] is None else from_us(row[11]), incarnation=row[12])
 
 
 def message_from_row(session_id: str, row: Row) -> MessageRecord:

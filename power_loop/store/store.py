@@ -8,7 +8,7 @@ the send lifecycle.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,17 +17,24 @@ from power_loop.errors import (
     InvalidArgumentError,
     LeaseLostError,
     PowerLoopError,
+    SchemaMissingError,
     SessionExistsError,
 )
 from power_loop.store.core import not_found, ttl_us
-from power_loop.store.dsn import connect
-from power_loop.store.migrations import SchemaPolicy, ensure_schema, session_tables
+from power_loop.store.dsn import connect, dialect_for, parse_dsn
+from power_loop.store.migrations import (
+    SchemaPolicy,
+    ensure_schema,
+    render_ddl,
+    session_tables,
+)
 from power_loop.store.port import Connection, Row
 from power_loop.store.records import (
     Lease,
     MessageRecord,
     NewMessage,
     SessionRecord,
+    check_count,
     check_id,
     dump_json,
     from_us,
@@ -78,7 +85,8 @@ class Store(SendOps):
 
     async def _create_session_txn(self, conn: Connection, sid: str, parent_id: str | None,
                                   prompt: str, meta: str) -> SessionRecord:
-        await conn.execute(self._sql.insert_session, [sid, parent_id, prompt, meta])
+        await conn.execute(self._sql.insert_session,
+                           [sid, parent_id, prompt, meta, uuid.uuid4().hex])
         return await self._get_session_txn(conn, sid)
 
     async def get_session(self, session_id: str) -> SessionRecord:
@@ -155,10 +163,13 @@ class Store(SendOps):
                             limit: int | None = None) -> list[MessageRecord]:
         """Messages with ``seq >= from_seq`` in order (an indexed range read)."""
         check_id(session_id)
+        check_count(from_seq, "from_seq")
+        check_count(limit, "limit", allow_none=True)
         if limit is None:
-            rows = await self.read(fetch, self._sql.read_messages, [session_id, from_seq])
+            rows = await self.read(self._rows_of_session, self._sql.read_messages,
+                                   [session_id, from_seq])
         else:
-            rows = await self.read(fetch, self._sql.read_messages_limit,
+            rows = await self.read(self._rows_of_session, self._sql.read_messages_limit,
                                    [session_id, from_seq, limit])
         return [message_from_row(session_id, r) for r in rows]
 
@@ -251,7 +262,7 @@ class Store(SendOps):
 
     # -- export / import ---------------------------------------------------------------
 
-    def export_session(self, session_id: str) -> AsyncIterator[str]:
+    def export_session(self, session_id: str) -> AsyncGenerator[str, None]:
         """The session as JSON Lines (see :mod:`power_loop.store.transfer`)."""
         from power_loop.store.transfer import export_session
 
@@ -297,9 +308,18 @@ async def open_store(
     prefix = validate_prefix(table_prefix)
     if not isinstance(schema, SchemaPolicy):
         raise InvalidArgumentError(f"schema must be a SchemaPolicy, not {schema!r}")
-    db = await connect(dsn, pool_min_size=pool_min_size, pool_max_size=pool_max_size,
-                       connect_timeout=connect_timeout, command_timeout=command_timeout,
-                       busy_timeout=busy_timeout, synchronous=synchronous)
+    try:
+        # VERIFY must not create anything, not even an empty SQLite file.
+        db = await connect(dsn, pool_min_size=pool_min_size, pool_max_size=pool_max_size,
+                           connect_timeout=connect_timeout, command_timeout=command_timeout,
+                           busy_timeout=busy_timeout, synchronous=synchronous,
+                           create=schema is not SchemaPolicy.VERIFY)
+    except SchemaMissingError as exc:
+        if exc.ddl:
+            raise
+        raise SchemaMissingError(exc.reason, backend=exc.backend or "",
+                                 ddl=render_ddl(dialect_for(parse_dsn(dsn).backend.name),
+                                                prefix)) from None
     try:
         await ensure_schema(db, prefix, schema)
     except BaseException:

@@ -18,13 +18,14 @@ because the list comes from the schema (:func:`session_tables`), not from this m
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from power_loop.errors import InvalidArgumentError, SessionExistsError, SessionNotFoundError
 from power_loop.store.migrations import LATEST_VERSION, session_tables
 from power_loop.store.port import ColumnType, Connection
-from power_loop.store.records import check_id, dump_json, load_json
+from power_loop.store.records import check_count, check_id, check_name, dump_json, load_json
 from power_loop.store.schema import Table, TableNames
 
 if TYPE_CHECKING:
@@ -36,8 +37,9 @@ _PAGE = 500
 
 
 def _line(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-                      allow_nan=False)
+    # No sort_keys: the keys of each line come in a fixed order (header fields, then the
+    # schema's column order), and JSON values keep the key order they were stored with.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _to_export(table: Table, columns: tuple[str, ...], row: Any) -> dict[str, Any]:
@@ -51,7 +53,8 @@ def _to_export(table: Table, columns: tuple[str, ...], row: Any) -> dict[str, An
     return out
 
 
-async def export_session(store: Store, names: TableNames, session_id: str) -> AsyncIterator[str]:
+async def export_session(store: Store, names: TableNames,
+                         session_id: str) -> AsyncGenerator[str, None]:
     """Yield the export's lines (each ending in ``\\n``) from one consistent snapshot."""
     dialect = store.database.dialect
     async with store.database.transaction(write=False) as conn:
@@ -95,6 +98,41 @@ async def _pages(conn: Connection, render: Any, head: str, keys: list[str],
         rows = await conn.fetch(following, [session_id, rows[-1][position]])
 
 
+def _header(item: Any) -> str:
+    if not isinstance(item, dict) or item.get("format") != FORMAT:
+        raise InvalidArgumentError(
+            f"import line 1 is not a {FORMAT} header; was this made by export_session?")
+    if item.get("version") != FORMAT_VERSION:
+        raise InvalidArgumentError(f"unsupported export format version {item.get('version')!r}")
+    schema_version = item.get("schema_version")
+    if not isinstance(schema_version, int) or schema_version > LATEST_VERSION:
+        raise InvalidArgumentError(
+            f"export comes from schema version {schema_version!r}, newer than this "
+            f"power_loop ({LATEST_VERSION}); upgrade power-loop to import it")
+    return check_id(item.get("session_id"))
+
+
+def _check_value(table: Table, name: str, value: Any, where: str) -> None:
+    column = table.column(name)
+    what = f"{where}: {table.name}.{name}"
+    if column.type is ColumnType.JSON:
+        dump_json(value)  # raises InvalidArgumentError for NaN and the like
+        return
+    if value is None:
+        if not column.nullable:
+            raise InvalidArgumentError(f"{what} may not be null")
+        return
+    if column.type is ColumnType.ID:
+        check_id(value, what)
+    elif column.type is ColumnType.NAME:
+        check_name(value, what)
+    elif column.type is ColumnType.TEXT:
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"{what} must be a string")
+    else:
+        check_count(value, what)
+
+
 def _parse(lines: Iterable[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
     """Check a whole export before anything is written."""
     tables = {t.name: t for t in session_tables()}
@@ -108,54 +146,74 @@ def _parse(lines: Iterable[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
         except json.JSONDecodeError as exc:
             raise InvalidArgumentError(f"import line {number} is not JSON: {exc}") from None
         if session_id is None:
-            if not isinstance(item, dict) or item.get("format") != FORMAT:
-                raise InvalidArgumentError(
-                    f"import line 1 is not a {FORMAT} header; was this made by export_session?")
-            if item.get("version") != FORMAT_VERSION:
-                raise InvalidArgumentError(
-                    f"unsupported export format version {item.get('version')!r}")
-            schema_version = item.get("schema_version")
-            if not isinstance(schema_version, int) or schema_version > LATEST_VERSION:
-                raise InvalidArgumentError(
-                    f"export comes from schema version {item.get('schema_version')!r}, newer "
-                    f"than this power_loop ({LATEST_VERSION}); upgrade power-loop to import it")
-            session_id = check_id(item.get("session_id"))
+            session_id = _header(item)
             continue
+        where = f"import line {number}"
         if not isinstance(item, dict) or item.get("table") not in tables or not isinstance(
                 item.get("row"), dict):
-            raise InvalidArgumentError(f"import line {number}: unknown table or malformed row")
+            raise InvalidArgumentError(f"{where}: unknown table or malformed row")
         table = tables[item["table"]]
         row = item["row"]
-        expected = set(table.exported_columns)
-        if set(row) != expected:
+        if set(row) != set(table.exported_columns):
             raise InvalidArgumentError(
-                f"import line {number}: {table.name} row has columns {sorted(row)}, "
-                f"expected {sorted(expected)}")
+                f"{where}: {table.name} row has columns {sorted(row)}, expected "
+                f"{sorted(table.exported_columns)}")
+        for name, value in row.items():
+            _check_value(table, name, value, where)
         if row[table.session_column] != session_id:
             raise InvalidArgumentError(
-                f"import line {number}: row belongs to session "
-                f"{row[table.session_column]!r}, not {session_id!r}")
+                f"{where}: row belongs to session {row[table.session_column]!r}, not "
+                f"{session_id!r}")
         rows[table.name].append(row)
     if session_id is None:
         raise InvalidArgumentError("import is empty: no header line")
+    _check_consistency(session_id, rows)
+    return session_id, rows
+
+
+def _check_consistency(session_id: str, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """The invariants the store keeps: contiguous seqs and send indexes, one pending send."""
     if len(rows["sessions"]) != 1:
         raise InvalidArgumentError("import must hold exactly one sessions row")
-    return session_id, rows
+    session = rows["sessions"][0]
+    seqs = sorted(r["seq"] for r in rows["messages"])
+    if seqs != list(range(session["next_seq"])):
+        raise InvalidArgumentError(
+            f"import of {session_id!r}: message seqs must be exactly 0..next_seq-1 "
+            f"(next_seq {session['next_seq']}, {len(seqs)} messages)")
+    sends = {r["send_index"]: r for r in rows["sends"]}
+    if sorted(sends) != list(range(session["send_count"])) or len(sends) != len(rows["sends"]):
+        raise InvalidArgumentError(
+            f"import of {session_id!r}: send indexes must be exactly 0..send_count-1")
+    pending = session["pending_send"]
+    if pending is not None and (pending not in sends or sends[pending]["status"] != "pending"):
+        raise InvalidArgumentError(
+            f"import of {session_id!r}: pending_send {pending} is not a pending send")
+    keys = [r["request_key"] for r in rows["sends"] if r["request_key"] is not None]
+    if len(keys) != len(set(keys)):
+        raise InvalidArgumentError(f"import of {session_id!r}: a request_key is used twice")
 
 
 def _to_db(table: Table, columns: tuple[str, ...], row: dict[str, Any]) -> list[Any]:
     values: list[Any] = []
     for name in columns:
         value = row.get(name)
-        if value is not None and table.column(name).type is ColumnType.JSON:
-            value = dump_json(value)
+        column = table.column(name)
+        if column.fresh:
+            value = uuid.uuid4().hex
+        elif column.type is ColumnType.JSON and not (value is None and column.nullable):
+            value = dump_json(value)  # a NOT NULL JSON column holds JSON null as 'null'
         values.append(value)
     return values
 
 
 async def import_session(store: Store, names: TableNames, lines: Iterable[str], *,
                          replace: bool) -> str:
-    """Load an export in one transaction; with ``replace``, over an existing session."""
+    """Load an export in one transaction; with ``replace``, over an existing session.
+
+    Replacing never moves the session's lease epoch backwards: the imported epoch is
+    raised above the replaced one, so a writer fenced out before the import stays out.
+    """
     session_id, rows = _parse(lines)
     dialect = store.database.dialect
     statements = []
@@ -164,23 +222,27 @@ async def import_session(store: Store, names: TableNames, lines: Iterable[str], 
         marks = ", ".join("?" for _ in columns)
         sql = dialect.render(f"INSERT INTO {dialect.quote(names.raw(table))} "
                              f"({', '.join(columns)}) VALUES ({marks})")
-        statements.append((sql, [_to_db(table, columns, r) for r in rows[table.name]]))
+        statements.append((table, sql, [_to_db(table, columns, r) for r in rows[table.name]]))
     deletes = [dialect.render(f"DELETE FROM {dialect.quote(names.raw(t))} "
                               f"WHERE {t.session_column} = ?")
                for t in reversed(session_tables())]
+    epoch_sql = dialect.render(f"SELECT lease_epoch FROM {names.sessions} WHERE id = ?"
+                               + dialect.for_update())
+    epoch_at = tuple(c.name for c in session_tables()[0].columns).index("lease_epoch")
 
     async def load(conn: Connection) -> str:
-        exists = 0
-        for sql in deletes if replace else []:
-            exists = await conn.execute(sql, [session_id])
-        if not replace:
-            probe = dialect.render(f"SELECT 1 FROM {names.sessions} WHERE id = ?")
-            exists = 1 if await conn.fetchone(probe, [session_id]) else 0
-            if exists:
-                raise SessionExistsError(
-                    f"session {session_id!r} already exists; pass replace=True to overwrite it",
-                    session_id=session_id)
-        for sql, values in statements:
+        existing = await conn.fetchone(epoch_sql, [session_id])
+        if existing is not None and not replace:
+            raise SessionExistsError(
+                f"session {session_id!r} already exists; pass replace=True to overwrite it",
+                session_id=session_id)
+        if existing is not None:
+            for sql in deletes:
+                await conn.execute(sql, [session_id])
+        for table, sql, values in statements:
+            if table.name == "sessions" and existing is not None:
+                row = values[0]
+                row[epoch_at] = max(int(row[epoch_at]), int(existing[0]) + 1)
             if values:
                 await conn.executemany(sql, values)
         return session_id

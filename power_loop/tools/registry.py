@@ -137,6 +137,12 @@ class ToolRegistry:
                 return error(f"Error: tool {call.name!r} failed: TimeoutError: {exc}")
             return error(f"Error: tool {call.name!r} did not finish within {timeout:g}s and was "
                          "abandoned.")
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the send is being stopped
+            # A cancellation the tool met on its own (a future someone else cancelled).
+            return error(f"Error: tool {call.name!r} failed: CancelledError: {exc}")
         except ToolError as exc:
             return error(str(exc))
         except Exception as exc:

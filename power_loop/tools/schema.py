@@ -85,6 +85,71 @@ def type_schema(annotation: Any, where: str) -> dict[str, Any]:
         "float, bool, list, dict, Literal, an Enum, a dataclass or a TypedDict")
 
 
+def converter_for(annotation: Any) -> Callable[[Any], Any] | None:
+    """How to turn a validated JSON value into ``annotation``'s Python value.
+
+    ``None`` when the JSON value is already right (str, int, list of str...). Enums and
+    dataclasses are rebuilt wherever they occur: inside optionals, lists, dicts, other
+    dataclasses and TypedDicts.
+    """
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is typing.Annotated:
+        return converter_for(args[0])
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return annotation
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        hints = get_type_hints(annotation, include_extras=True)
+        inner = {f.name: c for f in dataclasses.fields(annotation)
+                 if (c := converter_for(hints[f.name])) is not None}
+        cls = annotation
+
+        def build(value: Any) -> Any:
+            return cls(**{k: inner[k](v) if k in inner else v for k, v in value.items()})
+
+        return build
+    if typing.is_typeddict(annotation):
+        hints = get_type_hints(annotation, include_extras=True)
+        fields = {k: c for k, h in hints.items() if (c := converter_for(h)) is not None}
+        if not fields:
+            return None
+        return lambda value: {k: fields[k](v) if k in fields else v for k, v in value.items()}
+    if origin in (Union, types.UnionType):
+        options = [(a, converter_for(a)) for a in args]
+        if all(c is None for _, c in options):
+            return None
+        return lambda value: _convert_union(options, value)
+    if origin in (list, Sequence, set, frozenset, tuple) and args:
+        items = [converter_for(a) for a in args if a is not Ellipsis]
+        if all(c is None for c in items):
+            return None
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            return lambda value: tuple(c(v) if c else v for c, v in zip(items, value,
+                                                                          strict=False))
+        item = items[0]
+        assert item is not None
+        kind = {list: list, Sequence: list, set: set, frozenset: frozenset, tuple: tuple}[origin]
+        return lambda value: kind(item(v) for v in value)
+    if origin in (dict, Mapping) and len(args) == 2:
+        values = converter_for(args[1])
+        if values is None:
+            return None
+        return lambda value: {k: values(v) for k, v in value.items()}
+    return None
+
+
+def _convert_union(options: list[tuple[Any, Callable[[Any], Any] | None]], value: Any) -> Any:
+    if value is None:
+        return None
+    for _, convert in options:
+        if convert is None:
+            continue
+        try:
+            return convert(value)
+        except (TypeError, ValueError, KeyError):
+            continue
+    return value
+
+
 def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "properties": properties,
                               "additionalProperties": False}
@@ -132,7 +197,8 @@ def function_schema(fn: Callable[..., Any], *, skip: set[str]) -> tuple[str, dic
     try:
         hints = get_type_hints(fn, include_extras=True)
     except Exception as exc:
-        raise InvalidArgumentError(f"cannot read the type hints of {fn.__name__}: {exc}") from exc
+        raise InvalidArgumentError(f"cannot resolve the type hints of {fn.__name__}: {exc}") \
+            from exc
     summary, arg_docs = parse_docstring(fn.__doc__)
     properties: dict[str, Any] = {}
     required: list[str] = []

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import inspect
 import re
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, get_type_hints, overload
+from typing import Any, get_args, get_origin, get_type_hints, overload
 
 import fastjsonschema
 
 from power_loop.errors import InvalidArgumentError
 from power_loop.llm.service import ToolSpec
 from power_loop.tools.context import ToolContext
-from power_loop.tools.schema import function_schema
+from power_loop.tools.schema import converter_for, function_schema
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+MIN_OUTPUT_CHARS = 200
+"""The smallest output cap: room for the truncation marker and some output."""
 
 
 class ToolError(Exception):
@@ -53,9 +56,12 @@ class Tool:
     _converters: Mapping[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise InvalidArgumentError(
                 f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'")
+        if self.max_output_chars is not None and self.max_output_chars < MIN_OUTPUT_CHARS:
+            raise InvalidArgumentError(
+                f"tool {self.name!r}: max_output_chars must be at least {MIN_OUTPUT_CHARS}")
         try:
             validator = fastjsonschema.compile(dict(self.parameters))
         except fastjsonschema.JsonSchemaDefinitionException as exc:
@@ -85,36 +91,48 @@ class Tool:
         return result
 
 
-def _dataclass_converter(cls: type[Any]) -> Callable[[Any], Any]:
-    return lambda value: cls(**value)
+def type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """``fn``'s resolved type hints, or :class:`InvalidArgumentError` saying why not."""
+    try:
+        return get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise InvalidArgumentError(
+            f"cannot resolve the type hints of {getattr(fn, '__name__', fn)!r}: {exc} (with "
+            "`from __future__ import annotations`, annotation types must be importable "
+            "from the function's module)") from exc
 
 
-def _converters(fn: Callable[..., Any]) -> dict[str, Callable[[Any], Any]]:
-    """Turn JSON values back into the Enum or dataclass a parameter is annotated with."""
-    out: dict[str, Callable[[Any], Any]] = {}
-    hints = get_type_hints(fn)
-    for name, hint in hints.items():
-        if isinstance(hint, type) and issubclass(hint, enum.Enum):
-            out[name] = hint
-        elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            out[name] = _dataclass_converter(hint)
-    return out
+def _is_context(hint: Any) -> bool:
+    """``ToolContext``, also as ``ToolContext | None`` or ``Annotated[ToolContext, ...]``."""
+    if hint is ToolContext:
+        return True
+    origin = get_origin(hint)
+    if origin is typing.Annotated:
+        return _is_context(get_args(hint)[0])
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        return len(options) == 1 and _is_context(options[0])
+    return False
 
 
 def make_tool(fn: Callable[..., Any], *, name: str | None = None,
               description: str | None = None, safe_to_repeat: bool = False,
               timeout: float | None = None, max_output_chars: int | None = None) -> Tool:
     """Build a :class:`Tool` from a function's signature, hints and docstring."""
-    hints = get_type_hints(fn)
-    context_params = {n for n, h in hints.items() if h is ToolContext}
+    hints = type_hints(fn)
+    context_params = {n for n, h in hints.items() if n != "return" and _is_context(h)}
     if len(context_params) > 1:
         raise InvalidArgumentError(f"{fn.__name__} takes more than one ToolContext")
     summary, parameters = function_schema(fn, skip=context_params)
+    converters = {n: c for n, h in hints.items()
+                  if n not in context_params and n != "return"
+                  and (c := converter_for(h)) is not None}
     return Tool(
-        name=name or fn.__name__, description=description or summary or fn.__name__,
+        name=fn.__name__ if name is None else name,
+        description=description or summary or fn.__name__,
         parameters=parameters, fn=fn, safe_to_repeat=safe_to_repeat, timeout=timeout,
         max_output_chars=max_output_chars,
-        context_param=next(iter(context_params), None), _converters=_converters(fn))
+        context_param=next(iter(context_params), None), _converters=converters)
 
 
 @overload

@@ -25,9 +25,10 @@ _TYPES = {
 }
 
 _RETRYABLE = {1205, 1213, 1614, 3572}  # lock wait timeout, deadlock, rollback, NOWAIT
-_CONFLICT = {1022, 1062, 1169, 1557, 1586, 1451, 1452}
+_CONFLICT = {1022, 1048, 1062, 1169, 1557, 1586, 1451, 1452}  # 1048: NOT NULL
 _STORAGE_FULL = {1021, 1114, 3, 1030}
-_CONNECTION = {1040, 1053, 1927, 2002, 2003, 2006, 2013, 2014, 2055, 4031}
+# 1044/1045/1698: access denied (wrong user or password): the connection cannot be made.
+_CONNECTION = {1040, 1044, 1045, 1053, 1698, 1927, 2002, 2003, 2006, 2013, 2014, 2055, 4031}
 
 
 class MySQLDialect(Dialect):

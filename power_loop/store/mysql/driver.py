@@ -5,6 +5,8 @@ Every connection runs with ``time_zone = '+00:00'`` (the database clock is read 
 ``utf8mb4`` (4-byte characters round-trip), READ COMMITTED for writes (no gap locks
 between appenders), and the FOUND_ROWS flag so an ``UPDATE`` reports matched rows as on
 the other engines. Read transactions take a consistent REPEATABLE READ snapshot.
+Server notes are switched off (``sql_notes = 0``): with strict mode, anything worth a
+warning is an error anyway.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from power_loop.store.mysql.dialect import MySQLDialect
 from power_loop.store.port import Row, translate_error
 
 _DIALECT = MySQLDialect()
+# sql_notes = 0: notes such as "table already exists" (an idempotent CREATE TABLE IF
+# NOT EXISTS) would otherwise reach Python as warnings.
 _SESSION_SETUP = (
-    "SET time_zone = '+00:00', "
+    "SET time_zone = '+00:00', sql_notes = 0, "
     "sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,NO_ENGINE_SUBSTITUTION'"
 )
 
@@ -36,25 +40,47 @@ def _decoded(row: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(v.decode("utf-8") if type(v) is bytes else v for v in row)
 
 
+def _cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is how aiomysql reports that this task is being cancelled."""
+    task = asyncio.current_task()
+    return isinstance(exc.__context__, asyncio.CancelledError) or bool(
+        task is not None and task.cancelling())
+
+
 class MySQLConnection:
     """A :class:`~power_loop.store.port.Connection` over one aiomysql connection."""
 
-    __slots__ = ("_conn", "_timeout")
+    __slots__ = ("_conn", "_cursor", "_timeout")
 
-    def __init__(self, conn: aiomysql.Connection, command_timeout: float | None) -> None:
+    def __init__(self, conn: aiomysql.Connection, cursor: aiomysql.Cursor,
+                 command_timeout: float | None) -> None:
         self._conn = conn
+        self._cursor = cursor
         self._timeout = command_timeout
+
+    async def _statement(self, sql: str, params: Sequence[Any], many: bool,
+                         rows: bool) -> Any:
+        if many:
+            await self._cursor.executemany(sql, params)
+            return None
+        count = await self._cursor.execute(sql, tuple(params))
+        if rows:
+            return [_decoded(r) for r in await self._cursor.fetchall()]
+        return count
 
     async def _run(self, sql: str, params: Sequence[Any], *, many: bool = False,
                    rows: bool = False) -> Any:
         """The one place aiomysql's exceptions become power_loop's."""
         try:
-            async with asyncio.timeout(self._timeout), self._conn.cursor() as cursor:
-                if many:
-                    await cursor.executemany(sql, params)
-                    return None
-                count = await cursor.execute(sql, tuple(params))
-                return [_decoded(r) for r in await cursor.fetchall()] if rows else count
+            if self._timeout is None:
+                return await self._statement(sql, params, many, rows)
+            async with asyncio.timeout(self._timeout):
+                return await self._statement(sql, params, many, rows)
+        except asyncio.CancelledError:
+            # A statement cut off half-way leaves the protocol out of step: the
+            # connection is closed, and the pool drops it.
+            self._conn.close()
+            raise
         except TimeoutError as exc:
             # The server may still be running the statement: the connection is unusable.
             self._conn.close()
@@ -62,6 +88,9 @@ class MySQLConnection:
                 f"mysql: a statement ran longer than command_timeout={self._timeout}s",
                 backend="mysql") from exc
         except Exception as exc:
+            if _cancelled(exc):
+                self._conn.close()
+                raise asyncio.CancelledError() from exc
             raise translate_error(_DIALECT, exc) from exc
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -89,7 +118,8 @@ class MySQLDatabase:
         self._pool = pool
         self._timeout = parsed.options.command_timeout
         self._acquire_timeout = parsed.options.connect_timeout
-        self._configured: weakref.WeakSet[aiomysql.Connection] = weakref.WeakSet()
+        self._cursors: weakref.WeakKeyDictionary[aiomysql.Connection, aiomysql.Cursor] = (
+            weakref.WeakKeyDictionary())
 
     @asynccontextmanager
     async def _acquired(self) -> AsyncIterator[MySQLConnection]:
@@ -99,11 +129,16 @@ class MySQLDatabase:
         except Exception as exc:
             raise translate_error(_DIALECT, exc) from exc
         try:
-            wrapped = MySQLConnection(conn, self._timeout)
-            if conn not in self._configured:
+            cursor = self._cursors.get(conn)
+            if cursor is None:
+                # A new connection: set the session up once, keep one cursor for it.
+                cursor = await conn.cursor()
+                wrapped = MySQLConnection(conn, cursor, self._timeout)
                 await wrapped.execute(_SESSION_SETUP)
                 await wrapped.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                self._configured.add(conn)
+                self._cursors[conn] = cursor
+            else:
+                wrapped = MySQLConnection(conn, cursor, self._timeout)
             yield wrapped
         finally:
             self._pool.release(conn)

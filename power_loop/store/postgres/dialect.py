@@ -19,7 +19,7 @@ _TYPES = {
 }
 
 _RETRYABLE = {"40001", "40P01", "55P03", "57014"}
-_CONNECTION_CLASSES = ("08",)
+_CONNECTION_CLASSES = ("08", "28")  # connection exceptions; invalid authorization
 _CONNECTION = {"57P01", "57P02", "57P03", "53300"}
 _STORAGE_FULL = {"53100", "53400"}
 

@@ -11,12 +11,15 @@ be a separate database.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from power_loop.errors import SchemaMissingError
 from power_loop.store.dsn import ParsedDSN
 from power_loop.store.port import Row, translate_error
 from power_loop.store.sqlite.dialect import SQLiteDialect
@@ -97,8 +100,10 @@ class SQLiteDatabase:
 @asynccontextmanager
 async def _transaction(conn: aiosqlite.Connection, begin: str) -> AsyncIterator[SQLiteConnection]:
     wrapped = SQLiteConnection(conn)
-    await wrapped.execute(begin)
     try:
+        # BEGIN is inside the try: if this task is cancelled while BEGIN runs on the
+        # connection's thread, the ROLLBACK below still follows it there.
+        await wrapped.execute(begin)
         yield wrapped
         await wrapped.execute("COMMIT")
     except BaseException:
@@ -113,10 +118,24 @@ async def _transaction(conn: aiosqlite.Connection, begin: str) -> AsyncIterator[
 
 async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> aiosqlite.Connection:
     options = parsed.options
+    target, uri = path, False
+    if not options.create and not _is_memory(path):
+        # mode=rw: opening must not create the file (schema policies VERIFY and NONE).
+        target, uri = _no_create_uri(path), True
+    conn = aiosqlite.connect(target, isolation_level=None, timeout=options.busy_timeout,
+                             uri=uri)
     try:
-        conn = await asyncio.wait_for(
-            aiosqlite.connect(path, isolation_level=None, timeout=options.busy_timeout),
-            timeout=options.connect_timeout)
+        await asyncio.wait_for(conn, timeout=options.connect_timeout)
+    except BaseException as exc:
+        # aiosqlite stops its worker thread without waiting for it; wait here, or the
+        # thread may call back into an event loop that has closed by then.
+        thread = getattr(conn, "_thread", None)
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join, 5)
+        if isinstance(exc, Exception):
+            raise translate_error(_DIALECT, exc) from exc
+        raise
+    try:
         # The busy timeout makes a second process wait for the write lock instead of
         # failing; WAL lets readers work beside one writer; synchronous=NORMAL is
         # crash-safe in WAL mode (a power cut may lose the last commits; use FULL).
@@ -127,15 +146,37 @@ async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> aiosqlite.Conn
         if reader:
             await conn.execute("PRAGMA query_only = 1")
     except Exception as exc:
+        await conn.close()
         raise translate_error(_DIALECT, exc) from exc
     return conn
 
 
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _no_create_uri(path: str) -> str:
+    return Path(os.path.abspath(path)).as_uri() + "?mode=rw"
+
+
+def _is_memory(path: str) -> bool:
+    return path == ":memory:" or path.startswith("file::memory:")
+
+
 async def connect(parsed: ParsedDSN) -> SQLiteDatabase:
-    """Open the file (created if absent) in WAL mode with its reader connections."""
+    """Open the file (created if absent, unless told not to) in WAL mode, with readers."""
     path = parsed.location
-    memory = path == ":memory:" or path.startswith("file::memory:")
+    if not parsed.options.create and not _is_memory(path) and not _exists(path):
+        raise SchemaMissingError(f"the SQLite database file {path!r} does not exist",
+                                 backend="sqlite", ddl="")
     writer = await _open(path, parsed, reader=False)
-    readers = [] if memory else [await _open(path, parsed, reader=True)
-                                 for _ in range(parsed.options.readers)]
+    readers: list[aiosqlite.Connection] = []
+    try:
+        if not _is_memory(path):
+            for _ in range(parsed.options.readers):
+                readers.append(await _open(path, parsed, reader=True))
+    except BaseException:
+        for conn in [writer, *readers]:
+            await conn.close()
+        raise
     return SQLiteDatabase(writer, readers)
