@@ -16,6 +16,16 @@ The tree::
     ├── InvalidArgumentError            invalid_argument
     ├── HistoryInvariantError           history_invariant
     ├── ScriptExhaustedError            script_exhausted
+    ├── StructuredOutputError           structured_output_invalid
+    ├── LLMError                        llm_error
+    │   ├── LLMRateLimitError           llm_rate_limited
+    │   ├── LLMQuotaError               llm_quota_exceeded
+    │   ├── LLMUnavailableError         llm_unavailable
+    │   ├── LLMTimeoutError             llm_timeout
+    │   ├── LLMAuthenticationError      llm_authentication
+    │   ├── LLMBadRequestError          llm_bad_request
+    │   │   └── LLMContextOverflowError llm_context_overflow
+    │   └── LLMStreamInterruptedError   llm_stream_interrupted
     ├── SessionError                    session_error
     │   ├── SessionNotFoundError        session_not_found
     │   ├── SessionExistsError          session_exists
@@ -44,6 +54,15 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidDSNError",
     "InvalidIdentifierError",
+    "LLMAuthenticationError",
+    "LLMBadRequestError",
+    "LLMContextOverflowError",
+    "LLMError",
+    "LLMQuotaError",
+    "LLMRateLimitError",
+    "LLMStreamInterruptedError",
+    "LLMTimeoutError",
+    "LLMUnavailableError",
     "LeaseLostError",
     "MissingDriverError",
     "PowerLoopError",
@@ -58,6 +77,7 @@ __all__ = [
     "SessionNotFoundError",
     "StorageFullError",
     "StoreError",
+    "StructuredOutputError",
     "TransientStoreError",
 ]
 
@@ -146,6 +166,108 @@ class ScriptExhaustedError(PowerLoopError):
     """A :class:`~power_loop.ScriptedLLM` was called more times than it has turns."""
 
     code: ClassVar[str] = "script_exhausted"
+
+
+class StructuredOutputError(PowerLoopError):
+    """The model's final answer is not JSON matching the requested ``output_schema``.
+
+    The send itself is stored and finished; the answer is kept in ``text``.
+
+    Attributes:
+        text: The answer as the model wrote it.
+        problem: What is wrong with it (a JSON error or the failed schema rule).
+        result: The send's :class:`~power_loop.SendResult`.
+    """
+
+    code: ClassVar[str] = "structured_output_invalid"
+
+    def __init__(self, message: str, *, text: str, problem: str, result: Any = None) -> None:
+        super().__init__(message, problem=problem)
+        self.text = text
+        self.problem = problem
+        self.result = result
+
+
+# -- model providers -------------------------------------------------------------------
+
+
+class LLMError(PowerLoopError):
+    """A model provider failed or refused a request.
+
+    Attributes:
+        provider: ``openai``, ``anthropic``...
+        status_code: The HTTP status, when there was one.
+        request_id: The provider's request id, when it sent one.
+        retry_after: Seconds the provider asked to wait, when it said.
+        retryable: Whether power_loop's retry policy tries again.
+    """
+
+    code: ClassVar[str] = "llm_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, provider: str, status_code: int | None = None,
+                 request_id: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, provider=provider, status_code=status_code,
+                         request_id=request_id, retry_after=retry_after)
+        self.provider = provider
+        self.status_code = status_code
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+
+class LLMRateLimitError(LLMError):
+    """Too many requests for now (HTTP 429); retried with backoff."""
+
+    code: ClassVar[str] = "llm_rate_limited"
+    retryable: ClassVar[bool] = True
+
+
+class LLMQuotaError(LLMError):
+    """A spending limit or quota is exhausted; retrying will not help."""
+
+    code: ClassVar[str] = "llm_quota_exceeded"
+
+
+class LLMUnavailableError(LLMError):
+    """The provider is down, overloaded (5xx, 529) or unreachable; retried."""
+
+    code: ClassVar[str] = "llm_unavailable"
+    retryable: ClassVar[bool] = True
+
+
+class LLMTimeoutError(LLMError):
+    """The provider did not answer in time; retried."""
+
+    code: ClassVar[str] = "llm_timeout"
+    retryable: ClassVar[bool] = True
+
+
+class LLMAuthenticationError(LLMError):
+    """The API key was refused (HTTP 401/403): check POWER_LOOP_API_KEY."""
+
+    code: ClassVar[str] = "llm_authentication"
+
+
+class LLMBadRequestError(LLMError):
+    """The provider rejected the request as invalid (HTTP 400/404/422)."""
+
+    code: ClassVar[str] = "llm_bad_request"
+
+
+class LLMContextOverflowError(LLMBadRequestError):
+    """The request is longer than the model's context window."""
+
+    code: ClassVar[str] = "llm_context_overflow"
+
+
+class LLMStreamInterruptedError(LLMError):
+    """The answer broke off after part of it had streamed.
+
+    It is never retried silently: the loop keeps the partial answer (marked) and leaves
+    the send pending, so ``resume`` can continue it.
+    """
+
+    code: ClassVar[str] = "llm_stream_interrupted"
 
 
 # -- sessions --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from power_loop.cli.demo_agent import demo_model, real_model_configured
 from power_loop.cli.registry import Command, set_handler
 from power_loop.store.store import open_store
 
@@ -132,6 +133,9 @@ def _step_ask(dsn: str, session_id: str, workdir: Path) -> int:
                  "stored")
             break
     proc.wait()
+    if proc.returncode == 0:
+        renderer.close()
+        _say("  A │ the model finished without booking, so there was nothing to interrupt")
     return proc.returncode
 
 
@@ -159,15 +163,23 @@ def run_demo(workdir: Path) -> int:
     dsn = str(workdir / "demo.db")
     session_id = f"demo-{uuid.uuid4().hex[:8]}"
     _say("power_loop demo: a conversation that survives a crash")
-    _say(f"  model:   ScriptedLLM (offline, deterministic)   store: {dsn}")
+    if real_model_configured():
+        model = demo_model()
+        _say(f"  model:   {model.model} via {type(model).__name__} (POWER_LOOP_API_KEY is set)")
+    else:
+        _say("  model:   ScriptedLLM, offline and deterministic (set POWER_LOOP_API_KEY and "
+             "POWER_LOOP_PROVIDER/MODEL for a real one)")
+    _say(f"  store:   {dsn}")
     _say(f"  session: {session_id}")
 
     code = _step_ask(dsn, session_id, workdir)
     pending, stored, orphans = asyncio.run(_pending_state(dsn, session_id))
     _rule("What the store holds after the crash")
-    _say(f"  process A exit status {code} (killed by signal {-code})")
-    _say(f"  {stored} messages stored; send #{pending} is pending; tool calls without a "
-         f"result: {', '.join(orphans) or 'none'}")
+    status = f"killed by signal {-code}" if code < 0 else "it exited by itself"
+    _say(f"  process A exit status {code} ({status})")
+    state = "no send is pending" if pending is None else f"send #{pending} is pending"
+    _say(f"  {stored} messages stored; {state}; tool calls without a result: "
+         f"{', '.join(orphans) or 'none'}")
 
     _step("resume", "B", "Process B: resumes the pending send", dsn, session_id, workdir)
     history = _step("continue", "C", "Process C: carries the conversation on", dsn,
@@ -181,12 +193,14 @@ def run_demo(workdir: Path) -> int:
         note = f"  [{message['synthetic']}]" if message["synthetic"] else ""
         _say(f"  {message['seq']:>2} · send {message['send']} · {message['role']:<9} "
              f"{_clip(text, 48)}{note}")
-    bookings = json.loads((workdir / "restaurant-bookings.json").read_text())
+    bookings_file = workdir / "restaurant-bookings.json"
+    bookings = json.loads(bookings_file.read_text()) if bookings_file.exists() else []
     _rule("Outcome")
-    _say(f"  3 processes, 1 SIGKILL, {len(history.get('messages', []))} messages, "
-         f"{len(bookings)} booking (never booked twice)")
+    kills = "1 SIGKILL" if code < 0 else "no crash"
+    _say(f"  3 processes, {kills}, {len(history.get('messages', []))} messages, "
+         f"{len(bookings)} booking{'s' if len(bookings) != 1 else ''} (never booked twice)")
     _say(f"  inspect it: power-loop sessions show --dsn {dsn} {session_id}")
-    return 0 if len(bookings) == 1 else 1
+    return 0 if len(bookings) <= 1 else 1
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from power_loop.events.types import Event
+from power_loop.llm.env import create_llm_service_from_env
 from power_loop.llm.messages import Message
 from power_loop.llm.scripted import ScriptedLLM, Turn, call_tool, reply
-from power_loop.llm.service import LLMRequest
+from power_loop.llm.service import LLMRequest, LLMService
 from power_loop.loop.agent import StatefulAgentLoop
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.tools.context import ToolContext
@@ -101,6 +103,18 @@ def script(request: LLMRequest) -> Turn:
     return reply("Your table for two at Le Bouchon is booked, ref LY-4821.")
 
 
+def real_model_configured() -> bool:
+    """Whether the environment names a real model (``POWER_LOOP_API_KEY`` is set)."""
+    return bool(os.environ.get("POWER_LOOP_API_KEY"))
+
+
+def demo_model() -> LLMService:
+    """The real model from the environment when configured, else the scripted one."""
+    if real_model_configured():
+        return create_llm_service_from_env()
+    return ScriptedLLM(script, chunk_size=6)
+
+
 def _event_line(event: Event) -> dict[str, Any]:
     data: dict[str, Any] = {"type": event.type, "send": event.send_index}
     for name in ("text", "name", "arguments", "output", "is_error", "round", "attempt",
@@ -119,7 +133,7 @@ def _emit(data: dict[str, Any]) -> None:
 async def run_step(step: str, dsn: str, session_id: str, workdir: Path) -> None:
     """One demo step in this process."""
     loop = StatefulAgentLoop(
-        llm=ScriptedLLM(script, chunk_size=6), dsn=dsn,
+        llm=demo_model(), dsn=dsn,
         tools=make_tools(workdir, slow_confirmation=30.0 if step == "ask" else 0.0),
         config=AgentLoopConfig(system_prompt=SYSTEM_PROMPT, lease_ttl=2.0))
     async with loop:

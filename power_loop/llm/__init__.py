@@ -1,6 +1,7 @@
 """The model layer: provider-neutral messages, the ``LLMService`` protocol, ScriptedLLM."""
 
 from power_loop.errors import ScriptExhaustedError
+from power_loop.llm.env import create_llm_service_from_env
 from power_loop.llm.messages import (
     Message,
     Part,
@@ -11,6 +12,7 @@ from power_loop.llm.messages import (
     decode_message,
     encode_message,
 )
+from power_loop.llm.retry import RetryPolicy
 from power_loop.llm.scripted import (
     ScriptedCall,
     ScriptedLLM,
@@ -37,6 +39,7 @@ __all__ = [
     "LLMService",
     "Message",
     "Part",
+    "RetryPolicy",
     "ScriptExhaustedError",
     "ScriptedCall",
     "ScriptedLLM",
@@ -52,6 +55,7 @@ __all__ = [
     "Usage",
     "call_tool",
     "call_tools",
+    "create_llm_service_from_env",
     "decode_message",
     "encode_message",
     "fail",

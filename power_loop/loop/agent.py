@@ -38,6 +38,7 @@ from power_loop.loop.driver import (
     synthetic_result,
 )
 from power_loop.loop.results import HistoryItem, SendResult
+from power_loop.loop.structured import validator_for
 from power_loop.loop.window import Window, WindowCache, load_window
 from power_loop.store.migrations import SchemaPolicy
 from power_loop.store.records import SendRecord, SessionClaim
@@ -189,23 +190,29 @@ class StatefulAgentLoop:
     # -- sends -------------------------------------------------------------------------
 
     async def send(self, text: str, session_id: str, *, request_key: str | None = None,
-                   source: str = "user") -> SendResult:
+                   source: str = "user",
+                   output_schema: Mapping[str, Any] | None = None) -> SendResult:
         """Send the user's ``text`` and run the agent until it answers.
 
         Args:
             request_key: An idempotency key: a second send with the same key in this
                 session returns the first one's result and writes nothing.
             source: Who is speaking: ``user`` (default), ``timer``...
+            output_schema: JSON Schema the answer must match (overrides
+                ``config.output_schema``); the parsed value is ``result.output``.
 
         Raises:
             SessionBusyError: the session stayed busy longer than ``config.lease_wait``.
             SendPendingError: the previous send never finished (see ``on_pending``).
             LeaseLostError: another process took the session over mid-send.
+            StructuredOutputError: with an output schema, the answer does not match it
+                (the send is stored; the error carries its result).
         """
-        return await self._send(text, session_id, None, request_key, source)
+        return await self._send(text, session_id, None, request_key, source, output_schema)
 
     async def stream(self, text: str, session_id: str, *, request_key: str | None = None,
-                     source: str = "user") -> AsyncGenerator[Event, None]:
+                     source: str = "user", output_schema: Mapping[str, Any] | None = None,
+                     ) -> AsyncGenerator[Event, None]:
         """Like :meth:`send`, yielding typed events as they happen.
 
         The last event is :class:`~power_loop.events.SendFinished` carrying the result.
@@ -215,7 +222,7 @@ class StatefulAgentLoop:
         """
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(self._send(text, session_id, queue.put_nowait, request_key,
-                                              source))
+                                              source, output_schema))
         task.add_done_callback(lambda _: queue.put_nowait(_DONE))
         try:
             while (item := await queue.get()) is not _DONE:
@@ -227,9 +234,12 @@ class StatefulAgentLoop:
                 await asyncio.gather(task, return_exceptions=True)
 
     async def _send(self, text: str, session_id: str, emit: Emit | None,
-                    request_key: str | None, source: str) -> SendResult:
+                    request_key: str | None, source: str,
+                    output_schema: Mapping[str, Any] | None = None) -> SendResult:
         if not isinstance(text, str):
             raise InvalidArgumentError(f"text must be a string, not {type(text).__name__}")
+        if output_schema is not None:
+            validator_for(output_schema)  # a bad schema is refused before anything is written
         store = await self._get_store()
         user = Message.user(text) if source == "user" else Message.user(text, source=source)
         owner = self._owner()
@@ -269,7 +279,8 @@ class StatefulAgentLoop:
             else self.config.system_prompt
         run = SendRun(self._deps(store), session_id=session_id, lease=start.lease,
                       send_index=start.send_index, first_seq=start.first_seq, window=window,
-                      system=system, emit=emit, source=source, metadata=start.metadata)
+                      system=system, emit=emit, source=source, metadata=start.metadata,
+                      output_schema=output_schema)
         if emit is not None:
             emit(SendStarted(session_id=session_id, send_index=start.send_index, source=source))
         return await self._run(run)

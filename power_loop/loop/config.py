@@ -73,6 +73,10 @@ class AgentLoopConfig:
         positive("lease_ttl", self.lease_ttl)
         positive("lease_wait", self.lease_wait, allow_none=True, allow_zero=True)
         positive("cache_sessions", self.cache_sessions, allow_zero=True)
+        if self.output_schema is not None:
+            from power_loop.loop.structured import validator_for
+
+            validator_for(self.output_schema)
         if self.on_pending not in ("raise", "resume", "abort"):
             raise InvalidArgumentError(
                 f"AgentLoopConfig.on_pending must be 'raise', 'resume' or 'abort', "

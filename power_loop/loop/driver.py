@@ -19,6 +19,7 @@ during long model calls and tools, and cancels the run if the lease is lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from power_loop._faults import checkpoint
-from power_loop.errors import LeaseLostError, PowerLoopError
+from power_loop.errors import LeaseLostError, PowerLoopError, StructuredOutputError
 from power_loop.events.types import (
     Event,
     RoundFinished,
@@ -48,6 +49,7 @@ from power_loop.llm.messages import (
 from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReason, TextDelta
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.results import SendResult
+from power_loop.loop.structured import parse_output
 from power_loop.loop.window import Window, load_window
 from power_loop.store.records import Lease, NewMessage
 from power_loop.store.store import Store
@@ -141,7 +143,8 @@ class SendRun:
     def __init__(self, deps: RunDeps, *, session_id: str, lease: Lease, send_index: int,
                  first_seq: int, window: Window, system: str | None, emit: Emit | None,
                  source: str = "user",
-                 metadata: Mapping[str, Any] = MappingProxyType({})) -> None:
+                 metadata: Mapping[str, Any] = MappingProxyType({}),
+                 output_schema: Mapping[str, Any] | None = None) -> None:
         self._deps = deps
         self.session_id = session_id
         self.lease = lease
@@ -152,6 +155,8 @@ class SendRun:
         self._emit = emit
         self.source = source
         self._metadata = metadata
+        self._output_schema = (output_schema if output_schema is not None
+                               else deps.config.output_schema)
         self._fresh_calls: set[str] = set()
         self._done_results: dict[str, Message] = {}
         self._partial: list[str] = []
@@ -240,7 +245,7 @@ class SendRun:
         request = LLMRequest(
             messages=(*self.window.messages, *extra), system=self._system,
             tools=self._deps.tools.specs(), tool_choice="none" if final_round else "auto",
-            max_output_tokens=config.max_output_tokens, output_schema=config.output_schema,
+            max_output_tokens=config.max_output_tokens, output_schema=self._output_schema,
             cache_prefix=self.first_seq,
             metadata={"session_id": self.session_id, "send_index": self.send_index})
         self._event(RoundStarted, round=rounds + 1)
@@ -400,8 +405,16 @@ class SendRun:
             await store.write(body)
             self.settled = True
         self.window.extend(messages)
-        result = SendResult(self.session_id, self.send_index, final_text(tail), usage, rounds,
+        text = final_text(tail)
+        result = SendResult(self.session_id, self.send_index, text, usage, rounds,
                             stop_reason, status, tuple(tail))
+        if self._output_schema is not None and status == "done":
+            output, problem = parse_output(text, self._output_schema)
+            if problem is not None:
+                raise StructuredOutputError(
+                    f"send #{self.send_index} of session {self.session_id!r}: {problem}",
+                    text=text, problem=problem, result=result)
+            result = dataclasses.replace(result, output=output)
         self._event(SendFinished, result=result)
         return result
 

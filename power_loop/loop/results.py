@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from power_loop.llm.messages import Message, Usage
 
@@ -22,6 +23,7 @@ class SendResult:
             (cut and out of continuations), ``refusal``, ``cancelled``, ``aborted``.
         status: ``done``, ``cancelled`` or ``aborted``.
         messages: The send's messages, the user's first.
+        output: With an ``output_schema``: the answer parsed from JSON and validated.
     """
 
     session_id: str
@@ -32,6 +34,7 @@ class SendResult:
     stop_reason: str
     status: str = "done"
     messages: tuple[Message, ...] = ()
+    output: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,25 @@
+"""``power-loop demo``: the README's main job, run as a user runs it (offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_survives_the_crash_and_books_once(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "POWER_LOOP_API_KEY"}
+    done = subprocess.run([sys.executable, "-m", "power_loop.cli.main", "demo", "--dir",
+                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "ScriptedLLM, offline and deterministic" in out
+    assert "SIGKILL" in out and "send #0 is pending" in out
+    assert "not re-run; the model is told its outcome is unknown" in out
+    assert "find_booking" in out
+    assert "You first asked" in out
+    assert "1 booking (never booked twice)" in out
+    bookings = json.loads((tmp_path / "restaurant-bookings.json").read_text())
+    assert len(bookings) == 1
