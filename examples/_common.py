@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from power_loop import LLMService, ScriptedLLM
+from power_loop import LLMService, ScriptedLLM, create_llm_service_from_env
 
 
 def data_dir(name: str) -> Path:
@@ -22,10 +22,5 @@ def data_dir(name: str) -> Path:
 def pick_llm(offline: ScriptedLLM) -> LLMService:
     """The real model from the environment if configured, else ``offline``."""
     if os.environ.get("POWER_LOOP_API_KEY"):
-        try:
-            from power_loop import create_llm_service_from_env  # type: ignore[attr-defined]
-        except ImportError:
-            return offline
-        service: LLMService = create_llm_service_from_env()
-        return service
+        return create_llm_service_from_env()
     return offline
