@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from power_loop.errors import SchemaMissingError, SchemaVersionError, StoreError
 from power_loop.store.port import Connection, Database, Dialect
 from power_loop.store.schema import (
+    FOLDS,
     MESSAGES,
+    NOTES,
+    PROJECTIONS,
     SCHEMA_VERSION_TABLE,
     SENDS,
     SESSIONS,
@@ -49,6 +52,7 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, messages, sends, session leases", (SESSIONS, MESSAGES, SENDS)),
+    Migration(2, "projections, fold journal, agent notes", (PROJECTIONS, FOLDS, NOTES)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

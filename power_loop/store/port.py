@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol
 
@@ -136,14 +136,16 @@ class Dialect:
         return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
 
     def upsert(
-        self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str]
+        self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str],
+        expressions: Mapping[str, str] | None = None,
     ) -> str:
         """``INSERT`` that updates ``update`` columns when a row with ``key`` exists.
 
-        With an empty ``update`` the statement inserts or does nothing.
+        With an empty ``update`` the statement inserts or does nothing. ``expressions``
+        gives SQL to use instead of a ``?`` for some columns (``{now}``...).
         """
         cols = ", ".join(self.quote(c) for c in columns)
-        marks = ", ".join("?" for _ in columns)
+        marks = ", ".join((expressions or {}).get(c, "?") for c in columns)
         keys = ", ".join(self.quote(c) for c in key)
         head = f"INSERT INTO {self.quote(table)} ({cols}) VALUES ({marks}) ON CONFLICT ({keys}) DO "
         if not update:

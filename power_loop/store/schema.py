@@ -159,6 +159,56 @@ SENDS = Table(
 )
 
 
+PROJECTIONS = Table(
+    "projections",
+    (
+        _c("session_id", ID),
+        _c("send_index", BIGINT),
+        _c("version", INT),
+        # What the send asked, answered and used, as terse text: derived from the
+        # message log and rebuildable from it at any time.
+        _c("body", JSON),
+        _c("created_at", TS),
+    ),
+    primary_key=("session_id", "send_index"),
+    session_column="session_id",
+)
+
+FOLDS = Table(
+    "folds",
+    (
+        _c("session_id", ID),
+        _c("fold_index", BIGINT),
+        # started -> done; a fold left "started" by a crash is simply done again.
+        _c("status", NAME),
+        _c("strategy", NAME),
+        _c("first_send", BIGINT),
+        _c("end_send", BIGINT),
+        _c("end_seq", BIGINT),
+        _c("summary", JSON),
+        _c("notes_written", JSON),
+        _c("token_usage", JSON),
+        _c("created_at", TS),
+        _c("finished_at", TS, null=True),
+    ),
+    primary_key=("session_id", "fold_index"),
+    session_column="session_id",
+)
+
+NOTES = Table(
+    "notes",
+    (
+        _c("session_id", ID),
+        _c("note_id", BIGINT),
+        _c("body", JSON),
+        _c("created_at", TS),
+        _c("updated_at", TS),
+    ),
+    primary_key=("session_id", "note_id"),
+    session_column="session_id",
+)
+
+
 class TableNames:
     """Prefixed, quoted table names for one store, as attributes (``names.messages``)."""
 

@@ -107,6 +107,7 @@ class Statements:
                             "system_prompt, incarnation, metadata")
         self.renew = update("lease_expires_at = {now} + ?", " AND lease_owner = ?",
                             "lease_expires_at")
+        self.touch = update("next_seq = next_seq", "", "next_seq")
         self.release = r(
             f"UPDATE {s} SET {_RELEASE} WHERE id = ? AND lease_owner = ? AND lease_epoch = ?")
         # -- sends

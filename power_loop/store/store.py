@@ -20,6 +20,7 @@ from power_loop.errors import (
     SchemaMissingError,
     SessionExistsError,
 )
+from power_loop.store.context_ops import ContextOps
 from power_loop.store.core import not_found, ttl_us
 from power_loop.store.dsn import connect, dialect_for, parse_dsn
 from power_loop.store.migrations import (
@@ -41,11 +42,11 @@ from power_loop.store.records import (
     to_us,
 )
 from power_loop.store.schema import validate_prefix
-from power_loop.store.sends import SendOps, busy_error
+from power_loop.store.sends import busy_error
 from power_loop.store.statements import fetch, fetchone, message_from_row, session_from_row
 
 
-class Store(SendOps):
+class Store(ContextOps):
     """The durable home of every conversation. Get one with :func:`open_store`.
 
     Use it as an async context manager, or call :meth:`aclose`.

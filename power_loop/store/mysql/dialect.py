@@ -7,7 +7,7 @@ no ``UPDATE ... RETURNING`` (neither has it), no ``CREATE INDEX IF NOT EXISTS``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from power_loop.store.port import ColumnType, Dialect, ErrorKind
@@ -53,10 +53,11 @@ class MySQLDialect(Dialect):
         return _TYPES[kind]
 
     def upsert(
-        self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str]
+        self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str],
+        expressions: Mapping[str, str] | None = None,
     ) -> str:
         cols = ", ".join(self.quote(c) for c in columns)
-        marks = ", ".join("?" for _ in columns)
+        marks = ", ".join((expressions or {}).get(c, "?") for c in columns)
         # VALUES(col) is accepted by both engines (MySQL 8 deprecates it in favour of a
         # row alias that MariaDB does not parse); a self-assignment means "do nothing".
         if update:

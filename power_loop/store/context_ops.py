@@ -1,0 +1,289 @@
+"""Store operations behind context engineering: projections, the fold journal, notes.
+
+Projections are derived rows (one per finished send, rebuildable from the message log);
+folds are a journal (``started`` when a fold begins, ``done`` with its summary and the
+notes it wrote when it commits, in one transaction); notes are the agent's durable
+scratchpad. Every write is fenced by the session lease's epoch, like messages are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from power_loop.errors import InvalidArgumentError
+from power_loop.store.port import Connection, Database, Row
+from power_loop.store.records import (
+    MessageRecord,
+    check_count,
+    check_id,
+    check_name,
+    dump_json,
+    from_us,
+    load_json,
+)
+from power_loop.store.schema import TableNames
+from power_loop.store.sends import SendOps
+from power_loop.store.statements import message_from_row
+
+_FOLD_COLUMNS = ("session_id, fold_index, status, strategy, first_send, end_send, end_seq, "
+                 "summary, notes_written, token_usage, created_at, finished_at")
+
+
+@dataclass(frozen=True, slots=True)
+class FoldRecord:
+    """One entry of a session's fold journal.
+
+    Attributes:
+        fold_index: 0 for the first fold, then 1, 2...
+        status: ``started`` (in progress, or cut off by a crash) or ``done``.
+        first_send, end_send: The sends folded: ``first_send <= index < end_send``
+            (always whole sends; every earlier fold's sends are included again, since
+            its summary is folded into the new one).
+        end_seq: The first message seq after the folded region.
+        summary: The summary that stands for the folded sends.
+        notes_written: The note operations the fold applied.
+    """
+
+    session_id: str
+    fold_index: int
+    status: str
+    strategy: str
+    first_send: int
+    end_send: int
+    end_seq: int
+    summary: str
+    notes_written: Sequence[Mapping[str, Any]]
+    usage: Mapping[str, Any]
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRecord:
+    """One agent note."""
+
+    session_id: str
+    note_id: int
+    text: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def _fold(row: Row) -> FoldRecord:
+    return FoldRecord(row[0], int(row[1]), row[2], row[3], int(row[4]), int(row[5]),
+                      int(row[6]), load_json(row[7]), load_json(row[8]), load_json(row[9]),
+                      from_us(row[10]), None if row[11] is None else from_us(row[11]))
+
+
+def _note(session_id: str, row: Row) -> NoteRecord:
+    return NoteRecord(session_id, int(row[0]), load_json(row[1]), from_us(row[2]),
+                      from_us(row[3]))
+
+
+class ContextStatements:
+    """The SQL of the context tables, rendered once."""
+
+    def __init__(self, db: Database, n: TableNames) -> None:
+        d = db.dialect
+        r = d.render
+        p, f, nt, m, sd = n.projections, n.folds, n.notes, n.messages, n.sends
+        self.put_projection = r(d.upsert(
+            n.raw("projections"), ("session_id", "send_index", "version", "body", "created_at"),
+            ("session_id", "send_index"), ("version", "body", "created_at"),
+            {"created_at": "{now}"}))
+        self.projections = r(f"SELECT send_index, version, body FROM {p} "
+                             "WHERE session_id = ? AND send_index >= ? AND send_index < ? "
+                             "ORDER BY send_index")
+        self.latest_fold = r(f"SELECT {_FOLD_COLUMNS} FROM {f} WHERE session_id = ? "
+                             "AND status = 'done' ORDER BY fold_index DESC LIMIT 1")
+        self.folds = r(f"SELECT {_FOLD_COLUMNS} FROM {f} WHERE session_id = ? "
+                       "ORDER BY fold_index")
+        self.fold_at = r(f"SELECT status FROM {f} WHERE session_id = ? AND fold_index = ?")
+        self.delete_fold = r(f"DELETE FROM {f} WHERE session_id = ? AND fold_index = ?")
+        self.insert_fold = r(
+            f"INSERT INTO {f} ({_FOLD_COLUMNS}) VALUES "
+            "(?, ?, 'started', ?, ?, ?, ?, '\"\"', '[]', '{}', {now}, NULL)")
+        self.finish_fold = r(
+            f"UPDATE {f} SET status = 'done', summary = ?, notes_written = ?, token_usage = ?, "
+            "finished_at = {now} WHERE session_id = ? AND fold_index = ? AND status = 'started'")
+        self.notes = r(f"SELECT note_id, body, created_at, updated_at FROM {nt} "
+                       "WHERE session_id = ? ORDER BY note_id")
+        self.note_count = r(f"SELECT COUNT(*), COALESCE(MAX(note_id), -1) FROM {nt} "
+                            "WHERE session_id = ?")
+        self.add_note = r(f"INSERT INTO {nt} (session_id, note_id, body, created_at, "
+                          "updated_at) VALUES (?, ?, ?, {now}, {now})")
+        self.update_note = r(f"UPDATE {nt} SET body = ?, updated_at = {{now}} "
+                             "WHERE session_id = ? AND note_id = ?")
+        self.delete_note = r(f"DELETE FROM {nt} WHERE session_id = ? AND note_id = ?")
+        self.send_range = r(f"SELECT first_seq FROM {sd} WHERE session_id = ? "
+                            "AND send_index >= ? ORDER BY send_index LIMIT 2")
+        self.messages_between = r(
+            f"SELECT seq, send_index, role, body, created_at FROM {m} "
+            "WHERE session_id = ? AND seq >= ? AND seq < ? ORDER BY seq")
+
+
+class ContextOps(SendOps):
+    """Projections, folds and notes (mixed into :class:`~power_loop.Store`)."""
+
+    def __init__(self, db: Database, table_prefix: str, *, retries: int = 8) -> None:
+        super().__init__(db, table_prefix, retries=retries)
+        self._ctx = ContextStatements(db, self._names)
+
+    async def _fence(self, conn: Connection, session_id: str, epoch: int) -> None:
+        """Lock the session row for this transaction, or raise LeaseLostError."""
+        await self._update_session(conn, self._sql.touch, session_id, [], epoch=epoch)
+
+    # -- projections -------------------------------------------------------------------
+
+    async def put_projections_txn(self, conn: Connection, session_id: str,
+                                  rows: Sequence[tuple[int, int, Mapping[str, Any]]]) -> None:
+        """Write (send_index, version, body) projections; replaces existing ones."""
+        if rows:
+            await conn.executemany(self._ctx.put_projection, [
+                (session_id, index, version, dump_json(dict(body)))
+                for index, version, body in rows])
+
+    async def read_projections(self, session_id: str, from_send: int,
+                               to_send: int) -> dict[int, tuple[int, Mapping[str, Any]]]:
+        """``{send_index: (version, body)}`` for the sends in ``[from_send, to_send)``."""
+        rows = await self.read(_fetch, self._ctx.projections,
+                               [check_id(session_id), from_send, to_send])
+        return {int(r[0]): (int(r[1]), load_json(r[2])) for r in rows}
+
+    # -- folds -------------------------------------------------------------------------
+
+    async def latest_fold(self, session_id: str) -> FoldRecord | None:
+        """The newest fold that committed, or ``None``."""
+        row = await self.read(_fetchone, self._ctx.latest_fold, [check_id(session_id)])
+        return None if row is None else _fold(row)
+
+    async def list_folds(self, session_id: str) -> list[FoldRecord]:
+        """The whole fold journal, ``started`` entries included."""
+        return [_fold(r) for r in await self.read(_fetch, self._ctx.folds,
+                                                   [check_id(session_id)])]
+
+    async def begin_fold(self, session_id: str, *, epoch: int, fold_index: int, strategy: str,
+                         first_send: int, end_send: int, end_seq: int) -> None:
+        """Journal a fold as ``started`` (replacing one a crash left ``started``)."""
+        check_name(strategy, "strategy")
+        for value, what in ((fold_index, "fold_index"), (first_send, "first_send"),
+                            (end_send, "end_send"), (end_seq, "end_seq")):
+            check_count(value, what)
+        await self.write(self._begin_fold_txn, check_id(session_id), epoch, fold_index,
+                         strategy, first_send, end_send, end_seq)
+
+    async def _begin_fold_txn(self, conn: Connection, session_id: str, epoch: int,
+                              fold_index: int, strategy: str, first_send: int, end_send: int,
+                              end_seq: int) -> None:
+        await self._fence(conn, session_id, epoch)
+        existing = await conn.fetchone(self._ctx.fold_at, [session_id, fold_index])
+        if existing is not None:
+            if existing[0] == "done":
+                raise InvalidArgumentError(
+                    f"fold #{fold_index} of session {session_id!r} is already done")
+            await conn.execute(self._ctx.delete_fold, [session_id, fold_index])
+        await conn.execute(self._ctx.insert_fold, [session_id, fold_index, strategy,
+                                                   first_send, end_send, end_seq])
+
+    async def commit_fold(self, session_id: str, *, epoch: int, fold_index: int, summary: str,
+                          note_ops: Sequence[Mapping[str, Any]], usage: Mapping[str, Any],
+                          max_notes: int | None = None) -> list[Mapping[str, Any]]:
+        """Mark a started fold done, with its summary and notes, in one transaction.
+
+        Returns the note operations as applied (with the ids given to new notes).
+        """
+        if not isinstance(summary, str):
+            raise InvalidArgumentError("a fold summary must be text")
+        return await self.write(self._commit_fold_txn, check_id(session_id), epoch,
+                                fold_index, summary, list(note_ops), dict(usage), max_notes)
+
+    async def _commit_fold_txn(self, conn: Connection, session_id: str, epoch: int,
+                               fold_index: int, summary: str,
+                               note_ops: list[Mapping[str, Any]], usage: dict[str, Any],
+                               max_notes: int | None) -> list[Mapping[str, Any]]:
+        await self._fence(conn, session_id, epoch)
+        applied = [await self._apply_note_op(conn, session_id, op, max_notes) for op in note_ops]
+        done = await conn.execute(self._ctx.finish_fold, [
+            dump_json(summary), dump_json(applied), dump_json(usage), session_id, fold_index])
+        if not done:
+            raise InvalidArgumentError(
+                f"fold #{fold_index} of session {session_id!r} is not started")
+        return applied
+
+    # -- notes -------------------------------------------------------------------------
+
+    async def list_notes(self, session_id: str) -> list[NoteRecord]:
+        """The session's notes, oldest first."""
+        rows = await self.read(_fetch, self._ctx.notes, [check_id(session_id)])
+        return [_note(session_id, r) for r in rows]
+
+    async def apply_note(self, session_id: str, op: Mapping[str, Any], *, epoch: int,
+                         max_notes: int | None = None) -> Mapping[str, Any]:
+        """Apply one note operation (``add``, ``update``, ``delete``), fenced."""
+        return await self.write(self._apply_note_txn, check_id(session_id), op, epoch,
+                                max_notes)
+
+    async def _apply_note_txn(self, conn: Connection, session_id: str, op: Mapping[str, Any],
+                              epoch: int, max_notes: int | None) -> Mapping[str, Any]:
+        await self._fence(conn, session_id, epoch)
+        return await self._apply_note_op(conn, session_id, op, max_notes)
+
+    async def _apply_note_op(self, conn: Connection, session_id: str, op: Mapping[str, Any],
+                             max_notes: int | None) -> Mapping[str, Any]:
+        kind, text, note_id = op.get("op"), op.get("text"), op.get("note_id")
+        if kind == "add":
+            if not isinstance(text, str):
+                raise InvalidArgumentError("a note needs text")
+            row = await conn.fetchone(self._ctx.note_count, [session_id])
+            assert row is not None
+            if max_notes is not None and int(row[0]) >= max_notes:
+                raise InvalidArgumentError(
+                    f"the session already has {int(row[0])} notes (the most allowed is "
+                    f"{max_notes}); update or delete one first")
+            new_id = int(row[1]) + 1
+            await conn.execute(self._ctx.add_note, [session_id, new_id, dump_json(text)])
+            return {"op": "add", "note_id": new_id, "text": text}
+        if not isinstance(note_id, int) or isinstance(note_id, bool):
+            raise InvalidArgumentError(f"a note {kind} needs the note's id")
+        if kind == "update":
+            if not isinstance(text, str):
+                raise InvalidArgumentError("a note update needs text")
+            changed = await conn.execute(self._ctx.update_note,
+                                         [dump_json(text), session_id, note_id])
+        elif kind == "delete":
+            changed = await conn.execute(self._ctx.delete_note, [session_id, note_id])
+        else:
+            raise InvalidArgumentError(f"unknown note operation {kind!r}")
+        if not changed:
+            raise InvalidArgumentError(f"there is no note #{note_id}")
+        return {"op": kind, "note_id": note_id, **({"text": text} if kind == "update" else {})}
+
+    # -- the log, by send --------------------------------------------------------------
+
+    async def read_send_messages(self, session_id: str, send_index: int) -> list[MessageRecord]:
+        """Every message of one send, from the immutable log."""
+        check_count(send_index, "send_index")
+        return await self.read(self._send_messages_txn, check_id(session_id), send_index)
+
+    async def _send_messages_txn(self, conn: Connection, session_id: str,
+                                 send_index: int) -> list[MessageRecord]:
+        bounds = await conn.fetch(self._ctx.send_range, [session_id, send_index])
+        if not bounds:
+            await self._require_session(conn, session_id)
+            return []
+        end = (int(bounds[1][0]) if len(bounds) > 1 else
+               int((await conn.fetchone(self._sql.next_seq, [session_id]) or [0])[0]))
+        rows = await conn.fetch(self._ctx.messages_between,
+                                [session_id, int(bounds[0][0]), end])
+        return [message_from_row(session_id, r) for r in rows if int(r[1]) == send_index]
+
+
+async def _fetch(conn: Connection, sql: str, args: Sequence[Any]) -> list[Row]:
+    return await conn.fetch(sql, args)
+
+
+async def _fetchone(conn: Connection, sql: str, args: Sequence[Any]) -> Row | None:
+    return await conn.fetchone(sql, args)
