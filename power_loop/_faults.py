@@ -24,6 +24,9 @@ POINTS = frozenset({
     "after_tool_ran",       # a tool returned (its side effects happened); result not stored
     "after_results_saved",  # tool results are committed
     "in_final_write",       # inside the final transaction, before COMMIT
+    "fold_started",         # a fold is journaled as started; its model calls not made
+    "fold_answered",        # the fold strategy produced its summary; nothing committed
+    "in_fold_commit",       # inside the fold's commit transaction, before COMMIT
 })
 
 

@@ -2,6 +2,8 @@
 
 from power_loop.events.types import (
     Event,
+    FoldFinished,
+    FoldStarted,
     RoundFinished,
     RoundStarted,
     SendFinished,
@@ -14,6 +16,8 @@ from power_loop.events.types import (
 
 __all__ = [
     "Event",
+    "FoldFinished",
+    "FoldStarted",
     "RoundFinished",
     "RoundStarted",
     "SendFinished",

@@ -104,9 +104,28 @@ class UsageUpdated(Event):
     @property
     def cache_hit_ratio(self) -> float:
         """Share of this call's input tokens read from the provider's cache."""
-        seen = self.usage.input_tokens + self.usage.cache_read_tokens + \
-            self.usage.cache_write_tokens
-        return self.usage.cache_read_tokens / seen if seen else 0.0
+        return self.usage.cache_hit_ratio
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FoldStarted(Event):
+    """Older sends are being folded into a summary (journaled as started)."""
+
+    fold_index: int
+    first_send: int
+    end_send: int
+    strategy: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FoldFinished(Event):
+    """A fold committed: sends before ``end_send`` now stand as ``summary``."""
+
+    fold_index: int
+    end_send: int
+    summary: str
+    notes_written: int
+    usage: Usage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

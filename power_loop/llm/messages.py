@@ -132,6 +132,12 @@ class Usage:
                      self.cache_write_tokens + other.cache_write_tokens)
 
     @property
+    def cache_hit_ratio(self) -> float:
+        """Share of the input tokens read from the provider's prompt cache."""
+        seen = self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return self.cache_read_tokens / seen if seen else 0.0
+
+    @property
     def total_tokens(self) -> int:
         """Input (including cached) plus output tokens."""
         return (self.input_tokens + self.output_tokens + self.cache_read_tokens

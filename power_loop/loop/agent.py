@@ -12,10 +12,13 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from power_loop._faults import checkpoint
+from power_loop.context.engine import ContextEngine, History
+from power_loop.context.notes import note_tools
+from power_loop.context.recall import recall_tools
 from power_loop.errors import (
     InvalidArgumentError,
     PowerLoopError,
@@ -39,9 +42,9 @@ from power_loop.loop.driver import (
 )
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
-from power_loop.loop.window import Window, WindowCache, load_window
+from power_loop.loop.window import SessionCache, Window, load_window
 from power_loop.store.migrations import SchemaPolicy
-from power_loop.store.records import SendRecord, SessionClaim
+from power_loop.store.records import Lease, SendRecord, SessionClaim
 from power_loop.store.store import Store, open_store
 from power_loop.tools.registry import ToolLimits, ToolRegistry
 from power_loop.tools.tool import Tool
@@ -86,7 +89,18 @@ class StatefulAgentLoop:
         self._schema = schema
         self.config = config or AgentLoopConfig()
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
-        self._windows = WindowCache(self.config.cache_sessions)
+        cfg = self.config
+        if cfg.notes is not None:
+            for built_in in note_tools(cfg.notes):
+                self.tools.register(built_in)
+        if cfg.fold_strategy is not None or cfg.representation.stores_projections:
+            for built_in in recall_tools(cfg.recall_max_chars):
+                self.tools.register(built_in)
+        self._engine = ContextEngine(
+            representation=cfg.representation, fold_strategy=cfg.fold_strategy,
+            budget_tokens=cfg.context_budget_tokens, counter=cfg.token_counter,
+            notes=cfg.notes, memory=cfg.memory, memory_budget_tokens=cfg.memory_budget_tokens)
+        self._histories: SessionCache[History] = SessionCache(cfg.cache_sessions)
         self._opening: asyncio.Lock | None = None
         self._limits = ToolLimits(self.config.tool_timeout, self.config.max_tool_output_chars)
 
@@ -129,7 +143,7 @@ class StatefulAgentLoop:
             await store.aclose()
 
     def _deps(self, store: Store) -> RunDeps:
-        return RunDeps(store, self._llm, self.tools, self.config, self._limits)
+        return RunDeps(store, self._llm, self.tools, self.config, self._limits, self._engine)
 
     @staticmethod
     def _owner() -> str:
@@ -183,9 +197,14 @@ class StatefulAgentLoop:
         """Load the session's active window into memory ahead of its next send."""
         store = await self._get_store()
         session = await store.get_session(session_id)
-        window = await load_window(store, session_id, session.next_seq, session.incarnation,
-                                   self._windows.take(session_id))
-        self._windows.put(window)
+        upto_send, upto_seq = session.send_count, session.next_seq
+        if session.pending_send is not None:
+            upto_send = session.pending_send
+            upto_seq = (await store.get_send(session_id, upto_send)).first_seq
+        history = await self._engine.history(store, session_id, session.incarnation,
+                                             upto_send=upto_send, upto_seq=upto_seq,
+                                             cached=self._histories.take(session_id))
+        self._histories.put(session_id, history)
 
     # -- sends -------------------------------------------------------------------------
 
@@ -268,31 +287,57 @@ class StatefulAgentLoop:
             return result
         checkpoint("after_begin")
         assert start.lease is not None
-        try:
-            window = await load_window(store, session_id, start.first_seq, start.incarnation,
-                                       self._windows.take(session_id))
-            window.extend([user])
-        except BaseException:
-            await asyncio.shield(store.release_lease(start.lease))
-            raise
-        system = start.system_prompt if start.system_prompt is not None \
-            else self.config.system_prompt
-        run = SendRun(self._deps(store), session_id=session_id, lease=start.lease,
-                      send_index=start.send_index, first_seq=start.first_seq, window=window,
-                      system=system, emit=emit, source=source, metadata=start.metadata,
-                      output_schema=output_schema)
         if emit is not None:
             emit(SendStarted(session_id=session_id, send_index=start.send_index, source=source))
+        run = await self._prepare(
+            store, session_id=session_id, lease=start.lease, send_index=start.send_index,
+            first_seq=start.first_seq, next_seq=start.first_seq, incarnation=start.incarnation,
+            system_prompt=start.system_prompt, metadata=start.metadata, source=source,
+            emit=emit, output_schema=output_schema, new_messages=[user])
         return await self._run(run)
+
+    async def _prepare(self, store: Store, *, session_id: str, lease: Lease, send_index: int,
+                       first_seq: int, next_seq: int, incarnation: str,
+                       system_prompt: str | None, metadata: Mapping[str, Any], source: str,
+                       emit: Emit | None, output_schema: Mapping[str, Any] | None = None,
+                       new_messages: Sequence[Message] = ()) -> SendRun:
+        """Build the run of a send whose lease is held: history, folds, memory, window."""
+        engine = self._engine
+        system = system_prompt if system_prompt is not None else self.config.system_prompt
+        try:
+            history = await engine.history(store, session_id, incarnation,
+                                           upto_send=send_index, upto_seq=first_seq,
+                                           cached=self._histories.take(session_id))
+            records = await store.read_messages(session_id, from_seq=first_seq,
+                                                limit=next_seq - first_seq) \
+                if next_seq > first_seq else []
+            tail = [*(decode_message(r.role, r.body) for r in records), *new_messages]
+            if engine.fold_strategy is not None:
+                history = await engine.fold_if_needed(
+                    store, history, lease=lease, llm=self._llm, system=system,
+                    tools=self.tools.specs(), tail=tail, send_index=send_index, emit=emit)
+            window = Window(session_id, incarnation, start_seq=first_seq,
+                            prior_call_ids=history.call_ids)
+            window.extend(tail)
+            asked = next((m.text for m in tail if m.role == "user"), "")
+            memory_text = await engine.recall_memory(session_id, asked)
+        except BaseException:
+            await asyncio.shield(store.release_lease(lease))
+            raise
+        return SendRun(self._deps(store), session_id=session_id, lease=lease,
+                       send_index=send_index, history=history, window=window, system=system,
+                       emit=emit, source=source, metadata=metadata,
+                       output_schema=output_schema, memory_text=memory_text)
 
     async def _run(self, run: SendRun) -> SendResult:
         try:
             result = await run.run()
         except BaseException:
             if run.settled:
-                self._windows.put(run.window)
+                self._histories.put(run.session_id, run.history)
             raise
-        self._windows.put(run.window)
+        self._histories.put(run.session_id, run.history)
+        await self._engine.remember(run.session_id, result)
         return result
 
     async def _result_of(self, send: SendRecord, text: str) -> SendResult:
@@ -323,13 +368,12 @@ class StatefulAgentLoop:
 
     async def _pending_window(self, store: Store, claim: SessionClaim, *,
                               strict: bool = True) -> tuple[SendRecord, Window]:
+        """The pending send and the window of its messages (for heal and abort)."""
         assert claim.pending_send is not None
         try:
             send = await store.get_send(claim.lease.session_id, claim.pending_send)
-            window = await load_window(store, claim.lease.session_id, claim.next_seq,
-                                       claim.incarnation,
-                                       self._windows.take(claim.lease.session_id),
-                                       strict=strict)
+            window = await load_window(store, claim.lease.session_id, send.first_seq,
+                                       claim.next_seq, claim.incarnation, strict=strict)
         except BaseException:
             await asyncio.shield(store.release_lease(claim.lease))
             raise
@@ -347,16 +391,19 @@ class StatefulAgentLoop:
         if claim.pending_send is None:
             await store.release_lease(claim.lease)
             return None
-        send, window = await self._pending_window(store, claim)
-        system = claim.system_prompt if claim.system_prompt is not None \
-            else self.config.system_prompt
-        run = SendRun(self._deps(store), session_id=session_id, lease=claim.lease,
-                      send_index=send.send_index, first_seq=send.first_seq, window=window,
-                      system=system, emit=on_event, source=send.source,
-                      metadata=claim.metadata)
+        try:
+            send = await store.get_send(session_id, claim.pending_send)
+        except BaseException:
+            await asyncio.shield(store.release_lease(claim.lease))
+            raise
         if on_event is not None:
             on_event(SendStarted(session_id=session_id, send_index=send.send_index,
                                  source=send.source, resumed=True))
+        run = await self._prepare(
+            store, session_id=session_id, lease=claim.lease, send_index=send.send_index,
+            first_seq=send.first_seq, next_seq=claim.next_seq, incarnation=claim.incarnation,
+            system_prompt=claim.system_prompt, metadata=claim.metadata, source=send.source,
+            emit=on_event)
         return await self._run(run)
 
     async def heal_pending(self, session_id: str) -> int:
@@ -375,8 +422,6 @@ class StatefulAgentLoop:
             if messages:
                 await store.append_messages(session_id, encode(messages, send.send_index),
                                             epoch=claim.lease.epoch)
-                window.extend(messages)
-            self._windows.put(window)
             return len(messages)
         finally:
             await store.release_lease(claim.lease)
@@ -394,7 +439,7 @@ class StatefulAgentLoop:
         send, window = await self._pending_window(store, claim, strict=False)
         messages = [synthetic_result(c, UNKNOWN_OUTCOME, "aborted")
                     for c in open_call_parts(window)]
-        tail = [*window.messages[send.first_seq:], *messages]
+        tail = [*window.messages, *messages]
         try:
             await store.finish_send(
                 session_id, send.send_index, encode(messages, send.send_index),
@@ -404,5 +449,4 @@ class StatefulAgentLoop:
         except PowerLoopError:
             await asyncio.shield(store.release_lease(claim.lease))
             raise
-        self._windows.drop(session_id)  # the tolerant window is not for reuse
         return True

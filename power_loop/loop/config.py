@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from power_loop.context.fold import FoldStrategy
+from power_loop.context.memory import MemoryProvider
+from power_loop.context.notes import NoteLimits
+from power_loop.context.representation import Representation, VerbatimRepresentation
+from power_loop.context.tokens import EstimatingCounter, TokenCounter
 from power_loop.errors import InvalidArgumentError
 from power_loop.tools.tool import MIN_OUTPUT_CHARS
 
@@ -36,6 +41,18 @@ class AgentLoopConfig:
             first, or ``abort`` it first.
         cache_sessions: Active windows kept in memory (0 disables the cache). The cache
             only saves reads: it is checked against the store on every send.
+        representation: How finished sends appear in later requests
+            (``VerbatimRepresentation()`` by default, or ``ProjectedRepresentation()``).
+        fold_strategy: How older history is compacted once over budget
+            (``None``: never; ``LLMSummaryFold()`` or ``AgenticFold()``).
+        context_budget_tokens: The request size (input tokens) above which older sends
+            are folded; needs a ``fold_strategy``.
+        token_counter: Estimates tokens before a request is made (calibrated by the
+            provider's own counts).
+        notes: Bounds of the agent's notes; ``None`` offers no note tools.
+        memory: Cross-session recall, injected at the request's tail.
+        memory_budget_tokens: Tokens reserved for memory when deciding to fold.
+        recall_max_chars: The longest answer of the recall tools.
     """
 
     system_prompt: str | None = None
@@ -51,6 +68,14 @@ class AgentLoopConfig:
     lease_wait: float | None = 300.0
     on_pending: Literal["raise", "resume", "abort"] = "raise"
     cache_sessions: int = 256
+    representation: Representation = field(default_factory=VerbatimRepresentation)
+    fold_strategy: FoldStrategy | None = None
+    context_budget_tokens: int | None = None
+    token_counter: TokenCounter = field(default_factory=EstimatingCounter)
+    notes: NoteLimits | None = None
+    memory: MemoryProvider | None = None
+    memory_budget_tokens: int = 500
+    recall_max_chars: int = 8_000
 
     def __post_init__(self) -> None:
         def positive(name: str, value: float | None, *, allow_none: bool = False,
@@ -73,6 +98,13 @@ class AgentLoopConfig:
         positive("lease_ttl", self.lease_ttl)
         positive("lease_wait", self.lease_wait, allow_none=True, allow_zero=True)
         positive("cache_sessions", self.cache_sessions, allow_zero=True)
+        positive("context_budget_tokens", self.context_budget_tokens, allow_none=True)
+        positive("memory_budget_tokens", self.memory_budget_tokens, allow_zero=True)
+        positive("recall_max_chars", self.recall_max_chars)
+        if (self.fold_strategy is None) != (self.context_budget_tokens is None):
+            raise InvalidArgumentError(
+                "AgentLoopConfig: a fold_strategy needs context_budget_tokens, and "
+                "context_budget_tokens needs a fold_strategy")
         if self.output_schema is not None:
             from power_loop.loop.structured import validator_for
 

@@ -27,6 +27,8 @@ from types import MappingProxyType
 from typing import Any
 
 from power_loop._faults import checkpoint
+from power_loop.context.active import ACTIVE_RUN, ActiveRun
+from power_loop.context.engine import ContextEngine, History
 from power_loop.errors import LeaseLostError, PowerLoopError, StructuredOutputError
 from power_loop.events.types import (
     Event,
@@ -51,6 +53,7 @@ from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.results import SendResult
 from power_loop.loop.structured import parse_output
 from power_loop.loop.window import Window, load_window
+from power_loop.store.port import Connection
 from power_loop.store.records import Lease, NewMessage
 from power_loop.store.store import Store
 from power_loop.tools.context import ToolContext
@@ -79,6 +82,7 @@ class RunDeps:
     tools: ToolRegistry
     config: AgentLoopConfig
     limits: ToolLimits
+    engine: ContextEngine
 
 
 def encode(messages: Sequence[Message], send_index: int) -> list[NewMessage]:
@@ -141,16 +145,21 @@ class SendRun:
     """One send being driven while its session's lease is held."""
 
     def __init__(self, deps: RunDeps, *, session_id: str, lease: Lease, send_index: int,
-                 first_seq: int, window: Window, system: str | None, emit: Emit | None,
+                 history: History, window: Window, system: str | None, emit: Emit | None,
                  source: str = "user",
                  metadata: Mapping[str, Any] = MappingProxyType({}),
-                 output_schema: Mapping[str, Any] | None = None) -> None:
+                 output_schema: Mapping[str, Any] | None = None,
+                 memory_text: str | None = None) -> None:
         self._deps = deps
         self.session_id = session_id
         self.lease = lease
         self.send_index = send_index
-        self.first_seq = first_seq
+        self.history = history
+        self.first_seq = window.next_seq - len(window.messages)
         self.window = window
+        self._prefix = history.prefix()  # fixed for the send: folds happen before it
+        self._memory_text = memory_text
+        self._context = deps.engine.context_message(history, memory_text)
         self._system = system
         self._emit = emit
         self.source = source
@@ -171,7 +180,7 @@ class SendRun:
     # -- state derived from the log ----------------------------------------------------
 
     def _tail(self) -> list[Message]:
-        return self.window.messages[self.first_seq:]
+        return self.window.messages
 
     def _event(self, kind: type[Event], **fields: object) -> None:
         if self._emit is not None:
@@ -242,16 +251,21 @@ class SendRun:
         if final_round:
             extra.append(Message.user(FINAL_ROUND_TEXT, synthetic="final_round"))
         self.window.check_request(extra)
+        context = (self._context,) if self._context is not None else ()
+        rest = (*context, *self.window.messages, *extra)
+        tools = self._deps.tools.specs()
         request = LLMRequest(
-            messages=(*self.window.messages, *extra), system=self._system,
-            tools=self._deps.tools.specs(), tool_choice="none" if final_round else "auto",
+            messages=(*self._prefix, *rest), system=self._system,
+            tools=tools, tool_choice="none" if final_round else "auto",
             max_output_tokens=config.max_output_tokens, output_schema=self._output_schema,
-            cache_prefix=self.first_seq,
+            cache_prefix=len(self._prefix),
             metadata={"session_id": self.session_id, "send_index": self.send_index})
+        estimate = (self._deps.engine.estimate(self.history, self._system, tools, rest)
+                    if self._deps.engine.budget_tokens is not None else None)
         self._event(RoundStarted, round=rounds + 1)
         response = await self._stream(request)
         checkpoint("after_model_answer")
-        message = self._annotate(response, final_round)
+        message = self._annotate(response, final_round, estimate)
         self._event(UsageUpdated, usage=response.usage, total=spent + response.usage)
         stop = "max_rounds" if final_round else response.stop_reason.value
         if message.tool_calls:
@@ -293,11 +307,14 @@ class SendRun:
         self._partial = [response.message.text]
         return response
 
-    def _annotate(self, response: LLMResponse, final_round: bool) -> Message:
+    def _annotate(self, response: LLMResponse, final_round: bool,
+                  estimate: int | None) -> Message:
         """The answer as stored: usage and stop reason in meta, call ids made unique."""
         message = response.message
         meta = {**message.meta, "stop_reason": response.stop_reason.value,
                 "usage": response.usage.to_json()}
+        if estimate is not None:
+            meta["input_estimate"] = estimate  # calibrates later estimates against usage
         if response.model:
             meta["model"] = response.model
         parts = list(message.parts)
@@ -319,6 +336,23 @@ class SendRun:
     # -- tools -------------------------------------------------------------------------
 
     async def _run_tools(self) -> None:
+        token = ACTIVE_RUN.set(ActiveRun(self._deps.store, self.session_id, self.send_index,
+                                         self.lease.epoch, self._apply_note))
+        try:
+            await self._run_tool_calls()
+        finally:
+            ACTIVE_RUN.reset(token)
+
+    async def _apply_note(self, op: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A note tool's write: fenced by this send's lease, shown from the next request."""
+        store, limits = self._deps.store, self._deps.config.notes
+        applied = await store.apply_note(self.session_id, op, epoch=self.lease.epoch,
+                                         max_notes=limits.max_notes if limits else None)
+        self.history.notes = await store.list_notes(self.session_id)
+        self._context = self._deps.engine.context_message(self.history, self._memory_text)
+        return applied
+
+    async def _run_tool_calls(self) -> None:
         calls = open_call_parts(self.window)
         semaphore = asyncio.Semaphore(self._deps.config.max_parallel_tools)
 
@@ -392,12 +426,15 @@ class SendRun:
         rounds = sum(1 for m in tail if m.role == "assistant")
         store = self._deps.store
 
-        async def body(conn: object) -> None:
+        projections = self._deps.engine.projection_rows(self.history, self.send_index, tail)
+
+        async def body(conn: Connection) -> None:
             await store.finish_send_txn(
-                conn, self.session_id, self.send_index,  # type: ignore[arg-type]
+                conn, self.session_id, self.send_index,
                 encode(messages, self.send_index), status=status, epoch=None,
                 release=self.lease, stop_reason=stop_reason, rounds=rounds,
                 usage=usage.to_json(), error=None)
+            await store.put_projections_txn(conn, self.session_id, projections)
             checkpoint("in_final_write")
 
         async with self._lease_lock:
@@ -441,8 +478,8 @@ class SendRun:
         if session.pending_send != self.send_index or session.lease_epoch != self.lease.epoch:
             self.settled = True  # the final write committed; or the session is gone from us
             return
-        self.window = await load_window(store, self.session_id, session.next_seq,
-                                        self.window.incarnation)
+        self.window = await load_window(store, self.session_id, self.first_seq,
+                                        session.next_seq, self.window.incarnation)
         messages: list[Message] = []
         text = "".join(self._partial)
         last = self.window.messages[-1]

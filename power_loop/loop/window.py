@@ -1,41 +1,42 @@
-"""A session's active window: the messages the next request is built from.
+"""The verbatim messages of the send in progress, checked as they are added.
 
-The window is rebuilt from the store whenever needed; the loop may keep it in memory
-between sends, but only as an accelerator: it remembers the session row's incarnation
-and the ``next_seq`` it was read up to. Messages are immutable and append-only, so a
-window of the same incarnation that is behind the store is brought up to date by reading
-just the messages after it; any other window is thrown away. A cold loop and a warm one
-therefore hold the same messages and build byte-for-byte the same request.
-
-The window also checks the pairing rules incrementally as messages are added (each tool
-call answered by exactly one result, adjacent, in order, ids unique), so the check
-before each model call costs nothing for the history already checked.
+A window holds the messages from ``start_seq`` on (the current send's first message)
+and checks the pairing rules incrementally as they come (each tool call answered by
+exactly one result, adjacent, in order, ids unique), so the check before each model
+call costs nothing for what was already checked. The history before the send is built
+by :class:`~power_loop.context.engine.ContextEngine`.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from power_loop.errors import HistoryInvariantError
 from power_loop.llm.messages import Message, decode_message
 from power_loop.store.store import Store
 
+T = TypeVar("T")
+
 
 class Window:
     """The messages of one session from seq 0, with the pairing state after them."""
 
-    __slots__ = ("_call_ids", "_open_calls", "incarnation", "messages", "next_seq",
-                 "session_id", "strict")
+    __slots__ = ("_call_ids", "_open_calls", "_prior_ids", "incarnation", "messages",
+                 "next_seq", "session_id", "strict")
 
-    def __init__(self, session_id: str, incarnation: str, *, strict: bool = True) -> None:
+    def __init__(self, session_id: str, incarnation: str, *, strict: bool = True,
+                 start_seq: int = 0, prior_call_ids: set[str] | frozenset[str] = frozenset(),
+                 ) -> None:
         self.session_id = session_id
         self.incarnation = incarnation
         self.strict = strict
         self.messages: list[Message] = []
-        self.next_seq = 0
+        self.next_seq = start_seq
         self._open_calls: list[str] = []
         self._call_ids: set[str] = set()
+        self._prior_ids = prior_call_ids  # ids in the history before: read, never changed
 
     def extend(self, messages: Iterable[Message]) -> None:
         """Append stored messages (checked against the pairing rules).
@@ -45,6 +46,11 @@ class Window:
         """
         for message in messages:
             try:
+                for call in message.tool_calls:
+                    if call.id in self._prior_ids:
+                        raise HistoryInvariantError(
+                            f"session {self.session_id!r}, message {self.next_seq}: tool call "
+                            f"id {call.id!r} is used twice")
                 check_next(message, self._open_calls, self._call_ids, self.session_id,
                            self.next_seq)
             except HistoryInvariantError:
@@ -55,8 +61,8 @@ class Window:
             self.next_seq += 1
 
     def uses_call_id(self, call_id: str) -> bool:
-        """Whether a tool call with this id is already in the window."""
-        return call_id in self._call_ids
+        """Whether a tool call with this id is already in the request."""
+        return call_id in self._call_ids or call_id in self._prior_ids
 
     @property
     def open_calls(self) -> tuple[str, ...]:
@@ -102,44 +108,41 @@ def check_next(message: Message, open_calls: list[str], call_ids: set[str],
         open_calls.append(call.id)
 
 
-class WindowCache:
-    """Recently used windows, least recently used dropped first."""
+class SessionCache(Generic[T]):
+    """Recently used per-session state, least recently used dropped first."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._windows: OrderedDict[str, Window] = OrderedDict()
+        self._items: OrderedDict[str, T] = OrderedDict()
 
-    def take(self, session_id: str) -> Window | None:
-        """Remove and return the cached window (a send owns it while it runs)."""
-        return self._windows.pop(session_id, None)
+    def take(self, session_id: str) -> T | None:
+        """Remove and return the cached item (a send owns it while it runs)."""
+        return self._items.pop(session_id, None)
 
-    def put(self, window: Window) -> None:
+    def put(self, session_id: str, item: T) -> None:
         if self._capacity <= 0:
             return
-        self._windows[window.session_id] = window
-        self._windows.move_to_end(window.session_id)
-        while len(self._windows) > self._capacity:
-            self._windows.popitem(last=False)
+        self._items[session_id] = item
+        self._items.move_to_end(session_id)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
 
     def drop(self, session_id: str) -> None:
-        self._windows.pop(session_id, None)
+        self._items.pop(session_id, None)
 
 
-async def load_window(store: Store, session_id: str, upto: int, incarnation: str,
-                      cached: Window | None = None, *, strict: bool = True) -> Window:
-    """The window with every message before seq ``upto``, reusing ``cached`` if valid."""
-    if (cached is not None and cached.incarnation == incarnation and cached.next_seq <= upto
-            and cached.strict == strict):
-        window = cached
-    else:
-        window = Window(session_id, incarnation, strict=strict)
-    if window.next_seq < upto:
-        records = await store.read_messages(session_id, from_seq=window.next_seq,
-                                            limit=upto - window.next_seq)
-        if len(records) != upto - window.next_seq or (
-                records and records[0].seq != window.next_seq):
+async def load_window(store: Store, session_id: str, start_seq: int, upto: int,
+                      incarnation: str, *, strict: bool = True,
+                      prior_call_ids: set[str] | frozenset[str] = frozenset()) -> Window:
+    """The window of the messages in ``[start_seq, upto)``, read from the store."""
+    window = Window(session_id, incarnation, strict=strict, start_seq=start_seq,
+                    prior_call_ids=prior_call_ids)
+    if start_seq < upto:
+        records = await store.read_messages(session_id, from_seq=start_seq,
+                                            limit=upto - start_seq)
+        if len(records) != upto - start_seq or (records and records[0].seq != start_seq):
             raise HistoryInvariantError(
-                f"session {session_id!r}: expected messages {window.next_seq}..{upto - 1}, "
+                f"session {session_id!r}: expected messages {start_seq}..{upto - 1}, "
                 f"the store returned {len(records)}")
         window.extend(decode_message(r.role, r.body) for r in records)
     return window

@@ -197,17 +197,19 @@ class ContextOps(SendOps):
         """
         if not isinstance(summary, str):
             raise InvalidArgumentError("a fold summary must be text")
-        return await self.write(self._commit_fold_txn, check_id(session_id), epoch,
+        return await self.write(self.commit_fold_txn, check_id(session_id), epoch,
                                 fold_index, summary, list(note_ops), dict(usage), max_notes)
 
-    async def _commit_fold_txn(self, conn: Connection, session_id: str, epoch: int,
-                               fold_index: int, summary: str,
-                               note_ops: list[Mapping[str, Any]], usage: dict[str, Any],
-                               max_notes: int | None) -> list[Mapping[str, Any]]:
+    async def commit_fold_txn(self, conn: Connection, session_id: str, epoch: int,
+                              fold_index: int, summary: str,
+                              note_ops: Sequence[Mapping[str, Any]], usage: Mapping[str, Any],
+                              max_notes: int | None) -> list[Mapping[str, Any]]:
+        """:meth:`commit_fold` inside the caller's transaction."""
         await self._fence(conn, session_id, epoch)
         applied = [await self._apply_note_op(conn, session_id, op, max_notes) for op in note_ops]
         done = await conn.execute(self._ctx.finish_fold, [
-            dump_json(summary), dump_json(applied), dump_json(usage), session_id, fold_index])
+            dump_json(summary), dump_json(applied), dump_json(dict(usage)), session_id,
+            fold_index])
         if not done:
             raise InvalidArgumentError(
                 f"fold #{fold_index} of session {session_id!r} is not started")

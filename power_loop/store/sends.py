@@ -106,8 +106,11 @@ class SendOps(StoreCore):
                          request_key: str | None = None) -> SendStart:
         """Take the session's lease and open a send, in one statement and transaction.
 
+        The lease must be free or expired: a new send never re-enters a lease, not even
+        one held by the same owner (each send uses an owner of its own).
+
         Raises:
-            SessionBusyError: another holder's lease has not expired.
+            SessionBusyError: the lease is held and has not expired.
             SendPendingError: the lease is free but a previous send never finished.
             SessionNotFoundError: no such session.
         """

@@ -1,0 +1,312 @@
+"""Builds what the model sees from the store: representation x fold strategy.
+
+A request is laid out as::
+
+    system prompt, tools                              (stable)
+    [summary of the folded sends]                     (changes only at a fold)
+    finished sends since the fold, each rendered by the representation
+    [context: the agent's notes, cross-session memory] (the tail: changes freely)
+    the current send, verbatim
+
+Everything before the context message is the cached prefix (``cache_prefix``), so notes
+and memory never disturb it. The history part is a pure function of the store (the
+latest fold, the log, the projections), cached between sends as :class:`History` and
+brought up to date by reading only what is new; a cold loop builds the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from power_loop._faults import checkpoint
+from power_loop.context.fold import FoldJob, FoldStrategy, SendCost
+from power_loop.context.memory import MemoryProvider
+from power_loop.context.notes import NoteLimits, render_notes
+from power_loop.context.representation import Representation
+from power_loop.context.tokens import (
+    TokenCounter,
+    calibration,
+    count_message,
+    count_messages,
+    count_tools,
+)
+from power_loop.errors import HistoryInvariantError, InvalidArgumentError
+from power_loop.events.types import Event, FoldFinished, FoldStarted
+from power_loop.llm.messages import Message, decode_message
+from power_loop.llm.service import LLMService, ToolSpec
+from power_loop.loop.results import SendResult
+from power_loop.loop.window import check_next
+from power_loop.store.context_ops import FoldRecord, NoteRecord
+from power_loop.store.port import Connection
+from power_loop.store.records import Lease, MessageRecord
+from power_loop.store.store import Store
+
+log = logging.getLogger("power_loop.context")
+Emit = Callable[[Event], None]
+MAX_FOLDS_PER_SEND = 4
+
+
+@dataclass(slots=True)
+class RenderedSend:
+    """A finished send as requests show it."""
+
+    send_index: int
+    first_seq: int
+    messages: list[Message]
+    tokens: int
+
+
+@dataclass(slots=True)
+class History:
+    """A session's rendered history before the current send (cached between sends)."""
+
+    session_id: str
+    incarnation: str
+    fold: FoldRecord | None
+    summary: Message | None
+    sends: list[RenderedSend]
+    next_send: int
+    next_seq: int
+    notes: list[NoteRecord] = field(default_factory=list)
+    calibration: float = 1.0
+    call_ids: set[str] = field(default_factory=set)
+    """Ids of the tool calls in the rendered history (a new call must not reuse one)."""
+    unstored: list[tuple[int, int, Any]] = field(default_factory=list)
+    """Projections computed from the log that the store does not have yet."""
+
+    def prefix(self) -> list[Message]:
+        out = [self.summary] if self.summary is not None else []
+        for send in self.sends:
+            out.extend(send.messages)
+        return out
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens for s in self.sends)
+
+
+def _group(records: Sequence[MessageRecord]) -> list[tuple[int, int, list[Message]]]:
+    """Messages grouped into (send_index, first_seq, messages), in order."""
+    groups: list[tuple[int, int, list[Message]]] = []
+    for record in records:
+        message = decode_message(record.role, record.body)
+        if groups and groups[-1][0] == record.send_index:
+            groups[-1][2].append(message)
+        else:
+            groups.append((record.send_index, record.seq, [message]))
+    return groups
+
+
+class ContextEngine:
+    """Renders history, decides and runs folds, and supplies the tail context."""
+
+    def __init__(self, *, representation: Representation, fold_strategy: FoldStrategy | None,
+                 budget_tokens: int | None, counter: TokenCounter, notes: NoteLimits | None,
+                 memory: MemoryProvider | None, memory_budget_tokens: int) -> None:
+        self.representation = representation
+        self.fold_strategy = fold_strategy
+        self.budget_tokens = budget_tokens
+        self.counter = counter
+        self.notes = notes
+        self.memory = memory
+        self.memory_budget_tokens = memory_budget_tokens
+        # Folds and notes are read from the store at each send only when something can
+        # have written them: the default (verbatim, no folds) costs no extra reads.
+        self.tracks_store = fold_strategy is not None or notes is not None
+
+    # -- loading -----------------------------------------------------------------------
+
+    async def history(self, store: Store, session_id: str, incarnation: str, *,
+                      upto_send: int, upto_seq: int, cached: History | None) -> History:
+        """The rendered history before send ``upto_send`` (whose first seq is ``upto_seq``)."""
+        fold = await store.latest_fold(session_id) if self.tracks_store else None
+        notes = await store.list_notes(session_id) if self.tracks_store else []
+        same_fold = (cached is not None and
+                     (cached.fold.fold_index if cached.fold else -1)
+                     == (fold.fold_index if fold else -1))
+        if (cached is None or cached.incarnation != incarnation or not same_fold
+                or cached.next_seq > upto_seq or cached.next_send > upto_send):
+            cached = History(session_id, incarnation, fold, self._summary(fold), [],
+                             fold.end_send if fold else 0, fold.end_seq if fold else 0)
+        cached.notes = notes
+        if cached.next_seq < upto_seq:
+            await self._extend(store, cached, upto_seq, upto_send)
+        return cached
+
+    async def _extend(self, store: Store, history: History, upto_seq: int,
+                      upto_send: int) -> None:
+        records = await store.read_messages(history.session_id, from_seq=history.next_seq,
+                                            limit=upto_seq - history.next_seq)
+        projections: dict[int, tuple[int, Any]] = {}
+        if self.representation.stores_projections:
+            projections = await store.read_projections(history.session_id,
+                                                        history.next_send, upto_send)
+        open_calls: list[str] = []
+        groups = _group(records)
+        for send_index, first_seq, messages in groups:
+            for offset, message in enumerate(messages):
+                check_next(message, open_calls, history.call_ids, history.session_id,
+                           first_seq + offset)
+            stored = projections.get(send_index)
+            projection = stored[1] if stored and stored[0] == self.representation.version else None
+            if projection is None and self.representation.stores_projections:
+                projection = self.representation.project(send_index, messages)
+                history.unstored.append((send_index, self.representation.version, projection))
+            self._append(history, send_index, first_seq, messages, projection)
+        if open_calls:
+            raise HistoryInvariantError(
+                f"session {history.session_id!r}: finished sends leave tool calls {open_calls} "
+                "without results")
+        history.next_seq = upto_seq
+        history.next_send = upto_send
+        if groups:
+            history.calibration = calibration(groups[-1][2])
+
+    def _append(self, history: History, send_index: int, first_seq: int,
+                messages: Sequence[Message], projection: Any) -> None:
+        rendered = self.representation.render(send_index, messages, projection)
+        for message in rendered:
+            history.call_ids.update(c.id for c in message.tool_calls)
+        history.sends.append(RenderedSend(send_index, first_seq, rendered,
+                                          count_messages(self.counter, rendered)))
+
+    @staticmethod
+    def _summary(fold: FoldRecord | None) -> Message | None:
+        if fold is None:
+            return None
+        return Message.user(
+            f"[power_loop] Summary of the conversation before this point (sends 0 to "
+            f"{fold.end_send - 1}; recall_send or recall_compacted bring back details):\n"
+            f"{fold.summary}", summary=fold.fold_index)
+
+    # -- after a send ------------------------------------------------------------------
+
+    def projection_rows(self, history: History, send_index: int,
+                        messages: Sequence[Message]) -> list[tuple[int, int, Any]]:
+        """Projections to store with the send's final write (its own, and any missing)."""
+        if not self.representation.stores_projections:
+            return []
+        own = self.representation.project(send_index, messages)
+        return [*history.unstored, (send_index, self.representation.version, own)]
+
+    def add_finished(self, history: History, send_index: int, first_seq: int,
+                     messages: Sequence[Message], end_seq: int) -> None:
+        """Bring the cached history past a send this process just finished."""
+        if history.next_send != send_index or history.next_seq != first_seq:
+            history.next_seq = -1  # out of step: rebuild at the next send
+            return
+        projection = (self.representation.project(send_index, messages)
+                      if self.representation.stores_projections else None)
+        self._append(history, send_index, first_seq, messages, projection)
+        history.unstored.clear()
+        history.next_send, history.next_seq = send_index + 1, end_seq
+        history.calibration = calibration(messages)
+
+    # -- the request -------------------------------------------------------------------
+
+    def context_message(self, history: History, memory_text: str | None) -> Message | None:
+        """The tail message carrying notes and memory (``None`` when there are neither)."""
+        sections = []
+        if history.notes:
+            sections.append("Your notes (edit them with note_add, note_update, note_delete):\n"
+                            + render_notes(history.notes))
+        if memory_text:
+            sections.append(f"From other conversations:\n{memory_text}")
+        if not sections:
+            return None
+        return Message.user("[power_loop context]\n" + "\n\n".join(sections), context=True)
+
+    def estimate(self, history: History, system: str | None, tools: Sequence[ToolSpec],
+                 rest: Sequence[Message]) -> int:
+        """Estimated input tokens of a request: prefix, system, tools and the rest."""
+        summary = count_message(self.counter, history.summary) if history.summary else 0
+        return (history.tokens + summary + self.counter.count_text(system or "")
+                + count_tools(self.counter, tools) + count_messages(self.counter, rest))
+
+    def over_budget(self, history: History, system: str | None, tools: Sequence[ToolSpec],
+                    tail: Sequence[Message]) -> bool:
+        if self.budget_tokens is None or self.fold_strategy is None or not history.sends:
+            return False
+        reserve = self.memory_budget_tokens if self.memory is not None else 0
+        needed = self.estimate(history, system, tools, tail) * history.calibration + reserve
+        return needed > self.budget_tokens
+
+    async def recall_memory(self, session_id: str, query: str) -> str | None:
+        if self.memory is None:
+            return None
+        return await self.memory.recall(session_id, query,
+                                        budget_tokens=self.memory_budget_tokens)
+
+    async def remember(self, session_id: str, result: SendResult) -> None:
+        if self.memory is None:
+            return
+        try:
+            await self.memory.remember(session_id, result)
+        except Exception:  # memory is an aid: its failure must not fail a finished send
+            log.exception("MemoryProvider.remember failed for session %r", session_id)
+
+    # -- folding -----------------------------------------------------------------------
+
+    async def fold_if_needed(self, store: Store, history: History, *, lease: Lease,
+                             llm: LLMService, system: str | None, tools: Sequence[ToolSpec],
+                             tail: Sequence[Message], send_index: int,
+                             emit: Emit | None) -> History:
+        """Fold whole sends until the request fits the budget (or nothing is left)."""
+        for _ in range(MAX_FOLDS_PER_SEND):
+            if not self.over_budget(history, system, tools, tail):
+                return history
+            history = await self._fold(store, history, lease, llm, send_index, emit)
+        return history
+
+    async def _fold(self, store: Store, history: History, lease: Lease, llm: LLMService,
+                    send_index: int, emit: Emit | None) -> History:
+        strategy = self.fold_strategy
+        assert strategy is not None and self.budget_tokens is not None
+        costs = [SendCost(s.send_index, s.tokens) for s in history.sends]
+        count = max(1, min(len(costs), strategy.choose(costs, self.budget_tokens)))
+        folded, kept = history.sends[:count], history.sends[count:]
+        end_send = folded[-1].send_index + 1
+        end_seq = kept[0].first_seq if kept else history.next_seq
+        fold_index = history.fold.fold_index + 1 if history.fold else 0
+        sid = history.session_id
+        await store.begin_fold(sid, epoch=lease.epoch, fold_index=fold_index,
+                               strategy=strategy.name, first_send=folded[0].send_index,
+                               end_send=end_send, end_seq=end_seq)
+        checkpoint("fold_started")
+        if emit is not None:
+            emit(FoldStarted(session_id=sid, send_index=send_index, fold_index=fold_index,
+                             first_send=folded[0].send_index, end_send=end_send,
+                             strategy=strategy.name))
+        records = await store.read_messages(sid, from_seq=folded[0].first_seq,
+                                            limit=end_seq - folded[0].first_seq)
+        job = FoldJob(sid, fold_index, [(i, msgs) for i, _, msgs in _group(records)],
+                      history.fold.summary if history.fold else None, history.notes, llm,
+                      self.notes or NoteLimits())
+        outcome = await strategy.fold(job)
+        checkpoint("fold_answered")
+        if not isinstance(outcome.summary, str):
+            raise InvalidArgumentError(f"{type(strategy).__name__}.fold returned no summary text")
+
+        async def commit(conn: Connection) -> list[Mapping[str, Any]]:
+            applied = await store.commit_fold_txn(
+                conn, sid, lease.epoch, fold_index, outcome.summary, outcome.note_ops,
+                {**outcome.usage.to_json(), "calls": outcome.calls},
+                (self.notes or NoteLimits()).max_notes)
+            checkpoint("in_fold_commit")
+            return applied
+
+        applied = await store.write(commit)
+        if emit is not None:
+            emit(FoldFinished(session_id=sid, send_index=send_index, fold_index=fold_index,
+                              end_send=end_send, summary=outcome.summary,
+                              notes_written=len(applied), usage=outcome.usage))
+        fold = await store.latest_fold(sid)
+        history.fold, history.summary = fold, self._summary(fold)
+        history.sends = kept
+        history.call_ids = {c.id for s in kept for m in s.messages for c in m.tool_calls}
+        history.notes = await store.list_notes(sid)
+        history.unstored = [row for row in history.unstored if row[0] >= end_send]
+        return history
