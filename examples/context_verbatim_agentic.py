@@ -1,0 +1,19 @@
+"""Context engineering: VerbatimRepresentation x AgenticFold.
+
+    python examples/context_verbatim_agentic.py
+
+A long support session on a small context budget: older sends are folded into a
+summary (see docs/context.md for when to choose this pairing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from _context_demo import run
+
+from power_loop import AgenticFold, VerbatimRepresentation
+
+if __name__ == "__main__":
+    asyncio.run(run("context_verbatim_agentic", VerbatimRepresentation(),
+                    AgenticFold(keep_last_sends=4)))
