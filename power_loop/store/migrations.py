@@ -24,7 +24,11 @@ from power_loop.store.schema import (
     SCHEMA_VERSION_TABLE,
     SENDS,
     SESSIONS,
+    TIMERS,
+    Column,
+    Index,
     Table,
+    column_ddl,
     create_table,
     validate_prefix,
 )
@@ -43,18 +47,56 @@ class SchemaPolicy(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One schema version: the tables it creates."""
+    """One schema version: the tables it creates.
+
+    Columns and indexes that a version adds to tables created before it are declared on
+    the tables themselves (``since=``); the migration applies them with ``ALTER TABLE``
+    and ``CREATE INDEX`` where they are missing.
+    """
 
     version: int
     description: str
-    tables: tuple[Table, ...]
+    tables: tuple[Table, ...] = ()
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, messages, sends, session leases", (SESSIONS, MESSAGES, SENDS)),
     Migration(2, "projections, fold journal, agent notes", (PROJECTIONS, FOLDS, NOTES)),
+    Migration(3, "timers; resume attempts and parking", (TIMERS,)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def additions(migration: Migration) -> list[tuple[Table, Column | Index]]:
+    """The columns and indexes ``migration`` adds to tables that existed before it."""
+    earlier = [t for m in MIGRATIONS if m.version < migration.version for t in m.tables]
+    found: list[tuple[Table, Column | Index]] = []
+    for table in earlier:
+        found.extend((table, c) for c in table.columns if c.since == migration.version)
+        found.extend((table, i) for i in table.indexes if i.since == migration.version)
+    return found
+
+
+def _addition_ddl(dialect: Dialect, prefix: str, table: Table, item: Column | Index) -> str:
+    name = prefix + table.name
+    if isinstance(item, Column):
+        return f"ALTER TABLE {dialect.quote(name)} ADD COLUMN {column_ddl(dialect, item)}"
+    index = f"{name}_{item.suffix}"
+    if dialect.inline_indexes:  # no CREATE INDEX IF NOT EXISTS: checked before running
+        return (f"CREATE {'UNIQUE ' if item.unique else ''}INDEX {dialect.quote(index)} ON "
+                f"{dialect.quote(name)} ({', '.join(dialect.quote(c) for c in item.columns)})")
+    return dialect.create_index(index, name, item.columns, item.unique)
+
+
+async def _apply_addition(conn: Connection, dialect: Dialect, prefix: str, table: Table,
+                          item: Column | Index) -> None:
+    name = prefix + table.name
+    if isinstance(item, Column):
+        probe, args = dialect.column_exists(), [name, item.name]
+    else:
+        probe, args = dialect.index_exists(), [name, f"{name}_{item.suffix}"]
+    if await conn.fetchone(dialect.render(probe), args) is None:
+        await conn.execute(_addition_ddl(dialect, prefix, table, item))
 
 
 def session_tables() -> tuple[Table, ...]:
@@ -86,6 +128,9 @@ def ddl_statements(dialect: Dialect, prefix: str, after_version: int = 0) -> lis
             continue
         for table in migration.tables:
             statements.extend(create_table(dialect, prefix, table))
+        if after_version > 0:  # from scratch, every table is created in its latest shape
+            statements.extend(_addition_ddl(dialect, prefix, table, item)
+                              for table, item in additions(migration))
         description = migration.description.replace("'", "''")
         statements.append(insert.replace("?", str(migration.version), 1)
                           .replace("?", f"'{description}'", 1).replace("?", dialect.now_us, 1))
@@ -127,6 +172,8 @@ async def _apply(conn: Connection, dialect: Dialect, prefix: str) -> None:
         for table in migration.tables:
             for statement in create_table(dialect, prefix, table):
                 await conn.execute(statement)
+        for table, item in additions(migration):
+            await _apply_addition(conn, dialect, prefix, table, item)
         if migration.version > current:
             await conn.execute(insert, [migration.version, migration.description, now[0]])
 

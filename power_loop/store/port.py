@@ -171,6 +171,16 @@ class Dialect:
         return ("SELECT 1 FROM information_schema.tables "
                 "WHERE table_schema = current_schema() AND table_name = ?")
 
+    def column_exists(self) -> str:
+        """A query with two ``?`` (table, column) returning a row when the column exists."""
+        return ("SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = ? AND column_name = ?")
+
+    def index_exists(self) -> str:
+        """A query with two ``?`` (table, index) returning a row when the index exists."""
+        return ("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = ? AND indexname = ?")
+
     def vacuum(self, tables: Sequence[str]) -> list[str]:
         """Statements that reclaim space and refresh statistics, run outside transactions."""
         raise NotImplementedError

@@ -127,6 +127,8 @@ class SessionRecord:
         lease_expires_at: When the current lease lapses, ``None`` when released.
         incarnation: Which life of this id the row is: new when a session is created
             again under the same id or replaced by an import.
+        resume_attempts: Times workers took up the unfinished send without finishing it.
+        parked_at: When workers gave up on the session (``None``: not parked).
     """
 
     id: str
@@ -142,6 +144,8 @@ class SessionRecord:
     lease_epoch: int
     lease_expires_at: datetime | None
     incarnation: str
+    resume_attempts: int = 0
+    parked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

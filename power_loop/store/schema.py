@@ -41,6 +41,10 @@ class Column:
     exported: bool = True
     fresh: bool = False
     """A new random value is written on every insert and import (never exported)."""
+    since: int = 1
+    """The schema version that added the column (later ones come by ALTER TABLE)."""
+    default: int | None = None
+    """The value existing rows (and older exports) get when the column is added."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,7 @@ class Index:
     suffix: str
     columns: tuple[str, ...]
     unique: bool = False
+    since: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +84,8 @@ class Table:
 
 
 def _c(name: str, kind: ColumnType, *, null: bool = False, exported: bool = True,
-       fresh: bool = False) -> Column:
-    return Column(name, kind, null, exported and not fresh, fresh)
+       fresh: bool = False, since: int = 1, default: int | None = None) -> Column:
+    return Column(name, kind, null, exported and not fresh, fresh, since, default)
 
 
 ID, NAME, INT, BIGINT, TS, TEXT, JSON = (
@@ -116,10 +121,14 @@ SESSIONS = Table(
         # Which life of this id the row is: a session deleted and created again (or
         # replaced by an import) gets a new one, so caches keyed by id cannot mix them.
         _c("incarnation", ID, fresh=True),
+        # Times a worker took up this session's unfinished send without finishing it;
+        # past the worker's limit the session is parked (parked_at) and left alone.
+        _c("resume_attempts", INT, since=3, default=0),
+        _c("parked_at", TS, null=True, since=3),
     ),
     primary_key=("id",),
     indexes=(Index("created", ("created_at", "id")), Index("updated", ("updated_at",)),
-             Index("parent", ("parent_id",))),
+             Index("parent", ("parent_id",)), Index("pending", ("pending_send",), since=3)),
     session_column="id",
 )
 
@@ -209,6 +218,33 @@ NOTES = Table(
 )
 
 
+TIMERS = Table(
+    "timers",
+    (
+        _c("timer_id", ID),
+        _c("session_id", ID),
+        _c("message", JSON),
+        # scheduled -> done (one-shot fired) | cancelled | parked (kept failing)
+        _c("status", NAME),
+        _c("due_at", TS),
+        _c("every_us", BIGINT, null=True),
+        _c("missed", NAME),
+        _c("fire_count", BIGINT),
+        _c("attempts", INT),
+        # The claim of the worker firing it: the same lease-with-epoch as sessions have.
+        _c("claim_owner", ID, null=True, exported=False),
+        _c("claim_epoch", BIGINT),
+        _c("claim_expires_at", TS, null=True, exported=False),
+        _c("last_error", JSON, null=True),
+        _c("created_at", TS),
+        _c("updated_at", TS),
+    ),
+    primary_key=("timer_id",),
+    indexes=(Index("due", ("status", "due_at")), Index("session", ("session_id",))),
+    session_column="session_id",
+)
+
+
 class TableNames:
     """Prefixed, quoted table names for one store, as attributes (``names.messages``)."""
 
@@ -226,14 +262,21 @@ class TableNames:
         return self._dialect.quote(f"{self.prefix}{name}")
 
 
+def column_ddl(dialect: Dialect, column: Column) -> str:
+    """A column's definition, as in ``CREATE TABLE`` and ``ALTER TABLE ... ADD COLUMN``."""
+    text = f"{dialect.quote(column.name)} {dialect.column_type(column.type)}"
+    if not column.nullable:
+        text += " NOT NULL"
+    if column.default is not None:
+        text += f" DEFAULT {int(column.default)}"
+    return text
+
+
 def create_table(dialect: Dialect, prefix: str, table: Table) -> list[str]:
-    """Idempotent DDL creating ``table`` and its indexes."""
+    """Idempotent DDL creating ``table`` (in its latest shape) and its indexes."""
     q = dialect.quote
     name = f"{prefix}{table.name}"
-    lines = [
-        f"{q(c.name)} {dialect.column_type(c.type)}{'' if c.nullable else ' NOT NULL'}"
-        for c in table.columns
-    ]
+    lines = [column_ddl(dialect, c) for c in table.columns]
     lines.append(f"PRIMARY KEY ({', '.join(q(c) for c in table.primary_key)})")
     statements: list[str] = []
     for index in table.indexes:

@@ -19,7 +19,7 @@ from power_loop.store.schema import TableNames
 
 SESSION_COLUMNS = ("id, parent_id, created_at, updated_at, system_prompt, metadata, "
                    "next_seq, send_count, pending_send, lease_owner, lease_epoch, "
-                   "lease_expires_at, incarnation")
+                   "lease_expires_at, incarnation, resume_attempts, parked_at")
 MESSAGE_COLUMNS = "seq, send_index, role, body, created_at"
 SEND_COLUMNS = ("session_id, send_index, status, source, request_key, first_seq, created_at, "
                 "finished_at, stop_reason, rounds, token_usage, error")
@@ -68,7 +68,7 @@ class Statements:
         # -- sessions
         self.insert_session = r(
             f"INSERT INTO {s} ({SESSION_COLUMNS}) "
-            "VALUES (?, ?, {now}, {now}, ?, ?, 0, 0, NULL, NULL, 0, NULL, ?)")
+            "VALUES (?, ?, {now}, {now}, ?, ?, 0, 0, NULL, NULL, 0, NULL, ?, 0, NULL)")
         self.get_session = r(f"SELECT {SESSION_COLUMNS} FROM {s} WHERE id = ?")
         self.list_sessions = r(
             f"SELECT {SESSION_COLUMNS} FROM {s} ORDER BY created_at DESC, id DESC LIMIT ?")
@@ -121,10 +121,11 @@ class Statements:
             "lease_epoch, lease_expires_at, send_count, next_seq, system_prompt, incarnation, "
             "metadata")
         self.finish_send = update(
-            "pending_send = NULL, next_seq = next_seq + ?", " AND pending_send = ?", "next_seq")
+            "pending_send = NULL, resume_attempts = 0, next_seq = next_seq + ?",
+            " AND pending_send = ?", "next_seq")
         self.finish_send_release = update(
-            f"pending_send = NULL, next_seq = next_seq + ?, {_RELEASE}", " AND pending_send = ?",
-            "next_seq")
+            f"pending_send = NULL, resume_attempts = 0, next_seq = next_seq + ?, {_RELEASE}",
+            " AND pending_send = ?", "next_seq")
         self.pause_send = update(
             f"next_seq = next_seq + ?, {_RELEASE}", " AND pending_send = ?", "next_seq")
         self.insert_send = r(
@@ -155,7 +156,8 @@ def session_from_row(row: Row) -> SessionRecord:
         system_prompt=load_json(row[4]), metadata=load_json(row[5]), next_seq=int(row[6]),
         send_count=int(row[7]), pending_send=None if row[8] is None else int(row[8]),
         lease_owner=row[9], lease_epoch=int(row[10]),
-        lease_expires_at=None if row[11] is None else from_us(row[11]), incarnation=row[12])
+        lease_expires_at=None if row[11] is None else from_us(row[11]), incarnation=row[12],
+        resume_attempts=int(row[13]), parked_at=None if row[14] is None else from_us(row[14]))
 
 
 def message_from_row(session_id: str, row: Row) -> MessageRecord:

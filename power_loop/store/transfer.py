@@ -134,10 +134,15 @@ def _check_value(table: Table, name: str, value: Any, where: str) -> None:
 
 
 def _parse(lines: Iterable[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
-    """Check a whole export before anything is written."""
+    """Check a whole export before anything is written.
+
+    An export from an older schema lacks the columns added since: they get their
+    defaults.
+    """
     tables = {t.name: t for t in session_tables()}
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
     session_id: str | None = None
+    version = LATEST_VERSION
     for number, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
@@ -147,6 +152,7 @@ def _parse(lines: Iterable[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
             raise InvalidArgumentError(f"import line {number} is not JSON: {exc}") from None
         if session_id is None:
             session_id = _header(item)
+            version = int(item["schema_version"])
             continue
         where = f"import line {number}"
         if not isinstance(item, dict) or item.get("table") not in tables or not isinstance(
@@ -154,10 +160,14 @@ def _parse(lines: Iterable[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
             raise InvalidArgumentError(f"{where}: unknown table or malformed row")
         table = tables[item["table"]]
         row = item["row"]
-        if set(row) != set(table.exported_columns):
+        expected = [c for c in table.columns if c.exported and c.since <= version]
+        if set(row) != {c.name for c in expected}:
             raise InvalidArgumentError(
                 f"{where}: {table.name} row has columns {sorted(row)}, expected "
-                f"{sorted(table.exported_columns)}")
+                f"{sorted(c.name for c in expected)}")
+        for column in table.columns:
+            if column.exported and column.since > version:
+                row[column.name] = column.default
         for name, value in row.items():
             _check_value(table, name, value, where)
         if row[table.session_column] != session_id:

@@ -76,6 +76,14 @@ class MySQLDialect(Dialect):
         return ("SELECT 1 FROM information_schema.tables "
                 "WHERE table_schema = DATABASE() AND table_name = ?")
 
+    def column_exists(self) -> str:
+        return ("SELECT 1 FROM information_schema.columns WHERE table_schema = DATABASE() "
+                "AND table_name = ? AND column_name = ?")
+
+    def index_exists(self) -> str:
+        return ("SELECT 1 FROM information_schema.statistics WHERE table_schema = DATABASE() "
+                "AND table_name = ? AND index_name = ? LIMIT 1")
+
     def vacuum(self, tables: Sequence[str]) -> list[str]:
         quoted = ", ".join(self.quote(t) for t in tables)
         return [f"OPTIMIZE TABLE {quoted}", f"ANALYZE TABLE {quoted}"]

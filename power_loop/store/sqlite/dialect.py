@@ -41,6 +41,12 @@ class SQLiteDialect(Dialect):
     def table_exists(self) -> str:
         return "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 
+    def column_exists(self) -> str:
+        return "SELECT 1 FROM pragma_table_info(?) WHERE name = ?"
+
+    def index_exists(self) -> str:
+        return "SELECT 1 FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name = ?"
+
     def vacuum(self, tables: Sequence[str]) -> list[str]:
         # VACUUM rewrites the file; the checkpoint then empties the WAL it grew into.
         return ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)", "PRAGMA optimize"]
