@@ -45,25 +45,31 @@ class SessionUpdate:
 class Statements:
     """The store's SQL for one dialect and prefix."""
 
+    def update_statement(self, assign: str, where: str, returning: str) -> SessionUpdate:
+        """An update of one session row (``assign``, extra ``where``) returning columns.
+
+        MySQL evaluates SET assignments left to right, each seeing the ones before; every
+        assignment given here must read only columns not yet assigned, so the result is
+        the same as on engines that read the old row throughout. The fenced form matches
+        only while the lease of that epoch is held: a newer grant changes the epoch, a
+        release clears the owner.
+        """
+        r, s = self._dialect.render, self._sessions
+        base = f"UPDATE {s} SET {assign}, updated_at = {{now}} WHERE id = ?{where}"
+        tail = f" RETURNING {returning}" if self.returning else ""
+        return SessionUpdate(
+            plain=r(base + tail),
+            fenced=r(base + " AND lease_owner IS NOT NULL AND lease_epoch = ?" + tail),
+            select=r(f"SELECT {returning} FROM {s} WHERE id = ?"),
+        )
+
     def __init__(self, db: Database, names: TableNames) -> None:
         d = db.dialect
         r = d.render
         s, m, sd = names.sessions, names.messages, names.sends
         self.returning = d.supports_update_returning
-
-        # MySQL evaluates SET assignments left to right, each seeing the ones before;
-        # every assignment here reads only columns not yet assigned, so the result is
-        # the same as on engines that read the old row throughout.
-        # A fenced update matches only while the lease of that epoch is held: a newer
-        # grant changes the epoch, a release clears the owner.
-        def update(assign: str, where: str, returning: str) -> SessionUpdate:
-            base = f"UPDATE {s} SET {assign}, updated_at = {{now}} WHERE id = ?{where}"
-            tail = f" RETURNING {returning}" if self.returning else ""
-            return SessionUpdate(
-                plain=r(base + tail),
-                fenced=r(base + " AND lease_owner IS NOT NULL AND lease_epoch = ?" + tail),
-                select=r(f"SELECT {returning} FROM {s} WHERE id = ?"),
-            )
+        self._dialect, self._sessions = d, s
+        update = self.update_statement
 
         # -- sessions
         self.insert_session = r(
@@ -121,11 +127,11 @@ class Statements:
             "lease_epoch, lease_expires_at, send_count, next_seq, system_prompt, incarnation, "
             "metadata")
         self.finish_send = update(
-            "pending_send = NULL, resume_attempts = 0, next_seq = next_seq + ?",
-            " AND pending_send = ?", "next_seq")
+            "pending_send = NULL, resume_attempts = 0, parked_at = NULL, "
+            "next_seq = next_seq + ?", " AND pending_send = ?", "next_seq")
         self.finish_send_release = update(
-            f"pending_send = NULL, resume_attempts = 0, next_seq = next_seq + ?, {_RELEASE}",
-            " AND pending_send = ?", "next_seq")
+            f"pending_send = NULL, resume_attempts = 0, parked_at = NULL, "
+            f"next_seq = next_seq + ?, {_RELEASE}", " AND pending_send = ?", "next_seq")
         self.pause_send = update(
             f"next_seq = next_seq + ?, {_RELEASE}", " AND pending_send = ?", "next_seq")
         self.insert_send = r(

@@ -20,7 +20,6 @@ from power_loop.errors import (
     SchemaMissingError,
     SessionExistsError,
 )
-from power_loop.store.context_ops import ContextOps
 from power_loop.store.core import not_found, ttl_us
 from power_loop.store.dsn import connect, dialect_for, parse_dsn
 from power_loop.store.migrations import (
@@ -44,9 +43,10 @@ from power_loop.store.records import (
 from power_loop.store.schema import validate_prefix
 from power_loop.store.sends import busy_error
 from power_loop.store.statements import fetch, fetchone, message_from_row, session_from_row
+from power_loop.store.timer_ops import TimerOps
 
 
-class Store(ContextOps):
+class Store(TimerOps):
     """The durable home of every conversation. Get one with :func:`open_store`.
 
     Use it as an async context manager, or call :meth:`aclose`.

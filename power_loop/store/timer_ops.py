@@ -1,0 +1,371 @@
+"""Durable timers, and the claims workers take on due timers and stranded sends.
+
+A timer is a row: the session it wakes, the message it delivers, when (``due_at``,
+database clock), an optional period (``every_us``) and a missed-fire policy. Workers
+claim due timers with a lease-with-epoch of their own (``claim_owner``/``claim_epoch``),
+using ``FOR UPDATE SKIP LOCKED`` where the engine has it and a compare-and-set update
+in every case, on this one table. A recurring timer's next slot follows its schedule,
+never the time a worker happened to reach it.
+
+Stranded sends (pending sends whose holder died) are found on the sessions table alone
+and claimed the same way, the session lease taken in the very statement that counts
+the attempt; a session that keeps failing is parked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from power_loop.errors import InvalidArgumentError, LeaseLostError
+from power_loop.store.context_ops import ContextOps
+from power_loop.store.core import not_found, ttl_us
+from power_loop.store.port import Connection, Row
+from power_loop.store.records import (
+    Lease,
+    SessionClaim,
+    check_id,
+    dump_json,
+    from_us,
+    load_json,
+    to_us,
+)
+
+MISSED_POLICIES = frozenset({"fire_once", "skip"})
+_TIMER_COLUMNS = ("timer_id, session_id, message, status, due_at, every_us, missed, "
+                  "fire_count, attempts, claim_owner, claim_epoch, last_error, created_at, "
+                  "updated_at")
+_FREE = "(claim_owner IS NULL OR claim_expires_at < {now})"
+_SESSION_FREE = "(lease_owner IS NULL OR lease_expires_at < {now})"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRecord:
+    """A timer's row.
+
+    Attributes:
+        status: ``scheduled``, ``done`` (a one-shot timer that fired), ``cancelled`` or
+            ``parked`` (its firing kept failing).
+        due_at: When it fires next (database clock).
+        every: Its period in seconds (``None``: one-shot).
+        missed: ``fire_once`` (a late slot fires once, the later missed ones are dropped)
+            or ``skip`` (a slot more than one period late does not fire).
+        fire_count: Fires delivered so far (the next fire's number).
+        attempts: Claims of the current fire that did not deliver it.
+    """
+
+    timer_id: str
+    session_id: str
+    message: str
+    status: str
+    due_at: datetime
+    every: float | None
+    missed: str
+    fire_count: int
+    attempts: int
+    claim_owner: str | None
+    claim_epoch: int
+    last_error: Mapping[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TimerClaim:
+    """A due timer a worker has claimed.
+
+    Attributes:
+        lateness: Seconds between ``due_at`` and the claim (database clock).
+    """
+
+    timer: TimerRecord
+    owner: str
+    epoch: int
+    lateness: float
+
+    @property
+    def request_key(self) -> str:
+        """The idempotency key of this fire: one send per timer and fire number."""
+        return f"timer:{self.timer.timer_id}:{self.timer.fire_count}"
+
+
+def _timer(row: Row) -> TimerRecord:
+    return TimerRecord(
+        row[0], row[1], load_json(row[2]), row[3], from_us(row[4]),
+        None if row[5] is None else int(row[5]) / 1_000_000, row[6], int(row[7]),
+        int(row[8]), row[9], int(row[10]), None if row[11] is None else load_json(row[11]),
+        from_us(row[12]), from_us(row[13]))
+
+
+class TimerStatements:
+    """The SQL of timers and worker claims, rendered once."""
+
+    def __init__(self, ops: TimerOps) -> None:
+        d, n = ops.database.dialect, ops._names
+        r, t, s = d.render, n.timers, n.sessions
+        lock = d.for_update(skip_locked=d.supports_skip_locked)
+        self.insert = r(
+            f"INSERT INTO {t} ({_TIMER_COLUMNS}, claim_expires_at) VALUES "
+            "(?, ?, ?, 'scheduled', ?, ?, ?, 0, 0, NULL, 0, NULL, {now}, {now}, NULL)")
+        self.now = r("SELECT {now}")
+        self.get = r(f"SELECT {_TIMER_COLUMNS} FROM {t} WHERE timer_id = ?")
+        self.count_scheduled = r(f"SELECT COUNT(*) FROM {t} WHERE session_id = ? "
+                                 "AND status = 'scheduled'")
+        self.by_session = r(f"SELECT {_TIMER_COLUMNS} FROM {t} WHERE session_id = ? "
+                            "ORDER BY due_at, timer_id")
+        self.all = r(f"SELECT {_TIMER_COLUMNS} FROM {t} ORDER BY due_at, timer_id LIMIT ?")
+        self.cancel = r(f"UPDATE {t} SET status = 'cancelled', updated_at = {{now}} "
+                        "WHERE timer_id = ? AND status IN ('scheduled', 'parked')")
+        self.cancel_in = r(f"UPDATE {t} SET status = 'cancelled', updated_at = {{now}} "
+                           "WHERE timer_id = ? AND session_id = ? "
+                           "AND status IN ('scheduled', 'parked')")
+        self.due = r(f"SELECT timer_id FROM {t} WHERE status = 'scheduled' AND "
+                     f"due_at <= {{now}} AND {_FREE} ORDER BY due_at LIMIT ?{lock}")
+        self.claim = r(
+            f"UPDATE {t} SET claim_epoch = claim_epoch + 1, claim_owner = ?, "
+            "claim_expires_at = {now} + ?, attempts = attempts + 1, updated_at = {now} "
+            f"WHERE timer_id = ? AND status = 'scheduled' AND due_at <= {{now}} AND {_FREE}")
+        self.claimed = r(f"SELECT {_TIMER_COLUMNS}, {{now}} - due_at FROM {t} "
+                         "WHERE timer_id = ?")
+        self.next_due = r(f"SELECT MIN(due_at) - {{now}} FROM {t} WHERE status = 'scheduled'")
+        self.held = r(f"SELECT due_at, every_us, {{now}} FROM {t} WHERE timer_id = ? AND "
+                      f"claim_owner = ? AND claim_epoch = ?{d.for_update()}")
+        self.renew = r(f"UPDATE {t} SET claim_expires_at = {{now}} + ? WHERE timer_id = ? "
+                       "AND claim_owner = ? AND claim_epoch = ?")
+        self.advance = r(
+            f"UPDATE {t} SET status = ?, due_at = ?, fire_count = fire_count + ?, "
+            "attempts = 0, last_error = NULL, claim_owner = NULL, claim_expires_at = NULL, "
+            "updated_at = {now} WHERE timer_id = ? AND claim_owner = ? AND claim_epoch = ? "
+            "AND status = 'scheduled'")
+        self.release = r(
+            f"UPDATE {t} SET claim_owner = NULL, claim_expires_at = NULL, last_error = ?, "
+            "updated_at = {now} WHERE timer_id = ? AND claim_owner = ? AND claim_epoch = ?")
+        self.park = r(
+            f"UPDATE {t} SET status = 'parked', claim_owner = NULL, claim_expires_at = NULL, "
+            "last_error = ?, updated_at = {now} WHERE timer_id = ? AND claim_owner = ? "
+            "AND claim_epoch = ?")
+        self.stranded = r(
+            f"SELECT id, resume_attempts FROM {s} WHERE pending_send IS NOT NULL AND "
+            f"parked_at IS NULL AND {_SESSION_FREE} ORDER BY updated_at LIMIT ?{lock}")
+        self.park_session = r(f"UPDATE {s} SET parked_at = {{now}}, updated_at = {{now}} "
+                              f"WHERE id = ? AND parked_at IS NULL AND {_SESSION_FREE}")
+        self.unpark_session = r(f"UPDATE {s} SET parked_at = NULL, resume_attempts = 0, "
+                                "updated_at = {now} WHERE id = ?")
+        self.claim_stranded = ops._sql.update_statement(
+            "lease_epoch = lease_epoch + 1, lease_owner = ?, lease_expires_at = {now} + ?, "
+            "resume_attempts = resume_attempts + 1",
+            f" AND pending_send IS NOT NULL AND parked_at IS NULL AND {_SESSION_FREE}",
+            "lease_epoch, lease_expires_at, pending_send, next_seq, system_prompt, "
+            "incarnation, metadata")
+
+
+class TimerOps(ContextOps):
+    """Timers and worker claims (mixed into :class:`~power_loop.Store`)."""
+
+    def __init__(self, db: Any, table_prefix: str, *, retries: int = 8) -> None:
+        super().__init__(db, table_prefix, retries=retries)
+        self._tsql = TimerStatements(self)
+
+    # -- scheduling --------------------------------------------------------------------
+
+    async def schedule_timer(self, session_id: str, message: str, *,
+                             at: datetime | None = None, delay: float | None = None,
+                             every: float | None = None, missed: str = "fire_once",
+                             timer_id: str | None = None, epoch: int | None = None,
+                             max_scheduled: int | None = None) -> TimerRecord:
+        """Schedule ``message`` for ``session_id`` at ``at`` or after ``delay`` seconds.
+
+        Args:
+            every: Repeat every this many seconds (``None``: once).
+            missed: ``fire_once`` or ``skip`` (see :class:`TimerRecord`).
+            epoch: Fence the write with the session lease (an agent scheduling its own
+                wake-up during a send).
+            max_scheduled: Refuse when the session already has this many scheduled.
+        """
+        check_id(session_id)
+        if not isinstance(message, str) or not message:
+            raise InvalidArgumentError("a timer needs a non-empty message")
+        if (at is None) == (delay is None):
+            raise InvalidArgumentError("schedule with exactly one of at= or delay=")
+        if delay is not None and not 0 <= delay <= 10 * 366 * 86_400:
+            raise InvalidArgumentError(f"delay must be 0 to ten years in seconds, not {delay!r}")
+        if every is not None and not 0.001 <= every <= 10 * 366 * 86_400:
+            raise InvalidArgumentError(f"every must be a positive number of seconds, not {every!r}")
+        if missed not in MISSED_POLICIES:
+            raise InvalidArgumentError(f"missed must be one of {sorted(MISSED_POLICIES)}")
+        tid = uuid.uuid4().hex if timer_id is None else check_id(timer_id, "timer_id")
+        return await self.write(
+            self._schedule_txn, session_id, message, tid,
+            None if at is None else to_us(at), None if delay is None else int(delay * 1e6),
+            None if every is None else int(every * 1e6), missed, epoch, max_scheduled)
+
+    async def _schedule_txn(self, conn: Connection, session_id: str, message: str, tid: str,
+                            at_us: int | None, delay_us: int | None, every_us: int | None,
+                            missed: str, epoch: int | None,
+                            max_scheduled: int | None) -> TimerRecord:
+        if epoch is not None:
+            await self._update_session(conn, self._sql.touch, session_id, [], epoch=epoch)
+        else:
+            await self._require_session(conn, session_id)
+        if max_scheduled is not None:
+            row = await conn.fetchone(self._tsql.count_scheduled, [session_id])
+            if row is not None and int(row[0]) >= max_scheduled:
+                raise InvalidArgumentError(
+                    f"session {session_id!r} already has {int(row[0])} scheduled timers "
+                    f"(the most allowed is {max_scheduled}); cancel one first")
+        if at_us is None:
+            now = await conn.fetchone(self._tsql.now)
+            assert now is not None and delay_us is not None
+            at_us = int(now[0]) + delay_us
+        await conn.execute(self._tsql.insert, [tid, session_id, dump_json(message), at_us,
+                                               every_us, missed])
+        row = await conn.fetchone(self._tsql.get, [tid])
+        assert row is not None
+        return _timer(row)
+
+    async def cancel_timer(self, timer_id: str, *, session_id: str | None = None) -> bool:
+        """Cancel a scheduled (or parked) timer; ``False`` if it was not one."""
+        check_id(timer_id, "timer_id")
+        if session_id is None:
+            return await self.write(_changed, self._tsql.cancel, [timer_id])
+        return await self.write(_changed, self._tsql.cancel_in, [timer_id, check_id(session_id)])
+
+    async def get_timer(self, timer_id: str) -> TimerRecord | None:
+        row = await self.read(_one, self._tsql.get, [check_id(timer_id, "timer_id")])
+        return None if row is None else _timer(row)
+
+    async def list_timers(self, session_id: str | None = None, *,
+                          limit: int = 1000) -> list[TimerRecord]:
+        """Timers of one session, or of every session (soonest first)."""
+        if session_id is None:
+            rows = await self.read(_all, self._tsql.all, [limit])
+        else:
+            rows = await self.read(_all, self._tsql.by_session, [check_id(session_id)])
+        return [_timer(r) for r in rows]
+
+    async def next_timer_due(self) -> float | None:
+        """Seconds until the soonest scheduled timer is due (negative: overdue)."""
+        row = await self.read(_one, self._tsql.next_due, [])
+        return None if row is None or row[0] is None else int(row[0]) / 1_000_000
+
+    # -- worker claims -----------------------------------------------------------------
+
+    async def claim_due_timers(self, owner: str, *, ttl: float, limit: int) -> list[TimerClaim]:
+        """Claim up to ``limit`` due timers for ``owner`` (a worker slot)."""
+        check_id(owner, "owner")
+        return await self.write(self._claim_due_txn, owner, ttl_us(ttl), limit)
+
+    async def _claim_due_txn(self, conn: Connection, owner: str, ttl: int,
+                             limit: int) -> list[TimerClaim]:
+        claims = []
+        for (timer_id,) in await conn.fetch(self._tsql.due, [limit]):
+            if await conn.execute(self._tsql.claim, [owner, ttl, timer_id]):
+                row = await conn.fetchone(self._tsql.claimed, [timer_id])
+                assert row is not None
+                timer = _timer(row)
+                claims.append(TimerClaim(timer, owner, timer.claim_epoch,
+                                         max(0.0, int(row[14]) / 1_000_000)))
+        return claims
+
+    async def renew_timer_claim(self, claim: TimerClaim, *, ttl: float) -> bool:
+        """Extend a timer claim; ``False`` when it was lost."""
+        return await self.write(_changed, self._tsql.renew,
+                                [ttl_us(ttl), claim.timer.timer_id, claim.owner, claim.epoch])
+
+    async def advance_timer(self, claim: TimerClaim, *, fired: bool) -> TimerRecord | None:
+        """Move a claimed timer past its current slot and release the claim.
+
+        A one-shot timer that fired is done. A recurring one moves to its next slot
+        after now, on its own schedule (``due_at + k * every``). Returns the updated
+        timer, or ``None`` when the claim was lost (or the timer cancelled meanwhile).
+        """
+        return await self.write(self._advance_txn, claim, fired)
+
+    async def _advance_txn(self, conn: Connection, claim: TimerClaim,
+                           fired: bool) -> TimerRecord | None:
+        tid = claim.timer.timer_id
+        row = await conn.fetchone(self._tsql.held, [tid, claim.owner, claim.epoch])
+        if row is None:
+            return None
+        due, every, now = int(row[0]), row[1], int(row[2])
+        if every is None:
+            status, next_due = ("done" if fired else "scheduled"), due
+        else:
+            period = int(every)
+            slots = max(1, (now - due) // period + 1)
+            status, next_due = "scheduled", due + slots * period
+        changed = await conn.execute(self._tsql.advance, [
+            status, next_due, 1 if fired else 0, tid, claim.owner, claim.epoch])
+        if not changed:
+            return None
+        updated = await conn.fetchone(self._tsql.get, [tid])
+        return None if updated is None else _timer(updated)
+
+    async def release_timer_claim(self, claim: TimerClaim,
+                                  error: Mapping[str, Any] | None = None) -> bool:
+        """Give a claimed timer back undelivered (another worker will retry it)."""
+        return await self.write(_changed, self._tsql.release, [
+            None if error is None else dump_json(dict(error)), claim.timer.timer_id,
+            claim.owner, claim.epoch])
+
+    async def park_timer(self, claim: TimerClaim, error: Mapping[str, Any]) -> bool:
+        """Stop retrying a timer whose firing keeps failing (status ``parked``)."""
+        return await self.write(_changed, self._tsql.park, [
+            dump_json(dict(error)), claim.timer.timer_id, claim.owner, claim.epoch])
+
+    async def claim_stranded_sessions(self, owner_prefix: str, *, ttl: float, limit: int,
+                                      max_attempts: int) -> tuple[list[SessionClaim],
+                                                                  list[str]]:
+        """Take the lease of sessions whose pending send has no live holder.
+
+        Each claim counts an attempt; a session already at ``max_attempts`` is parked
+        instead (returned in the second list) and left alone until unparked.
+        """
+        return await self.write(self._stranded_txn, owner_prefix, ttl_us(ttl), limit,
+                                max_attempts)
+
+    async def _stranded_txn(self, conn: Connection, owner_prefix: str, ttl: int, limit: int,
+                            max_attempts: int) -> tuple[list[SessionClaim], list[str]]:
+        claims: list[SessionClaim] = []
+        parked: list[str] = []
+        for session_id, attempts in await conn.fetch(self._tsql.stranded, [limit]):
+            if int(attempts) >= max_attempts:
+                if await conn.execute(self._tsql.park_session, [session_id]):
+                    parked.append(session_id)
+                continue
+            owner = f"{owner_prefix}:{uuid.uuid4().hex[:12]}"
+            try:
+                row = await self._update_session(conn, self._tsql.claim_stranded, session_id,
+                                                 [owner, ttl], refused=_taken)
+            except LeaseLostError:
+                continue  # another worker took it between the two statements
+            lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
+            claims.append(SessionClaim(lease, None if row[2] is None else int(row[2]),
+                                       int(row[3]), load_json(row[4]), row[5],
+                                       load_json(row[6])))
+        return claims, parked
+
+    async def unpark_session(self, session_id: str) -> None:
+        """Let workers take a parked session up again (its attempts start from zero)."""
+        if not await self.write(_changed, self._tsql.unpark_session, [check_id(session_id)]):
+            raise not_found(session_id)
+
+
+def _taken(state: Row) -> LeaseLostError:
+    return LeaseLostError("the session was taken by another worker", session_id="",
+                          epoch=int(state[0]))
+
+
+async def _changed(conn: Connection, sql: str, args: Sequence[Any]) -> bool:
+    return await conn.execute(sql, args) > 0
+
+
+async def _one(conn: Connection, sql: str, args: Sequence[Any]) -> Row | None:
+    return await conn.fetchone(sql, args)
+
+
+async def _all(conn: Connection, sql: str, args: Sequence[Any]) -> list[Row]:
+    return await conn.fetch(sql, args)
