@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from power_loop.llm.messages import Usage
@@ -26,7 +27,7 @@ class Event:
     """Base of every event."""
 
     session_id: str
-    send_index: int
+    send_index: int | None = None
     seq: int = field(default_factory=lambda: next(_counter))
     at: float = field(default_factory=time.monotonic)
 
@@ -133,3 +134,76 @@ class SendFinished(Event):
     """The send ended; ``result`` is what ``send()`` returns."""
 
     result: SendResult
+
+
+# -- timers and workers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerScheduled(Event):
+    """A timer was scheduled (by the application or by the agent itself)."""
+
+    timer_id: str
+    due_at: datetime
+    every: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(Event):
+    """A timer's message was delivered to its session (exactly once per fire)."""
+
+    timer_id: str
+    fire: int
+    lateness: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerSkipped(Event):
+    """A recurring timer's slot was too late to fire (``missed="skip"``)."""
+
+    timer_id: str
+    fire: int
+    lateness: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerParked(Event):
+    """A timer kept failing to fire and is parked (status ``parked``)."""
+
+    timer_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionParked(Event):
+    """Workers gave up resuming this session's send after too many attempts."""
+
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerClaimed(Event):
+    """A worker took up work: ``kind`` is ``timer`` or ``session``."""
+
+    worker: str
+    kind: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerReleased(Event):
+    """A worker gave work back unfinished (shutdown, or a failure to retry later)."""
+
+    worker: str
+    kind: str
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerLostLease(Event):
+    """A worker lost a lease it held (it was paused or too slow); it stopped that work."""
+
+    worker: str
+    kind: str
+    key: str

@@ -42,10 +42,12 @@ from power_loop.loop.driver import (
 )
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
+from power_loop.loop.timing import TimerMethods
 from power_loop.loop.window import SessionCache, Window, load_window
 from power_loop.store.migrations import SchemaPolicy
 from power_loop.store.records import Lease, SendRecord, SessionClaim
 from power_loop.store.store import Store, open_store
+from power_loop.timers.tools import timer_tools
 from power_loop.tools.registry import ToolLimits, ToolRegistry
 from power_loop.tools.tool import Tool
 
@@ -54,7 +56,7 @@ _HOST = socket.gethostname()
 _DONE = object()
 
 
-class StatefulAgentLoop:
+class StatefulAgentLoop(TimerMethods):
     """Runs agent sends durably against a store.
 
     Args:
@@ -95,6 +97,9 @@ class StatefulAgentLoop:
                 self.tools.register(built_in)
         if cfg.fold_strategy is not None or cfg.representation.stores_projections:
             for built_in in recall_tools(cfg.recall_max_chars):
+                self.tools.register(built_in)
+        if cfg.timers is not None:
+            for built_in in timer_tools(cfg.timers):
                 self.tools.register(built_in)
         self._engine = ContextEngine(
             representation=cfg.representation, fold_strategy=cfg.fold_strategy,
@@ -252,13 +257,27 @@ class StatefulAgentLoop:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
+    def _sink(self, emit: Emit | None) -> Emit | None:
+        """``emit`` joined with the config's ``on_event`` (either may be absent)."""
+        hook = self.config.on_event
+        if hook is None or emit is None:
+            return hook or emit
+
+        def both(event: Event) -> None:
+            emit(event)
+            hook(event)
+
+        return both
+
     async def _send(self, text: str, session_id: str, emit: Emit | None,
                     request_key: str | None, source: str,
-                    output_schema: Mapping[str, Any] | None = None) -> SendResult:
+                    output_schema: Mapping[str, Any] | None = None,
+                    after_begin: Callable[[], Awaitable[None]] | None = None) -> SendResult:
         if not isinstance(text, str):
             raise InvalidArgumentError(f"text must be a string, not {type(text).__name__}")
         if output_schema is not None:
             validator_for(output_schema)  # a bad schema is refused before anything is written
+        emit = self._sink(emit)
         store = await self._get_store()
         user = Message.user(text) if source == "user" else Message.user(text, source=source)
         owner = self._owner()
@@ -279,6 +298,8 @@ class StatefulAgentLoop:
                     await self.resume(session_id)
                 else:
                     await self.abort_pending(session_id)
+        if after_begin is not None:
+            await after_begin()  # the message is recorded (now, or by an earlier delivery)
         if start.existing is not None:
             result = await self._result_of(start.existing, text)
             if emit is not None:
@@ -387,7 +408,15 @@ class StatefulAgentLoop:
         ``safe_to_repeat``; the others get a stored result telling the model their
         outcome is unknown. ``on_event`` receives the events as they happen.
         """
-        store, claim = await self._claim(session_id)
+        _, claim = await self._claim(session_id)
+        return await self.resume_claimed(claim, on_event=on_event)
+
+    async def resume_claimed(self, claim: SessionClaim, *,
+                             on_event: Emit | None = None) -> SendResult | None:
+        """Resume with a session lease already taken (as workers claim them)."""
+        store = await self._get_store()
+        session_id = claim.lease.session_id
+        on_event = self._sink(on_event)
         if claim.pending_send is None:
             await store.release_lease(claim.lease)
             return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +12,8 @@ from power_loop.context.notes import NoteLimits
 from power_loop.context.representation import Representation, VerbatimRepresentation
 from power_loop.context.tokens import EstimatingCounter, TokenCounter
 from power_loop.errors import InvalidArgumentError
+from power_loop.events.types import Event
+from power_loop.timers.tools import TimerLimits
 from power_loop.tools.tool import MIN_OUTPUT_CHARS
 
 
@@ -53,6 +55,10 @@ class AgentLoopConfig:
         memory: Cross-session recall, injected at the request's tail.
         memory_budget_tokens: Tokens reserved for memory when deciding to fold.
         recall_max_chars: The longest answer of the recall tools.
+        timers: Bounds on the wake-ups the agent may schedule for itself; ``None``
+            offers no timer tools.
+        on_event: Receives every event the loop emits (sends, folds, timers), streamed
+            or not: a place for logs and metrics.
     """
 
     system_prompt: str | None = None
@@ -76,6 +82,8 @@ class AgentLoopConfig:
     memory: MemoryProvider | None = None
     memory_budget_tokens: int = 500
     recall_max_chars: int = 8_000
+    timers: TimerLimits | None = None
+    on_event: Callable[[Event], None] | None = None
 
     def __post_init__(self) -> None:
         def positive(name: str, value: float | None, *, allow_none: bool = False,

@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -60,6 +61,15 @@ from power_loop.tools.context import ToolContext
 from power_loop.tools.registry import ToolLimits, ToolRegistry
 
 Emit = Callable[[Event], None]
+
+CANCEL_MEANS_RELEASE: ContextVar[bool] = ContextVar("power_loop_cancel_means_release",
+                                                    default=False)
+"""Set in a task whose cancellation should hand its send over rather than end it.
+
+Workers set it: when a worker shuts down, a send it was running stays pending and its
+lease is released, so another worker resumes it. Elsewhere a cancelled send is closed
+as ``cancelled`` with its partial answer kept.
+"""
 
 CONTINUE_TEXT = ("[power_loop] Your previous answer was cut off. Continue exactly where it "
                  "stopped, without repeating anything.")
@@ -203,7 +213,10 @@ class SendRun:
                     f"#{self.send_index}; another process took it over",
                     session_id=self.session_id, epoch=self.lease.epoch) from None
             if not self.settled:
-                await asyncio.shield(self._close_cancelled())
+                if CANCEL_MEANS_RELEASE.get():
+                    await asyncio.shield(self._release_quietly())
+                else:
+                    await asyncio.shield(self._close_cancelled())
             raise
         except LeaseLostError:
             raise

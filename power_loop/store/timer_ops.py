@@ -178,6 +178,8 @@ class TimerOps(ContextOps):
                              max_scheduled: int | None = None) -> TimerRecord:
         """Schedule ``message`` for ``session_id`` at ``at`` or after ``delay`` seconds.
 
+        Scheduling again with a ``timer_id`` that exists returns that timer unchanged.
+
         Args:
             every: Repeat every this many seconds (``None``: once).
             missed: ``fire_once`` or ``skip`` (see :class:`TimerRecord`).
@@ -210,6 +212,11 @@ class TimerOps(ContextOps):
             await self._update_session(conn, self._sql.touch, session_id, [], epoch=epoch)
         else:
             await self._require_session(conn, session_id)
+        existing = await conn.fetchone(self._tsql.get, [tid])
+        if existing is not None:
+            if existing[1] != session_id:
+                raise InvalidArgumentError(f"timer {tid!r} belongs to another session")
+            return _timer(existing)  # the same id again: already scheduled, nothing new
         if max_scheduled is not None:
             row = await conn.fetchone(self._tsql.count_scheduled, [session_id])
             if row is not None and int(row[0]) >= max_scheduled:
