@@ -111,6 +111,13 @@ def prompt_too_long() -> Reply:
                  "maximum")
 
 
+def context_limit() -> Reply:
+    """The other way the API says the context is full (input plus ``max_tokens``)."""
+    return error(400, "invalid_request_error", "input length and `max_tokens` exceed context "
+                 "limit: 199759 + 8192 > 200000, decrease input length or `max_tokens` and "
+                 "try again")
+
+
 def rate_limited(retry_after: str | None = "1") -> Reply:
     headers = {"anthropic-ratelimit-requests-limit": "50",
                "anthropic-ratelimit-requests-remaining": "0"}
@@ -241,4 +248,4 @@ def _check_blocks(i: int, role: str, content: list[dict[str, Any]],
 
 
 def input_json(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +38,15 @@ class Call:
 
 
 def completion(text: str = "", calls: Sequence[Call] = (), *, finish_reason: str | None = None,
+               refusal: str = "",
                prompt_tokens: int = 120, completion_tokens: int = 30, cached_tokens: int = 0,
                text_pieces: int = 3, argument_pieces: int = 3, interleave: bool = False,
-               model: str = MODEL) -> Any:
-    """A streamed answer (a function of the request: usage only when it was asked for)."""
+               model: str = MODEL) -> Callable[[Recorded], Reply]:
+    """A streamed answer (a function of the request: usage only when it was asked for).
+
+    ``refusal`` streams a refusal instead of text (``delta.refusal``, as the API does when
+    it declines a structured-output request), with ``finish_reason`` ``stop``.
+    """
     finish = finish_reason or ("tool_calls" if calls else "stop")
 
     def respond(request: Recorded) -> Reply:
@@ -62,9 +67,10 @@ def completion(text: str = "", calls: Sequence[Call] = (), *, finish_reason: str
             return chunk([{"index": 0, "delta": d, "logprobs": None,
                            "finish_reason": finish_reason}])
 
-        frames = [delta({"role": "assistant", "content": "" if not calls or text else None,
-                         "refusal": None})]
+        first_content = None if refusal or (calls and not text) else ""
+        frames = [delta({"role": "assistant", "content": first_content, "refusal": None})]
         frames += [delta({"content": p}) for p in pieces(text, text_pieces)]
+        frames += [delta({"refusal": p}) for p in pieces(refusal, text_pieces)]
         frames += [delta({"tool_calls": [f]}) for f in _call_fragments(calls, argument_pieces,
                                                                         interleave)]
         frames.append(delta({}, finish))
@@ -238,4 +244,4 @@ def _invalid(body: Any) -> Reply | None:
 
 def arguments(call_args: dict[str, Any]) -> str:
     """Arguments as the model writes them (compact JSON)."""
-    return json.dumps(call_args, separators=(",", ":"))
+    return json.dumps(call_args, separators=(",", ":"), ensure_ascii=False)

@@ -173,3 +173,10 @@ async def test_stalled_stream_times_out_mid_answer(anthropic_server: FakeAnthrop
     anthropic_server.script(stall(an.message("Hello there, world"), 4))
     with pytest.raises((httpx2.TimeoutException, anthropic.APITimeoutError)):
         await events(client)
+
+
+async def test_context_limit_error(anthropic_server: FakeAnthropic,
+                                   client: anthropic.AsyncAnthropic) -> None:
+    anthropic_server.script(an.context_limit())
+    with pytest.raises(anthropic.BadRequestError, match="exceed context limit"):
+        await events(client)

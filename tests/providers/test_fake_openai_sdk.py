@@ -186,3 +186,13 @@ async def test_stalled_stream_times_out_mid_answer(openai_server: FakeOpenAI,
     openai_server.script(stall(oa.completion("Hello there, world"), 2))
     with pytest.raises(openai.APITimeoutError):
         await chunks(client)
+
+
+async def test_refusal_accumulates_in_the_sdk_helper(openai_server: FakeOpenAI,
+                                                     client: openai.AsyncOpenAI) -> None:
+    openai_server.script(oa.completion(refusal="I can't help with that."))
+    async with client.chat.completions.stream(model="gpt-test", messages=USER) as stream:
+        final = await stream.get_final_completion()
+    message = final.choices[0].message
+    assert message.refusal == "I can't help with that." and message.content is None
+    assert final.choices[0].finish_reason == "stop"

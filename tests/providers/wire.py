@@ -71,7 +71,8 @@ class Recorded:
 
 def sse(data: Any, event: str | None = None) -> bytes:
     """One SSE frame; ``data`` is JSON-encoded unless it is already a string."""
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"),
+                                                         ensure_ascii=False)
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {text}\n\n".encode()
 
