@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 BENCHMARKS: dict[str, str] = {
     "store": "appends/s through Store.append_messages against the raw driver (the floor)",
+    "loop": "agent sends/s, SQL per send, latency by history length, cold send, memory",
 }
 """Benchmark name (the module ``bench.<name>``) and a one-line summary for ``--help``."""
 

@@ -6,6 +6,10 @@ with a query each time one is released) are seen too. Each call into the driver 
 sends SQL counts once, labelled by its leading keyword; a multi-statement string is
 labelled by all of them (``SELECT+CLOSE+UNLISTEN+RESET``).
 
+:func:`trace_statements` records each statement with the connection it went through,
+and :func:`transactions` groups a trace into transactions (``BEGIN`` ... ``COMMIT`` on
+one connection), telling the ones that write from the ones that only read.
+
 The hooks wrap driver methods at class level for the duration of the ``with`` block
 only; they are never active while a benchmark is timed.
 """
@@ -15,8 +19,9 @@ from __future__ import annotations
 import functools
 import importlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 # Methods that send SQL and do not call one another: the calls a workload makes.
@@ -46,22 +51,23 @@ def _sql_argument(driver: str, args: tuple[Any, ...]) -> object | None:
     return sql
 
 
-def _counting(driver: str, method: Callable[..., Any],
-              counts: Counter[str]) -> Callable[..., Any]:
+Record = Callable[[object, str], None]
+"""Called with the driver connection and the statement's label, for each statement."""
+
+
+def _recording(driver: str, method: Callable[..., Any], record: Record) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         sql = _sql_argument(driver, args)
         if sql is not None:
-            counts[label(sql)] += 1
+            record(args[0], label(sql))
         return method(*args, **kwargs)
 
     return wrapper
 
 
 @contextmanager
-def count_statements() -> Iterator[Counter[str]]:
-    """Count, by label, the statements sent through every installed driver."""
-    counts: Counter[str] = Counter()
+def _hooked(record: Record) -> Iterator[None]:
     undo: list[tuple[type, str, Any]] = []
     try:
         for driver, (target, methods) in _HOOKS.items():
@@ -73,8 +79,77 @@ def count_statements() -> Iterator[Counter[str]]:
             for name in methods:
                 original = cls.__dict__[name]
                 undo.append((cls, name, original))
-                setattr(cls, name, _counting(driver, original, counts))
-        yield counts
+                setattr(cls, name, _recording(driver, original, record))
+        yield
     finally:
         for cls, name, original in reversed(undo):
             setattr(cls, name, original)
+
+
+@contextmanager
+def count_statements() -> Iterator[Counter[str]]:
+    """Count, by label, the statements sent through every installed driver."""
+    counts: Counter[str] = Counter()
+
+    def record(_: object, name: str) -> None:
+        counts[name] += 1
+
+    with _hooked(record):
+        yield counts
+
+
+Trace = list[tuple[int, str]]
+"""Statements in the order sent: (an id of the driver connection, label)."""
+
+
+@contextmanager
+def trace_statements() -> Iterator[Trace]:
+    """Record every statement sent through every installed driver, with its connection."""
+    trace: Trace = []
+
+    def record(conn: object, name: str) -> None:
+        trace.append((id(conn), name))
+
+    with _hooked(record):
+        yield trace
+
+
+_OPEN = frozenset({"BEGIN", "START"})
+_CLOSE = frozenset({"COMMIT", "ROLLBACK"})
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "UPSERT"})
+_SETTINGS = frozenset({"SET", "SHOW", "PRAGMA"})
+"""Session settings, not transactions (MySQL sets the isolation level before a read)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transactions:
+    """How the statements of a trace group into transactions."""
+
+    writing: int
+    """Transactions holding at least one INSERT/UPDATE/DELETE (a lone writing statement
+    outside any transaction counts as one)."""
+    reading: int
+    """Transactions holding no writing statement."""
+
+
+def transactions(trace: Iterable[tuple[int, str]]) -> Transactions:
+    """Group a trace into transactions, per connection, ``BEGIN``/``START`` to
+    ``COMMIT``/``ROLLBACK``; statements outside one are each their own transaction."""
+    open_: dict[int, bool] = {}  # connection -> whether its open transaction wrote
+    writing = reading = 0
+    for conn, name in trace:
+        words = name.split("+")
+        writes = any(word in _WRITES for word in words)
+        if words[0] in _OPEN:
+            open_[conn] = False
+        elif words[0] in _CLOSE:
+            wrote = open_.pop(conn, None)
+            if wrote is not None:
+                writing, reading = writing + wrote, reading + (not wrote)
+        elif conn in open_:
+            open_[conn] = open_[conn] or writes
+        elif words[0] not in _SETTINGS:
+            writing, reading = writing + writes, reading + (not writes)
+    for wrote in open_.values():
+        writing, reading = writing + wrote, reading + (not wrote)
+    return Transactions(writing, reading)

@@ -1,0 +1,319 @@
+"""The results of ``python -m bench loop`` and how they are printed (tables or JSON)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from bench.machine import render_table
+
+SIDES = ("power_loop", "floor")
+METRICS = ("wall", "cpu", "store", "port")
+"""Per measured send: wall time, this process's CPU time, time inside the Store, and
+inside the Database port (a part of the store's)."""
+
+TARGET_RATES: dict[tuple[str, str], int] = {
+    ("sqlite", "no_tool"): 1_200, ("sqlite", "async_tool"): 600,
+    ("sqlite", "sync_tool"): 600, ("postgresql", "no_tool"): 300,
+}
+"""The issue's goals in sends per second (printed, never asserted)."""
+WARM_UNTIMED = 3
+"""Untimed sends between a cold send and the warm sends timed after it."""
+TARGET_WRITE_TXNS = 2
+"""At most this many write transactions per no-tool send."""
+FLAT = 1.25
+"""Store time at the longest history within this factor of the shortest's: flat."""
+
+
+def _noise(rounds: Sequence[float]) -> float:
+    """Interquartile range / median (0 with fewer than two rounds)."""
+    if len(rounds) < 2:
+        return 0.0
+    low, _, high = statistics.quantiles(rounds, n=4)
+    return (high - low) / statistics.median(rounds)
+
+
+@dataclass
+class Throughput:
+    """One workload on one backend: per-round timings and SQL per send, per side."""
+
+    workload: str
+    wall_us: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SIDES})
+    """Per side, wall microseconds per send in each round."""
+    cpu_us: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SIDES})
+    """Per side, this process's CPU microseconds per send in each round."""
+    statements: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per side, statements per send by leading keyword."""
+    write_txns: dict[str, float] = field(default_factory=dict)
+    """Per side, transactions per send holding an INSERT/UPDATE/DELETE."""
+    read_txns: dict[str, float] = field(default_factory=dict)
+    """Per side, read-only transactions per send."""
+
+    def wall(self, side: str) -> float:
+        return statistics.median(self.wall_us[side])
+
+    def cpu(self, side: str) -> float:
+        return statistics.median(self.cpu_us[side])
+
+    def rate(self, side: str) -> float:
+        """Sends per second (from the median wall time)."""
+        return 1e6 / self.wall(side)
+
+    def noise(self) -> float:
+        """The largest interquartile range / median of either side's wall times."""
+        return max(_noise(rounds) for rounds in self.wall_us.values())
+
+
+@dataclass
+class Latency:
+    """Sends at one history length: the cold first send and the warm ones after it."""
+
+    workload: str
+    length: int
+    warm: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
+    """Per metric, the mean microseconds per warm send in each round."""
+    cold: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
+    """Per metric, the cold first send's microseconds in each round."""
+
+    def warm_us(self, metric: str) -> float:
+        return statistics.median(self.warm[metric])
+
+    def cold_us(self, metric: str) -> float:
+        return statistics.median(self.cold[metric])
+
+
+@dataclass
+class Memory:
+    """``tracemalloc`` figures (bytes) of a cold then warm run on one long session."""
+
+    length: int
+    held: int
+    """Traced memory still held after the cold send (the loop's cached history, mostly)."""
+    cold_peak: int
+    """Peak traced memory during the cold send, above what was held before it."""
+    warm_peak: int
+    """Peak traced memory during the warm sends, above what was held before them."""
+    max_rss: int
+    """The process's peak resident set size at the end of the run (ru_maxrss)."""
+
+
+@dataclass
+class BackendResult:
+    """One backend's sections, or why it could not be measured."""
+
+    backend: str
+    server: str = ""
+    where: str = ""
+    throughput: list[Throughput] = field(default_factory=list)
+    latency: list[Latency] = field(default_factory=list)
+    memory: Memory | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a run was asked to do."""
+
+    n: int
+    repeat: int
+    warmup: int
+    workloads: tuple[str, ...]
+    lengths: tuple[int, ...]
+    latency_sends: int
+    latency_rounds: int
+
+
+# -- tables -----------------------------------------------------------------------------
+
+WORKLOAD_TEXT = {"no_tool": "the model answers", "async_tool": "one async tool call, then "
+                 "the answer", "sync_tool": "one sync tool call (worker thread), then the answer"}
+
+LEGEND = """\
+ratio        power_loop/s divided by floor/s
+noise        largest interquartile range / median of either side's wall time over the rounds
+wall, cpu    microseconds per send: wall time, and this process's CPU time (driver threads
+             included; the database server's is not)
+store        time inside Store calls (argument checks, transaction bodies, row decoding and
+             the port); port: the part of it in the Database port (taking a connection,
+             BEGIN, statements, COMMIT: driver and database). loop = total - store: the
+             loop's own work, ScriptedLLM and the tool included. floor: the floor's wall
+             time per send in section 1 (it does not depend on the history)
+write txns   transactions per send holding an INSERT/UPDATE/DELETE, counted at the driver"""
+
+
+def _target_rate(backend: str, workload: str, rate: float) -> str:
+    goal = TARGET_RATES.get((backend, workload))
+    if goal is None:
+        return "-"
+    return f">={goal:,} {'met' if rate >= goal else 'MISSED'}"
+
+
+def _throughput_rows(results: Sequence[BackendResult]) -> list[list[str]]:
+    rows = []
+    for result in results:
+        for case in result.throughput:
+            pl, fl = case.rate("power_loop"), case.rate("floor")
+            wall = [case.wall(s) for s in SIDES]
+            cpu = [case.cpu(s) for s in SIDES]
+            rows.append([result.backend, case.workload, f"{pl:,.0f}", f"{fl:,.0f}",
+                         f"{pl / fl:.2f}", _target_rate(result.backend, case.workload, pl),
+                         f"{case.noise():.0%}", *(f"{v:,.0f}" for v in wall),
+                         f"{wall[0] - wall[1]:+,.0f}", *(f"{v:,.0f}" for v in cpu),
+                         f"{cpu[0] - cpu[1]:+,.0f}"])
+    return rows
+
+
+def _statement_rows(results: Sequence[BackendResult]) -> list[list[str]]:
+    rows = []
+    for result in results:
+        for case in result.throughput:
+            for side in SIDES:
+                counts = case.statements.get(side, {})
+                detail = ", ".join(f"{name} {value:g}" for name, value in counts.items())
+                writes = case.write_txns.get(side, 0.0)
+                target = "-"
+                if case.workload == "no_tool" and side == "power_loop":
+                    met = "met" if writes <= TARGET_WRITE_TXNS else "MISSED"
+                    target = f"<={TARGET_WRITE_TXNS} {met}"
+                rows.append([result.backend, case.workload, side,
+                             f"{sum(counts.values()):g}", f"{writes:g}",
+                             f"{case.read_txns.get(side, 0.0):g}", target, detail])
+    return rows
+
+
+def _latency_rows(results: Sequence[BackendResult]) -> tuple[list[list[str]], list[str]]:
+    rows, verdicts = [], []
+    for result in results:
+        by_workload: dict[str, list[Latency]] = {}
+        for case in result.latency:
+            by_workload.setdefault(case.workload, []).append(case)
+        floors = {case.workload: f"{case.wall('floor'):,.0f}" for case in result.throughput}
+        for workload, cases in by_workload.items():
+            first = cases[0].warm_us("store")
+            for case in cases:
+                wall, cpu, store, port = (case.warm_us(m) for m in METRICS)
+                rows.append([result.backend, workload, f"{case.length:,}", f"{wall:,.0f}",
+                             f"{store:,.0f}", f"{port:,.0f}", f"{wall - store:,.0f}",
+                             f"{store / wall:.0%}", f"{store / first:.2f}", f"{cpu:,.0f}",
+                             floors.get(workload, "-")])
+            last = cases[-1]
+            ratio = last.warm_us("store") / first
+            loop_first = cases[0].warm_us("wall") - first
+            loop_last = last.warm_us("wall") - last.warm_us("store")
+            verdicts.append(
+                f"  {result.backend} {workload}: store {first:,.0f} us at {cases[0].length:,} "
+                f"messages, {last.warm_us('store'):,.0f} us at {last.length:,}: x{ratio:.2f} "
+                f"{'flat' if ratio <= FLAT else 'GROWS'} (the loop's own time: "
+                f"x{loop_last / loop_first:.2f})")
+    return rows, verdicts
+
+
+def _cold_rows(results: Sequence[BackendResult]) -> list[list[str]]:
+    rows = []
+    for result in results:
+        for case in result.latency:
+            if case.workload != result.latency[0].workload:
+                continue
+            wall, cpu, store, port = (case.cold_us(m) for m in METRICS)
+            rows.append([result.backend, case.workload, f"{case.length:,}",
+                         f"{wall / 1000:,.2f}", f"{store / 1000:,.2f}", f"{port / 1000:,.2f}",
+                         f"{(wall - store) / 1000:,.2f}", f"{store / wall:.0%}",
+                         f"{cpu / 1000:,.2f}", f"{wall / case.warm_us('wall'):.1f}"])
+    return rows
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:,.1f}"
+
+
+def _memory_rows(results: Sequence[BackendResult]) -> list[list[str]]:
+    rows = []
+    for result in results:
+        mem = result.memory
+        if mem is None:
+            continue
+        rows.append([result.backend, f"{mem.length:,}", _mb(mem.held),
+                     f"{mem.held / max(mem.length, 1):,.0f}", _mb(mem.cold_peak),
+                     _mb(mem.warm_peak), _mb(mem.max_rss)])
+    return rows
+
+
+def render(results: Sequence[BackendResult], facts: dict[str, str], opts: Options) -> str:
+    """The report: machine header, one table per section, failures."""
+    header = dict(facts)
+    for result in results:
+        header[result.backend] = (f"{result.server} at {result.where}" if result.server
+                                  else result.where)
+    header["model"] = "ScriptedLLM (offline, instant); the tool returns its argument"
+    header["workloads"] = "; ".join(f"{w}: {WORKLOAD_TEXT[w]}" for w in opts.workloads)
+    header["throughput"] = (f"{opts.n} sequential sends per timed run on one session (a new "
+                            f"session per round, one untimed send to it first); median of "
+                            f"{opts.repeat} rounds after {opts.warmup} warm-up sends per "
+                            "workload and side")
+    header["latency"] = (f"per history length and round: a session bulk-loaded beforehand "
+                         f"(then a vacuum), a new loop's cold send, {WARM_UNTIMED} untimed "
+                         f"sends, then {opts.latency_sends} timed warm sends (their mean); "
+                         f"median of {opts.latency_rounds} rounds; the Store is wrapped in "
+                         "timers (bench/stopwatch.py), which add ~5%")
+    width = max(len(k) for k in header)
+    lines = ["power_loop loop benchmark: StatefulAgentLoop.send against the raw driver", ""]
+    lines += [f"  {key:<{width}}  {value}" for key, value in header.items()]
+    measured = [r for r in results if r.throughput]
+    if measured:
+        lines += ["", "1. sends per second, one session, warm loop", render_table(
+            ["backend", "workload", "power_loop/s", "floor/s", "ratio", "target", "noise",
+             "wall us: power_loop", "floor", "overhead", "cpu us: power_loop", "floor",
+             "overhead"], _throughput_rows(measured), left=2)]
+        lines += ["", "2. SQL per send, counted at the driver", render_table(
+            ["backend", "workload", "side", "statements", "write txns", "read txns",
+             "target", "by leading keyword"], _statement_rows(measured), left=3)]
+    timed = [r for r in results if r.latency]
+    if timed:
+        rows, verdicts = _latency_rows(timed)
+        lines += ["", "3. warm send by history length: where the time goes (us per send)",
+                  render_table(["backend", "workload", "history", "total", "store", "port",
+                                "loop", "store share", "store vs first", "cpu", "floor"],
+                               rows, left=2),
+                  f"store time flat from the shortest to the longest history (target; "
+                  f"'flat' = within x{FLAT}):", *verdicts]
+        lines += ["", "4. cold first send: a new loop (nothing cached), the whole history "
+                  "read once (ms)", render_table(
+                      ["backend", "workload", "history", "total", "store", "port", "loop",
+                       "store share", "cpu", "x warm"], _cold_rows(timed), left=2)]
+    remembered = _memory_rows(results)
+    if remembered:
+        lines += ["", "5. memory (tracemalloc: Python allocations; max RSS: the whole process "
+                  "so far), MB", render_table(
+                      ["backend", "history", "held after cold send", "bytes/message",
+                       "cold send peak", "warm send peak", "max RSS"], remembered)]
+    if measured or timed:
+        lines += ["", LEGEND]
+    failed = [r for r in results if r.problem]
+    if failed:
+        lines += ["", "NOT MEASURED"]
+        lines += [f"  {r.backend}: {r.problem}" for r in failed]
+    return "\n".join(lines)
+
+
+def as_json(results: Sequence[BackendResult], facts: dict[str, str], opts: Options) -> str:
+    """The results, every round included, with the derived medians, as a JSON document."""
+    backends = []
+    for result in results:
+        entry = asdict(result)
+        for case, data in zip(result.throughput, entry["throughput"], strict=True):
+            data["sends_per_second"] = {side: case.rate(side) for side in SIDES}
+            data["ratio"] = case.rate("power_loop") / case.rate("floor")
+            data["target_sends_per_second"] = TARGET_RATES.get((result.backend, case.workload))
+        for timed, data in zip(result.latency, entry["latency"], strict=True):
+            data["warm_median_us"] = {m: timed.warm_us(m) for m in METRICS}
+            data["cold_median_us"] = {m: timed.cold_us(m) for m in METRICS}
+        backends.append(entry)
+    return json.dumps({
+        "benchmark": "loop", "machine": facts, "config": asdict(opts),
+        "targets": {"sends_per_second": {f"{b}/{w}": v for (b, w), v in TARGET_RATES.items()},
+                    "write_transactions_per_no_tool_send": TARGET_WRITE_TXNS,
+                    "store_time_flat_within": FLAT},
+        "backends": backends,
+    }, indent=2)
