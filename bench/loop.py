@@ -70,8 +70,8 @@ DEFAULT_N = 300
 DEFAULT_REPEAT = 9
 DEFAULT_WARMUP = 100
 DEFAULT_LENGTHS = (10, 1_000, 10_000)
-DEFAULT_LATENCY_SENDS = 40
-DEFAULT_LATENCY_ROUNDS = 5
+DEFAULT_LATENCY_SENDS = 50
+DEFAULT_LATENCY_ROUNDS = 7
 COUNTED_SENDS = 20
 """Sends per workload and side in the statement-counting pass."""
 TEXT = "What is the status of order 1042, and when will it ship?"
@@ -277,9 +277,13 @@ async def measure_latency(store: Store, sessions: Sessions, opts: Options) -> li
     watch = Stopwatch()
     timed = TimedStore(store.database, store.table_prefix, watch)
     results = {(w, n): Latency(w, n) for _, w, n in sessions}
+    cases = list(results.items())
     for round_ in range(opts.latency_rounds):
         _progress(f"{store.backend}: history-length round {round_ + 1}/{opts.latency_rounds}")
-        for (workload, length), result in results.items():
+        # Rotate the order, so that drift on a shared machine does not always favour the
+        # same history length.
+        shift = round_ % len(cases)
+        for (workload, length), result in cases[shift:] + cases[:shift]:
             sid = sessions[round_, workload, length]
             loop = make_loop(workload, timed)  # a new loop: nothing cached
             gc.collect()
