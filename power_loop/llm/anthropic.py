@@ -12,6 +12,7 @@ reports ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` as
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -74,14 +75,23 @@ class AnthropicService(ProviderService):
         self._max_output_tokens = max_output_tokens
         self._cache: dict[str, str] | None = (
             {"type": "ephemeral", "ttl": cache_ttl} if cache else None)
+        if not (api_key or os.environ.get("ANTHROPIC_API_KEY")
+                or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+            raise ConfigurationError(
+                "anthropic: no API key: pass api_key= or set POWER_LOOP_API_KEY "
+                "(or ANTHROPIC_API_KEY)")
+        self._options: dict[str, Any] = {
+            "api_key": api_key, "base_url": base_url, "timeout": timeout, "max_retries": 0,
+            "default_headers": dict(default_headers or {})}
         try:
-            self._client = self._sdk.AsyncAnthropic(
-                api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0,
-                default_headers=dict(default_headers or {}))
+            self._make_client()
         except self._sdk.AnthropicError as exc:
             raise ConfigurationError(
                 f"anthropic: {self.scrub(str(exc))} (pass api_key= or set POWER_LOOP_API_KEY)"
             ) from None
+
+    def _make_client(self) -> Any:
+        return self._sdk.AsyncAnthropic(**self._options)
 
     def __repr__(self) -> str:
         return f"AnthropicService(model={self._model!r}, base_url={self._base_url!r})"
@@ -120,7 +130,7 @@ class AnthropicService(ProviderService):
     # -- response ----------------------------------------------------------------------
 
     async def _attempt(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
-        stream = await self._client.messages.create(**self._kwargs(request))
+        stream = await self.client().messages.create(**self._kwargs(request))
         blocks: dict[int, dict[str, Any]] = {}
         stop: str | None = None
         usage: dict[str, int] = {}
@@ -199,7 +209,8 @@ class AnthropicService(ProviderService):
             return LLMTimeoutError(message, retry_after=after, **common)
         if (status is not None and status >= 500) or kind in ("overloaded_error", "api_error"):
             return LLMUnavailableError(message, retry_after=after, **common)
-        if "prompt is too long" in text or "context window" in text:
+        if any(marker in text for marker in ("prompt is too long", "context window",
+                                             "exceed context limit")):
             return LLMContextOverflowError(message, **common)
         return LLMBadRequestError(message, **common)
 

@@ -75,14 +75,18 @@ class OpenAIChatService(ProviderService):
             "max_completion_tokens" if base_url is None else "max_tokens")
         self._strict = strict_schema
         self._stream_usage = stream_usage
+        self._options: dict[str, Any] = {
+            "api_key": api_key, "base_url": base_url, "timeout": timeout, "max_retries": 0,
+            "default_headers": dict(default_headers or {})}
         try:
-            self._client = self._sdk.AsyncOpenAI(
-                api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0,
-                default_headers=dict(default_headers or {}))
+            self._make_client()  # a missing key is a configuration error now, not later
         except self._sdk.OpenAIError as exc:
             raise ConfigurationError(
                 f"openai: {self.scrub(str(exc))} (pass api_key= or set POWER_LOOP_API_KEY)"
             ) from None
+
+    def _make_client(self) -> Any:
+        return self._sdk.AsyncOpenAI(**self._options)
 
     def __repr__(self) -> str:
         return f"OpenAIChatService(model={self._model!r}, base_url={self._base_url!r})"
@@ -121,10 +125,11 @@ class OpenAIChatService(ProviderService):
     # -- response ----------------------------------------------------------------------
 
     async def _attempt(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
-        stream = await self._client.chat.completions.create(**self._kwargs(request))
+        stream = await self.client().chat.completions.create(**self._kwargs(request))
         text: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         finish: str | None = None
+        refused = False
         usage = Usage()
         model: str | None = None
         try:
@@ -134,7 +139,9 @@ class OpenAIChatService(ProviderService):
                     usage = _usage(chunk.usage)
                 for choice in chunk.choices:
                     delta = choice.delta
-                    piece = delta.content or getattr(delta, "refusal", None)
+                    refusal = getattr(delta, "refusal", None)
+                    refused = refused or bool(refusal)
+                    piece = delta.content or refusal
                     if piece:
                         text.append(piece)
                         yield TextDelta(piece)
@@ -161,7 +168,7 @@ class OpenAIChatService(ProviderService):
             slot = calls[index]
             parts.append(ToolCallPart(slot["id"] or f"call_{index}", slot["name"] or "",
                                       "".join(slot["args"])))
-        stop = _STOP.get(finish, StopReason.END_TURN)
+        stop = StopReason.REFUSAL if refused else _STOP.get(finish, StopReason.END_TURN)
         if stop is StopReason.END_TURN and len(parts) > (1 if text else 0):
             stop = StopReason.TOOL_USE  # some servers say "stop" after tool calls
         yield LLMResponse(Message("assistant", tuple(parts)), usage, stop, model)

@@ -65,10 +65,45 @@ class ProviderService:
         self._model = model
         self._secret = api_key or ""
         self.retry = retry or RetryPolicy()
+        self._client: Any = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def model(self) -> str:
         return self._model
+
+    def _make_client(self) -> Any:
+        """A new SDK client (its connection pool belongs to the running event loop)."""
+        raise NotImplementedError
+
+    def client(self) -> Any:
+        """The SDK client for the running event loop, made on first use in each loop.
+
+        An SDK client's connection pool is bound to the event loop it first ran in; a
+        service used from another loop (a second ``asyncio.run``) gets a client of its own.
+        """
+        running = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not running:
+            self._client, self._client_loop = self._make_client(), running
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the SDK client's connections (the service can still be used after)."""
+        client, self._client, self._client_loop = self._client, None, None
+        if client is not None:
+            await client.close()
+
+    async def __aenter__(self) -> ProviderService:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _reveals_secret(self, exc: BaseException) -> bool:
+        if not self._secret:
+            return False
+        seen = f"{exc!s} {getattr(exc, 'body', '')!r} {getattr(exc, 'args', '')!r}"
+        return self._secret in seen
 
     def scrub(self, text: str) -> str:
         """``text`` with the API key, and anything shaped like a key, masked."""
@@ -90,14 +125,17 @@ class ProviderService:
                 raise
             except Exception as exc:
                 error = exc if isinstance(exc, LLMError) else self._map_error(exc)
+                # The SDK's exception is chained as the cause, unless it would print the
+                # API key (a server echoing it back in an error body).
+                cause = None if self._reveals_secret(exc) else exc
                 if produced:
                     raise LLMStreamInterruptedError(
                         f"{self.provider}: the answer broke off after it began streaming "
                         f"({error.message}); the partial answer is kept and the send can be "
                         "resumed", provider=self.provider, status_code=error.status_code,
-                        request_id=error.request_id) from exc
+                        request_id=error.request_id) from cause
                 if not self.retry.should_retry(error, attempt):
-                    raise error from exc
+                    raise error from cause
                 await asyncio.sleep(self.retry.delay(error, attempt))
                 attempt += 1
 

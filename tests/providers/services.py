@@ -62,17 +62,9 @@ class Services:
 
 
 async def close(service: OpenAIChatService | AnthropicService) -> None:
-    """Release the service's HTTP connections.
-
-    The adapters have no public ``aclose`` yet (see ``test_service_can_be_closed``); until
-    they do, their SDK client is closed directly, or every pooled keep-alive socket is
-    reported unclosed (an error under ``filterwarnings = error``).
-    """
-    public = getattr(service, "aclose", None)
-    if public is not None:
-        await public()
-    else:
-        await service._client.close()
+    """Release the service's HTTP connections (else every pooled keep-alive socket is
+    reported unclosed: an error under ``filterwarnings = error``)."""
+    await service.aclose()
 
 
 def ask(text: str = "Hi", **fields: Any) -> LLMRequest:

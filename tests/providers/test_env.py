@@ -90,10 +90,6 @@ def test_openai_without_a_key_is_a_configuration_error(monkeypatch: pytest.Monke
         OpenAIChatService("gpt-test", base_url="http://127.0.0.1:9/v1")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: AnthropicService without a key (and no "
-                   "ANTHROPIC_API_KEY) is built without complaint, and its first send fails "
-                   "with a bare LLMError ('Could not resolve authentication method'), not a "
-                   "ConfigurationError as OpenAIChatService raises")
 async def test_anthropic_without_a_key_is_a_configuration_error(
         monkeypatch: pytest.MonkeyPatch, services: Services,
         anthropic_server: FakeAnthropic) -> None:

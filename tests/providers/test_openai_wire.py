@@ -142,9 +142,6 @@ async def test_compatible_server_saying_stop_after_tool_calls(
     assert outcome.response.stop_reason is StopReason.TOOL_USE
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a refusal streamed in delta.refusal (finish_reason "
-                   "'stop') is reported as StopReason.END_TURN, as if it were the answer; only "
-                   "content_filter maps to REFUSAL")
 async def test_refusal_is_reported_as_refusal(services: Services,
                                               openai_server: FakeOpenAI) -> None:
     openai_server.script(oa.completion(refusal="I can't help with that."))

@@ -17,10 +17,6 @@ from tests.providers.fake_openai import FakeOpenAI
 from tests.providers.services import Services
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the services own an SDK client (an httpx "
-                   "connection pool) but offer no aclose() / `async with`: every pooled "
-                   "keep-alive socket is left for the garbage collector (ResourceWarning: "
-                   "unclosed transport, an error under filterwarnings=error)")
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 async def test_service_can_be_closed(services: Services, openai_server: FakeOpenAI,
                                      anthropic_server: FakeAnthropic, provider: str) -> None:
@@ -54,10 +50,6 @@ print(json.dumps([asyncio.run(ask()), asyncio.run(ask())]))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a service keeps the connection pool of the first "
-                   "event loop it ran in; in a second loop (a second asyncio.run) openai fails "
-                   "with 'Event loop is closed' as a bare, non-retryable LLMError, and anthropic "
-                   "loses the answer the server sent and sends the request again")
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_service_works_in_a_second_event_loop(openai_server: FakeOpenAI,
                                               anthropic_server: FakeAnthropic,
