@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, field
 from bench.machine import render_table
 
 SIDES = ("power_loop", "floor")
-METRICS = ("wall", "cpu", "store", "port")
-"""Per measured send: wall time, this process's CPU time, time inside the Store, and
-inside the Database port (a part of the store's)."""
+METRICS = ("wall", "cpu", "store", "store_cpu", "port", "loop")
+"""Per measured send: wall time and this process's CPU time; wall and CPU time inside
+the Store; wall time inside the Database port (a part of the store's); and the loop's
+own wall time (wall - store)."""
 
 TARGET_RATES: dict[tuple[str, str], int] = {
     ("sqlite", "no_tool"): 1_200, ("sqlite", "async_tool"): 600,
@@ -73,7 +74,7 @@ class Latency:
     workload: str
     length: int
     warm: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
-    """Per metric, the mean microseconds per warm send in each round."""
+    """Per metric, the median microseconds per warm send in each round."""
     cold: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
     """Per metric, the cold first send's microseconds in each round."""
 
@@ -135,11 +136,14 @@ ratio        power_loop/s divided by floor/s
 noise        largest interquartile range / median of either side's wall time over the rounds
 wall, cpu    microseconds per send: wall time, and this process's CPU time (driver threads
              included; the database server's is not)
-store        time inside Store calls (argument checks, transaction bodies, row decoding and
-             the port); port: the part of it in the Database port (taking a connection,
-             BEGIN, statements, COMMIT: driver and database). loop = total - store: the
-             loop's own work, ScriptedLLM and the tool included. floor: the floor's wall
-             time per send in section 1 (it does not depend on the history)
+store        wall time inside Store calls (argument checks, transaction bodies, row decoding
+             and the port); store cpu: this process's CPU time during them (SQLite's work
+             included, a server's not); port: the part of the store's wall time in the
+             Database port (taking a connection, BEGIN, statements, COMMIT: driver and
+             database); loop: total - store, the loop's own work, ScriptedLLM and the tool
+             included. Section 3: each send's median per round; sections 3 and 4: medians
+             over the rounds. floor: the floor's wall time per send in section 1 (it does
+             not depend on the history)
 write txns   transactions per send holding an INSERT/UPDATE/DELETE, counted at the driver"""
 
 
@@ -183,6 +187,10 @@ def _statement_rows(results: Sequence[BackendResult]) -> list[list[str]]:
     return rows
 
 
+def _flat(ratio: float) -> str:
+    return "flat" if ratio <= FLAT else "GROWS"
+
+
 def _latency_rows(results: Sequence[BackendResult]) -> tuple[list[list[str]], list[str]]:
     rows, verdicts = [], []
     for result in results:
@@ -192,21 +200,25 @@ def _latency_rows(results: Sequence[BackendResult]) -> tuple[list[list[str]], li
         floors = {case.workload: f"{case.wall('floor'):,.0f}" for case in result.throughput}
         for workload, cases in by_workload.items():
             first = cases[0].warm_us("store")
+            first_cpu = cases[0].warm_us("store_cpu")
             for case in cases:
-                wall, cpu, store, port = (case.warm_us(m) for m in METRICS)
+                wall, cpu, store, store_cpu, port, loop = (case.warm_us(m) for m in METRICS)
                 rows.append([result.backend, workload, f"{case.length:,}", f"{wall:,.0f}",
-                             f"{store:,.0f}", f"{port:,.0f}", f"{wall - store:,.0f}",
+                             f"{store:,.0f}", f"{port:,.0f}", f"{loop:,.0f}",
                              f"{store / wall:.0%}", f"{store / first:.2f}", f"{cpu:,.0f}",
+                             f"{store_cpu:,.0f}", f"{store_cpu / first_cpu:.2f}",
                              floors.get(workload, "-")])
             last = cases[-1]
             ratio = last.warm_us("store") / first
-            loop_first = cases[0].warm_us("wall") - first
-            loop_last = last.warm_us("wall") - last.warm_us("store")
+            first_cpu = cases[0].warm_us("store_cpu")
+            cpu_ratio = last.warm_us("store_cpu") / first_cpu
+            loop_first, loop_last = cases[0].warm_us("loop"), last.warm_us("loop")
             verdicts.append(
-                f"  {result.backend} {workload}: store {first:,.0f} us at {cases[0].length:,} "
-                f"messages, {last.warm_us('store'):,.0f} us at {last.length:,}: x{ratio:.2f} "
-                f"{'flat' if ratio <= FLAT else 'GROWS'} (the loop's own time: "
-                f"x{loop_last / loop_first:.2f})")
+                f"  {result.backend} {workload}, {cases[0].length:,} -> {last.length:,} "
+                f"messages: store wall {first:,.0f} -> {last.warm_us('store'):,.0f} us "
+                f"x{ratio:.2f} {_flat(ratio)}; store cpu {first_cpu:,.0f} -> "
+                f"{last.warm_us('store_cpu'):,.0f} us x{cpu_ratio:.2f} {_flat(cpu_ratio)}; "
+                f"the loop's own time x{loop_last / loop_first:.2f}")
     return rows, verdicts
 
 
@@ -216,11 +228,12 @@ def _cold_rows(results: Sequence[BackendResult]) -> list[list[str]]:
         for case in result.latency:
             if case.workload != result.latency[0].workload:
                 continue
-            wall, cpu, store, port = (case.cold_us(m) for m in METRICS)
+            wall, cpu, store, store_cpu, port, loop = (case.cold_us(m) for m in METRICS)
             rows.append([result.backend, case.workload, f"{case.length:,}",
                          f"{wall / 1000:,.2f}", f"{store / 1000:,.2f}", f"{port / 1000:,.2f}",
-                         f"{(wall - store) / 1000:,.2f}", f"{store / wall:.0%}",
-                         f"{cpu / 1000:,.2f}", f"{wall / case.warm_us('wall'):.1f}"])
+                         f"{loop / 1000:,.2f}", f"{store / wall:.0%}",
+                         f"{cpu / 1000:,.2f}", f"{store_cpu / 1000:,.2f}",
+                         f"{wall / case.warm_us('wall'):.1f}"])
     return rows
 
 
@@ -254,7 +267,7 @@ def render(results: Sequence[BackendResult], facts: dict[str, str], opts: Option
                             "workload and side")
     header["latency"] = (f"per history length and round: a session bulk-loaded beforehand "
                          f"(then a vacuum), a new loop's cold send, {WARM_UNTIMED} untimed "
-                         f"sends, then {opts.latency_sends} timed warm sends (their mean); "
+                         f"sends, then {opts.latency_sends} timed warm sends (their median); "
                          f"median of {opts.latency_rounds} rounds; the Store is wrapped in "
                          "timers (bench/stopwatch.py), which add ~5%")
     width = max(len(k) for k in header)
@@ -274,14 +287,16 @@ def render(results: Sequence[BackendResult], facts: dict[str, str], opts: Option
         rows, verdicts = _latency_rows(timed)
         lines += ["", "3. warm send by history length: where the time goes (us per send)",
                   render_table(["backend", "workload", "history", "total", "store", "port",
-                                "loop", "store share", "store vs first", "cpu", "floor"],
-                               rows, left=2),
+                                "loop", "store share", "store vs first", "cpu", "store cpu",
+                                "vs first", "floor"], rows, left=2),
                   f"store time flat from the shortest to the longest history (target; "
-                  f"'flat' = within x{FLAT}):", *verdicts]
+                  f"'flat' = within x{FLAT}; on a busy machine the CPU figures are the "
+                  "steadier):", *verdicts]
         lines += ["", "4. cold first send: a new loop (nothing cached), the whole history "
                   "read once (ms)", render_table(
                       ["backend", "workload", "history", "total", "store", "port", "loop",
-                       "store share", "cpu", "x warm"], _cold_rows(timed), left=2)]
+                       "store share", "cpu", "store cpu", "x warm"], _cold_rows(timed),
+                      left=2)]
     remembered = _memory_rows(results)
     if remembered:
         lines += ["", "5. memory (tracemalloc: Python allocations; max RSS: the whole process "
