@@ -66,7 +66,7 @@ from power_loop.testing import drop_store_tables, fresh_prefix
 WORKLOADS = ("no_tool", "async_tool", "sync_tool")
 LATENCY_WORKLOADS = ("no_tool", "async_tool")
 DEFAULT_BACKENDS = ["sqlite", "postgresql"]
-DEFAULT_N = 300
+DEFAULT_N = 200
 DEFAULT_REPEAT = 9
 DEFAULT_WARMUP = 100
 DEFAULT_LENGTHS = (10, 1_000, 10_000)
