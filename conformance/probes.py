@@ -14,6 +14,9 @@ from power_loop.store.schema import SCHEMA_VERSION_TABLE
 SESSION_TABLES: tuple[str, ...] = tuple(t.name for t in session_tables())
 """Every table holding session data, without its prefix."""
 
+NO_ROWS: dict[str, int] = dict.fromkeys(SESSION_TABLES, 0)
+"""What :func:`session_row_counts` gives for a session that has no rows anywhere."""
+
 ALL_TABLES: frozenset[str] = frozenset({*SESSION_TABLES, SCHEMA_VERSION_TABLE.name})
 """Every table power_loop creates, without its prefix."""
 
@@ -32,6 +35,16 @@ async def count_rows(store: Store, table: str, session_id: str | None = None) ->
         row = await conn.fetchone(dialect.render(sql), params)
     assert row is not None
     return int(row[0])
+
+
+async def raw_json_column(store: Store, table: str, column: str, session_id: str) -> str:
+    """The text a JSON column really holds for one session's rows, one row per line."""
+    dialect = store.database.dialect
+    sql = (f"SELECT {column} FROM {dialect.quote(store.table_prefix + table)} "
+           f"WHERE {_SESSION_COLUMN[table]} = ?")
+    async with store.database.transaction(write=False) as conn:
+        rows = await conn.fetch(dialect.render(sql), [session_id])
+    return "\n".join(str(row[0]) for row in rows)
 
 
 async def session_row_counts(store: Store, session_id: str) -> dict[str, int]:

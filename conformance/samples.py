@@ -16,6 +16,9 @@ TRICKY_TEXTS: dict[str, str] = {
     "sql": "'; DROP TABLE x; -- \" OR 1=1 ` %s %% ? $1 {now} \\ \\0 \\n",
     "cjk": "漢字かなカナ한국어",
     "whitespace": " \t\r\n \u00a0\u3000 ",
+    # Not valid Unicode (no UTF-8 encoder takes them), yet kept: an undecodable byte as
+    # surrogateescape gives it, a lone high and a lone low surrogate.
+    "lone_surrogates": "file-\udcff.txt \ud800 x \udc00",
 }
 """Text that a careless layer between Python and the database would mangle."""
 
@@ -42,7 +45,7 @@ async def build_rich_session(store: Store, session_id: str) -> None:
     """A session that fills every exported column: sends, usage, errors, lease history.
 
     Ends with two finished sends, one pending send (so ``pending_send`` is set), lease
-    epoch 3 (released) and messages holding emoji, NUL and long text.
+    epoch 3 (released) and messages holding emoji, NUL, lone surrogates and long text.
     """
     await store.create_session(
         session_id, system_prompt="You are terse.\x00 😀 " + TRICKY_TEXTS["rtl"],
@@ -66,7 +69,8 @@ async def build_rich_session(store: Store, session_id: str) -> None:
     await store.finish_send(
         session_id, send.send_index, [message("partial", role="assistant")],
         status="failed", epoch=second.epoch, rounds=1, usage={"input_tokens": 7},
-        error={"type": "RateLimited", "message": "slow down \x00 😀", "retry_after": 1.5})
+        error={"type": "RateLimited", "message": "slow down \x00 😀", "retry_after": 1.5,
+               "path": TRICKY_TEXTS["lone_surrogates"]})
     await store.release_lease(second)
     third = await store.acquire_lease(session_id, "worker-c", ttl=30)
     await store.start_send(session_id, [message(TRICKY_TEXTS["sql"])], epoch=third.epoch,

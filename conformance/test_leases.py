@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from conformance.known_bugs import TTL_UNBOUNDED
 from conformance.probes import count_rows
 from conformance.samples import message
 from power_loop import (
@@ -16,7 +18,6 @@ from power_loop import (
     LeaseLostError,
     SessionBusyError,
     Store,
-    StoreError,
 )
 
 
@@ -159,26 +160,59 @@ async def test_second_release_reports_nothing_held(store: Store) -> None:
     assert await store.release_lease(lease) is False
 
 
-@pytest.mark.parametrize("ttl", [0, -1.5, math.nan])
-async def test_nonpositive_ttl_is_rejected(store: Store, ttl: float) -> None:
+MAX_TTL = 366 * 86_400  # the longest lease power_loop grants: a year, in seconds
+
+TtlWriter = Callable[[Store, Any], Awaitable[object]]
+_TTL_WRITERS: dict[str, TtlWriter] = {
+    "acquire_lease": lambda s, ttl: s.acquire_lease("s", "worker-a", ttl=ttl),
+    "begin_send": lambda s, ttl: s.begin_send("s", [message("q")], owner="worker-a", ttl=ttl),
+    "claim_session": lambda s, ttl: s.claim_session("s", owner="worker-a", ttl=ttl),
+}
+
+
+@pytest.mark.parametrize("ttl", [0, -1.5, math.nan, math.inf, -math.inf, MAX_TTL + 0.001,
+                                 1e12, 1e20, "30", None, True],
+                         ids=["zero", "negative", "nan", "inf", "-inf", "year+1ms", "1e12",
+                              "1e20", "str", "none", "bool"])
+@pytest.mark.parametrize("place", sorted(_TTL_WRITERS))
+async def test_a_ttl_outside_zero_to_a_year_is_rejected(store: Store, place: str,
+                                                         ttl: Any) -> None:
     await store.create_session("s")
+    before = await store.get_session("s")
 
     with pytest.raises(InvalidArgumentError) as info:
-        await store.acquire_lease("s", "worker-a", ttl=ttl)
+        await _TTL_WRITERS[place](store, ttl)
 
     assert info.value.code == "invalid_argument"
-    assert (await store.get_session("s")).lease_epoch == 0
+    assert await store.get_session("s") == before
+    assert await count_rows(store, "sends") == 0
 
 
-@pytest.mark.xfail(strict=True, reason=TTL_UNBOUNDED, raises=(OverflowError, StoreError))
-@pytest.mark.parametrize("ttl", [math.inf, 1e12, 1e20])
-async def test_unrepresentable_ttl_is_rejected(store: Store, ttl: float) -> None:
+@pytest.mark.parametrize("ttl", [0, math.inf, MAX_TTL + 1, "30"])
+async def test_renewing_with_a_bad_ttl_is_rejected(store: Store, ttl: Any) -> None:
     await store.create_session("s")
+    lease = await store.acquire_lease("s", "worker-a", ttl=30)
+    before = await store.get_session("s")
 
-    with pytest.raises(InvalidArgumentError) as info:
-        await store.acquire_lease("s", "worker-a", ttl=ttl)
+    with pytest.raises(InvalidArgumentError):
+        await store.renew_lease(lease, ttl=ttl)
+    with pytest.raises(InvalidArgumentError):
+        await store.append_messages("s", [message("a")], epoch=lease.epoch, extend_lease=ttl)
 
-    assert info.value.code == "invalid_argument"
+    assert await store.get_session("s") == before
+    assert await count_rows(store, "messages") == 0
+
+
+@pytest.mark.parametrize("ttl", [0.001, 1, MAX_TTL])
+async def test_a_ttl_up_to_a_year_is_granted(store: Store, ttl: float) -> None:
+    await store.create_session("s")
+    before = datetime.now(UTC)
+
+    lease = await store.acquire_lease("s", "worker-a", ttl=ttl)
+
+    assert lease.epoch == 1
+    # The database clock grants it; allow a few seconds of drift between the clocks.
+    assert abs(lease.expires_at - (before + timedelta(seconds=ttl))) < timedelta(seconds=5)
 
 
 async def test_fenced_writes_with_the_current_epoch_succeed(store: Store) -> None:

@@ -7,11 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from conformance.probes import SESSION_TABLES, count_rows, session_row_counts
+from conformance.probes import NO_ROWS, count_rows, session_row_counts
 from conformance.samples import build_rich_session, export_text, message
 from power_loop import InvalidArgumentError, Store
-
-NO_ROWS = dict.fromkeys(SESSION_TABLES, 0)
 
 
 async def _fill(store: Store, session_id: str) -> None:
@@ -50,7 +48,8 @@ async def test_prune_with_nothing_old_deletes_nothing(store: Store) -> None:
     created = await store.get_session("s")
 
     assert await store.prune(older_than=created.updated_at) == 0
-    assert await session_row_counts(store, "s") == {"sessions": 1, "messages": 2, "sends": 1}
+    assert await session_row_counts(store, "s") == {**NO_ROWS, "sessions": 1, "messages": 2,
+                                                    "sends": 1}
 
 
 async def test_prune_rejects_a_naive_cutoff(store: Store) -> None:

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from conformance.known_bugs import READ_LIMIT_UNCHECKED
 from conformance.probes import count_rows
 from conformance.samples import message
 from power_loop import InvalidArgumentError, NewMessage, Store
@@ -77,15 +76,41 @@ async def test_keyset_reads_page_through_in_order(store: Store) -> None:
     assert await store.read_messages("s", from_seq=3, limit=0) == []
 
 
-@pytest.mark.xfail(strict=True, reason=READ_LIMIT_UNCHECKED)
-async def test_negative_limit_is_rejected(store: Store) -> None:
+_BAD_READS: dict[str, Callable[[Store], Awaitable[object]]] = {
+    "limit_negative": lambda s: s.read_messages("s", limit=-1),
+    "limit_huge": lambda s: s.read_messages("s", limit=2**62),
+    "limit_float": lambda s: s.read_messages("s", limit=1.5),
+    "limit_bool": lambda s: s.read_messages("s", limit=True),
+    "from_seq_negative": lambda s: s.read_messages("s", from_seq=-1),
+    "from_seq_huge": lambda s: s.read_messages("s", from_seq=2**62),
+    "from_seq_none": lambda s: s.read_messages("s", from_seq=None),
+    "from_index_negative": lambda s: s.list_sends("s", from_index=-1),
+    "from_index_huge": lambda s: s.list_sends("s", from_index=2**62),
+    "send_index_negative": lambda s: s.get_send("s", -1),
+    "send_index_str": lambda s: s.get_send("s", "0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_READS))
+async def test_read_bounds_out_of_range_are_rejected(store: Store, case: str) -> None:
     await store.create_session("s")
-    await store.append_messages("s", [message("a")])
+    await store.start_send("s", [message("a")])
 
     with pytest.raises(InvalidArgumentError) as info:
-        await store.read_messages("s", limit=-1)
+        await _BAD_READS[case](store)
 
     assert info.value.code == "invalid_argument"
+
+
+async def test_largest_read_bounds_are_accepted(store: Store) -> None:
+    await store.create_session("s")
+    await store.start_send("s", [message("a")])
+    largest = 2**62 - 1
+
+    assert [m.seq for m in await store.read_messages("s", limit=largest)] == [0]
+    assert await store.read_messages("s", from_seq=largest) == []
+    assert await store.read_messages("s", from_seq=largest, limit=largest) == []
+    assert await store.list_sends("s", from_index=largest) == []
 
 
 async def test_next_seq_changes_on_every_append(store: Store) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conformance.known_bugs import MYSQL_NOTES_AS_WARNINGS, VERIFY_DDL_NOT_RUNNABLE, xfail_if
 from conformance.probes import ALL_TABLES, existing_tables, version_rows
 from conformance.samples import message
 from power_loop import (
@@ -17,10 +17,10 @@ from power_loop import (
     SchemaPolicy,
     SchemaVersionError,
     Store,
-    StoreError,
     open_store,
 )
 from power_loop.store import LATEST_VERSION, render_ddl
+from power_loop.store.dsn import dialect_for
 from power_loop.store.migrations import ddl_statements
 from power_loop.store.schema import SCHEMA_VERSION_TABLE
 
@@ -51,6 +51,8 @@ async def test_verify_on_empty_prefix_carries_the_exact_ddl(
 
     assert info.value.code == "schema_missing"
     assert info.value.backend == backend
+    assert info.value.reason and "CREATE" not in info.value.reason
+    assert info.value.message == f"{info.value.reason}\n\n-- run this DDL:\n{info.value.ddl}"
     async with await _bare(dsn, bare_prefix) as store:
         dialect = store.database.dialect
         assert info.value.ddl == render_ddl(dialect, bare_prefix)
@@ -119,9 +121,9 @@ async def _drop_messages_table(dsn: str, prefix: str) -> None:
             await conn.execute(f"DROP TABLE {store.database.dialect.quote(prefix + 'messages')}")
 
 
-async def test_a_dropped_table_is_recreated_by_auto_create(
-        dsn: str, backend: str, bare_prefix: str, request: pytest.FixtureRequest) -> None:
-    xfail_if(request, backend == "mysql", MYSQL_NOTES_AS_WARNINGS, raises=StoreError)
+async def test_a_dropped_table_is_recreated_by_auto_create(dsn: str, bare_prefix: str) -> None:
+    # On MySQL, re-running CREATE TABLE IF NOT EXISTS over the tables that remain must
+    # not surface server notes as warnings (this suite turns warnings into errors).
     await _drop_messages_table(dsn, bare_prefix)
 
     with pytest.raises(SchemaMissingError):
@@ -133,18 +135,60 @@ async def test_a_dropped_table_is_recreated_by_auto_create(
         assert await store.append_messages("s", [message("again")]) == [0]
 
 
-@pytest.mark.xfail(strict=True, reason=VERIFY_DDL_NOT_RUNNABLE, raises=StoreError)
 async def test_verify_ddl_for_a_dropped_table_is_runnable(dsn: str, bare_prefix: str) -> None:
     await _drop_messages_table(dsn, bare_prefix)
 
     with pytest.raises(SchemaMissingError) as info:
         await open_store(dsn, table_prefix=bare_prefix, schema=SchemaPolicy.VERIFY)
+    assert "messages" in info.value.reason and "CREATE" not in info.value.reason
     async with await _bare(dsn, bare_prefix) as store:
+        assert info.value.ddl == render_ddl(store.database.dialect, bare_prefix)
         await _run_ddl(store, info.value.ddl)
+        assert await existing_tables(store.database, bare_prefix) == ALL_TABLES
+        assert await version_rows(store.database, bare_prefix) == EVERY_VERSION
 
     async with await open_store(dsn, table_prefix=bare_prefix,
                                 schema=SchemaPolicy.VERIFY) as verified:
         assert (await verified.get_session("s")).system_prompt == "kept"
+        assert await verified.append_messages("s", [message("again")]) == [0]
+
+
+async def test_the_ddl_script_runs_twice(dsn: str, bare_prefix: str) -> None:
+    async with await _bare(dsn, bare_prefix) as store:
+        ddl = render_ddl(store.database.dialect, bare_prefix)
+        await _run_ddl(store, ddl)
+        await _run_ddl(store, ddl)
+
+        assert await existing_tables(store.database, bare_prefix) == ALL_TABLES
+        assert await version_rows(store.database, bare_prefix) == EVERY_VERSION
+    async with await open_store(dsn, table_prefix=bare_prefix,
+                                schema=SchemaPolicy.VERIFY) as verified:
+        await verified.create_session("s")
+        assert await verified.append_messages("s", [message("works")]) == [0]
+
+
+async def test_verify_on_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+
+    with pytest.raises(SchemaMissingError) as info:
+        await open_store(str(path), table_prefix="pl_", schema=SchemaPolicy.VERIFY)
+
+    assert info.value.code == "schema_missing" and info.value.backend == "sqlite"
+    assert str(path) in info.value.reason
+    assert info.value.ddl == render_ddl(dialect_for("sqlite"), "pl_")
+    assert os.listdir(tmp_path) == []  # not even an empty database file
+
+
+async def test_none_on_a_missing_sqlite_file_creates_an_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+
+    async with await open_store(str(path), table_prefix="pl_",
+                                schema=SchemaPolicy.NONE) as store:
+        assert await existing_tables(store.database, "pl_") == set()
+
+    assert path.exists()
+    with pytest.raises(SchemaMissingError):
+        await open_store(str(path), table_prefix="pl_", schema=SchemaPolicy.VERIFY)
 
 
 @pytest.mark.slow

@@ -4,14 +4,15 @@ and appends that extend the lease."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from conformance.known_bugs import EXTEND_RELEASED_LEASE
 from conformance.probes import count_rows
 from conformance.samples import message
 from power_loop import (
     InvalidArgumentError,
+    Lease,
     LeaseLostError,
     SendPendingError,
     SessionBusyError,
@@ -20,7 +21,7 @@ from power_loop import (
 
 
 async def test_begin_send_takes_the_lease_and_opens_the_send(store: Store) -> None:
-    await store.create_session("s", system_prompt="sys")
+    await store.create_session("s", system_prompt="sys", metadata={"tenant": "t-1"})
     await store.append_messages("s", [message("before")])
 
     start = await store.begin_send("s", [message("q", send_index=9)], owner="loop-1", ttl=30,
@@ -32,6 +33,7 @@ async def test_begin_send_takes_the_lease_and_opens_the_send(store: Store) -> No
     session = await store.get_session("s")
     assert (session.lease_owner, session.lease_epoch, session.pending_send) == ("loop-1", 1, 0)
     assert session.lease_expires_at == start.lease.expires_at
+    assert (start.incarnation, start.metadata) == (session.incarnation, {"tenant": "t-1"})
     send = await store.get_send("s", 0)
     assert (send.status, send.request_key, send.first_seq) == ("pending", "k", 1)
     assert [(m.seq, m.send_index) for m in await store.read_messages("s")] == [(0, 0), (1, 0)]
@@ -137,6 +139,7 @@ async def test_pause_keeps_partial_output_and_a_claim_resumes_it(store: Store) -
     assert (session.lease_owner, session.pending_send, session.next_seq) == (None, 0, 2)
     claim = await store.claim_session("s", owner="worker", ttl=30)
     assert (claim.pending_send, claim.next_seq, claim.system_prompt) == (0, 2, "sys")
+    assert (claim.incarnation, claim.metadata) == (session.incarnation, {})
     assert claim.lease.epoch == start.lease.epoch + 1
     with pytest.raises(SessionBusyError):
         await store.claim_session("s", owner="another", ttl=30)
@@ -174,16 +177,45 @@ async def test_append_can_extend_the_lease(store: Store) -> None:
     assert await store.next_seq("s") == 1
 
 
-@pytest.mark.xfail(strict=True, reason=EXTEND_RELEASED_LEASE, raises=AssertionError)
-async def test_extending_a_released_lease_does_not_revive_its_expiry(store: Store) -> None:
+FencedWrite = Callable[[Store, Lease], Awaitable[object]]
+_FENCED_WRITES: dict[str, FencedWrite] = {
+    "append": lambda s, lease: s.append_messages("s", [message("a")], epoch=lease.epoch),
+    "append_extending": lambda s, lease: s.append_messages(
+        "s", [message("a")], epoch=lease.epoch, extend_lease=600),
+    "start_send": lambda s, lease: s.start_send("s", [message("q")], epoch=lease.epoch),
+    "finish_send": lambda s, lease: s.finish_send(
+        "s", 0, [message("a", role="assistant")], epoch=lease.epoch),
+    "finish_send_release": lambda s, lease: s.finish_send(
+        "s", 0, [message("a", role="assistant")], release=lease),
+    "pause_send": lambda s, lease: s.pause_send(
+        "s", 0, [message("p", role="assistant")], lease=lease, error={"e": 1}),
+    "renew_lease": lambda s, lease: s.renew_lease(lease, ttl=600),
+}
+_NEED_A_PENDING_SEND = {"finish_send", "finish_send_release", "pause_send"}
+
+
+@pytest.mark.parametrize("write", sorted(_FENCED_WRITES))
+async def test_a_released_lease_fences_every_write(store: Store, write: str) -> None:
     await store.create_session("s")
     lease = await store.acquire_lease("s", "loop-1", ttl=30)
-    await store.release_lease(lease)
+    if write in _NEED_A_PENDING_SEND:
+        await store.start_send("s", [message("q")], epoch=lease.epoch)
+    assert await store.release_lease(lease) is True
+    before = await store.get_session("s")
+    sends = await store.list_sends("s")
 
-    try:
-        await store.append_messages("s", [message("a")], epoch=lease.epoch, extend_lease=600)
-    except LeaseLostError:
-        pass
+    with pytest.raises(LeaseLostError) as info:
+        await _FENCED_WRITES[write](store, lease)
 
+    assert info.value.code == "lease_lost"
+    assert (info.value.session_id, info.value.epoch) == ("s", lease.epoch)
     session = await store.get_session("s")
+    assert session == before
     assert (session.lease_owner, session.lease_expires_at) == (None, None)
+    assert await store.list_sends("s") == sends
+    assert await count_rows(store, "messages") == before.next_seq
+    # The next holder gets a new epoch, and the released one stays fenced out.
+    again = await store.acquire_lease("s", "loop-1", ttl=30)
+    assert again.epoch == lease.epoch + 1
+    with pytest.raises(LeaseLostError):
+        await store.append_messages("s", [message("late")], epoch=lease.epoch)

@@ -9,7 +9,15 @@ import pytest
 
 from conformance.probes import count_rows
 from conformance.samples import message
-from power_loop import InvalidArgumentError, NewMessage, SendPendingError, Store
+from power_loop import (
+    InvalidArgumentError,
+    NewMessage,
+    SendNotFoundError,
+    SendPendingError,
+    SessionError,
+    SessionNotFoundError,
+    Store,
+)
 
 FINAL_STATUSES = ["done", "failed", "cancelled", "aborted"]
 
@@ -209,6 +217,20 @@ async def test_list_sends_from_index_and_get_send_of_unknown_index(store: Store)
 
     assert [s.send_index for s in await store.list_sends("s", from_index=2)] == [2, 3]
     assert await store.list_sends("s", from_index=4) == []
-    with pytest.raises(InvalidArgumentError) as info:
-        await store.get_send("s", 4)
-    assert info.value.code == "invalid_argument"
+    for missing in (4, 2**62 - 1):
+        with pytest.raises(SendNotFoundError) as info:
+            await store.get_send("s", missing)
+        assert info.value.code == "send_not_found"
+        assert (info.value.session_id, info.value.send_index) == ("s", missing)
+        assert isinstance(info.value, SessionError)
+        assert not isinstance(info.value, SessionNotFoundError)
+
+
+async def test_a_session_without_sends_lists_none(store: Store) -> None:
+    await store.create_session("s")
+
+    assert await store.list_sends("s") == []
+    assert await store.read_messages("s") == []
+    with pytest.raises(SendNotFoundError) as info:
+        await store.get_send("s", 0)
+    assert info.value.send_index == 0

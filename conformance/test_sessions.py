@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
 
-from conformance.known_bugs import GET_SEND_OF_MISSING_SESSION, READ_OF_MISSING_SESSION
-from conformance.probes import count_rows, session_row_counts
+from conformance.known_bugs import METADATA_NOT_CHECKED
+from conformance.probes import NO_ROWS, count_rows, session_row_counts
 from conformance.samples import export_text, lines_of, message
 from power_loop import (
     InvalidArgumentError,
@@ -69,6 +70,18 @@ async def test_duplicate_create_raises_and_keeps_the_original(store: Store) -> N
     assert await count_rows(store, "sessions") == 1
 
 
+@pytest.mark.xfail(strict=True, raises=(TypeError, ValueError, pytest.fail.Exception),
+                   reason=METADATA_NOT_CHECKED)
+@pytest.mark.parametrize("metadata", [[1, 2], "text", [("k", "v")]],
+                         ids=["list", "str", "pairs"])
+async def test_metadata_must_be_a_mapping(store: Store, metadata: object) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        await store.create_session("s", metadata=metadata)  # type: ignore[arg-type]
+
+    assert info.value.code == "invalid_argument"
+    assert await count_rows(store, "sessions") == 0
+
+
 async def _drain_export(store: Store) -> str:
     return await export_text(store, MISSING)
 
@@ -90,17 +103,9 @@ _MISSING_OPS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "list_sends": lambda s: s.list_sends(MISSING),
     "get_send": lambda s: s.get_send(MISSING, 0),
 }
-_SILENT_ON_MISSING = pytest.mark.xfail(strict=True, reason=READ_OF_MISSING_SESSION)
-_GET_SEND_WRONG_ERROR = pytest.mark.xfail(strict=True, reason=GET_SEND_OF_MISSING_SESSION,
-                                          raises=InvalidArgumentError)
 
 
-@pytest.mark.parametrize("operation", [
-    *(op for op in _MISSING_OPS if op not in {"read_messages", "list_sends", "get_send"}),
-    pytest.param("read_messages", marks=_SILENT_ON_MISSING),
-    pytest.param("list_sends", marks=_SILENT_ON_MISSING),
-    pytest.param("get_send", marks=_GET_SEND_WRONG_ERROR),
-])
+@pytest.mark.parametrize("operation", sorted(_MISSING_OPS))
 async def test_missing_session_raises_not_found(store: Store, operation: str) -> None:
     await store.create_session("present")
     await store.append_messages("present", [message("hi")])
@@ -108,10 +113,10 @@ async def test_missing_session_raises_not_found(store: Store, operation: str) ->
     with pytest.raises(SessionNotFoundError) as info:
         await _MISSING_OPS[operation](store)
 
+    assert type(info.value) is SessionNotFoundError  # e.g. never SendNotFoundError
     assert info.value.code == "session_not_found"
     assert info.value.session_id == MISSING
-    assert await session_row_counts(store, MISSING) == {"sessions": 0, "messages": 0,
-                                                        "sends": 0}
+    assert await session_row_counts(store, MISSING) == NO_ROWS
     assert await count_rows(store, "sessions") == 1
 
 
@@ -130,22 +135,37 @@ async def test_delete_removes_the_session_and_its_rows_only(store: Store) -> Non
 
     with pytest.raises(SessionNotFoundError):
         await store.get_session("gone")
-    assert await session_row_counts(store, "gone") == {"sessions": 0, "messages": 0,
-                                                       "sends": 0}
+    assert await session_row_counts(store, "gone") == NO_ROWS
     assert await export_text(store, "kept") == kept_before
 
 
 async def test_recreated_session_starts_empty(store: Store) -> None:
-    await store.create_session("again", metadata={"generation": 1})
+    old = await store.create_session("again", metadata={"generation": 1})
     await store.start_send("again", [message("old")], request_key="k")
     await store.delete_session("again")
 
     fresh = await store.create_session("again", metadata={"generation": 2})
     send = await store.start_send("again", [message("new")], request_key="k")
 
+    assert fresh.incarnation != old.incarnation  # another life of the same id
     assert (fresh.next_seq, fresh.send_count, fresh.pending_send) == (0, 0, None)
     assert (send.send_index, send.first_seq) == (0, 0)
     assert [m.body["text"] for m in await store.read_messages("again")] == ["new"]
+
+
+async def test_incarnation_is_fresh_per_session_and_stable_across_writes(store: Store) -> None:
+    first = await store.create_session("a")
+    other = await store.create_session("b")
+    lease = await store.acquire_lease("a", "worker", ttl=30)
+    await store.append_messages("a", [message("x")], epoch=lease.epoch)
+    send = await store.start_send("a", [message("q")], epoch=lease.epoch)
+    await store.finish_send("a", send.send_index, release=lease)
+
+    assert re.fullmatch(r"[0-9a-f]{32}", first.incarnation)
+    assert first.incarnation != other.incarnation
+    assert (await store.get_session("a")).incarnation == first.incarnation
+    assert [s.incarnation for s in await store.list_sessions() if s.id == "a"] == [
+        first.incarnation]
 
 
 async def test_list_is_newest_first(store: Store) -> None:

@@ -191,17 +191,20 @@ async def race_begin(store: Store, session_id: str, sends: int,
     owner = f"race-{os.getpid()}"
     first = [NewMessage(0, "user", encode_message(Message.user(f"race {owner}")))]
     busy = done = 0
+    waits: list[float] = []
     while done < sends:
         try:
             start = await store.begin_send(session_id, first, owner=owner, ttl=30.0)
-        except SessionBusyError:
+        except SessionBusyError as exc:
             busy += 1
+            waits.append(exc.retry_after)
             continue
         assert start.lease is not None
         await store.finish_send(session_id, start.send_index, release=start.lease,
                                 stop_reason="end_turn")
         done += 1
-    report["results"].append({"op": "race_begin", "sends": done, "busy": busy})
+    report["results"].append({"op": "race_begin", "sends": done, "busy": busy,
+                              "retry_after_min": min(waits, default=0.0)})
 
 
 async def run(args: ChildArgs, report: dict[str, Any], llm: ScriptedLLM) -> None:

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from power_loop import MessageRecord, SendRecord, SessionRecord, Store, open_store
 from power_loop.testing import drop_store_tables
-from tests.durability.child import EXIT_OK, ChildArgs
+from tests.durability.child import ChildArgs
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 120.0
@@ -101,36 +99,6 @@ class Child:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait()
-
-
-# -- bugs already reported ------------------------------------------------------------
-
-
-class KnownBug(AssertionError):
-    """A failure recognised as a bug already reported (tests xfail on it, strictly)."""
-
-
-BEGIN_RACE = (
-    "BUG: begin_send crashes with TypeError (int(None) in store/sends.py _pending) when the "
-    "lease holder finishes its send between begin_send's refused UPDATE and the follow-up "
-    "SELECT of the session state (READ COMMITTED on PostgreSQL/MySQL): refused() sees a free "
-    "lease, assumes a pending send, and pending_send is NULL")
-
-
-def check_begin_race(children: list[Child], *, reliable: bool) -> None:
-    """Report the known begin_send race if a child died of it.
-
-    Where the race is hit on every run (``reliable``) it raises :class:`KnownBug`, for a
-    strict xfail; where it is hit only sometimes the test is marked xfailed when it is hit
-    and must pass when it is not. Any other failure fails the test as usual.
-    """
-    for child in children:
-        if child.wait() not in (EXIT_OK, -signal.SIGKILL):
-            error = child.report()["error"] or {}
-            if error.get("type") == "TypeError" and "in _pending" in error.get("traceback", ""):
-                if reliable:
-                    raise KnownBug(f"{child.name}: {error['traceback']}")
-                pytest.xfail(BEGIN_RACE)
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:

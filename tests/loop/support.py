@@ -8,12 +8,11 @@ form two sessions can be compared by.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, ClassVar, cast
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, ClassVar
 
 from power_loop import (
     AgentLoopConfig,
-    Event,
     LLMRequest,
     Message,
     NewMessage,
@@ -41,14 +40,6 @@ def make_loop(store: Store, llm: LLMService,
     """A loop on the test's store (the loop does not close it)."""
     return StatefulAgentLoop(llm=llm, store=store, tools=list(tools),
                              config=AgentLoopConfig(**config))
-
-
-def generator(loop: StatefulAgentLoop, text: str, session_id: str) -> AsyncGenerator[Event, None]:
-    """``loop.stream(...)`` typed as the async generator it is, so it can be ``aclosing``-ed.
-
-    (``stream`` is annotated as a plain ``AsyncIterator``, which has no ``aclose``.)
-    """
-    return cast(AsyncGenerator[Event, None], loop.stream(text, session_id=session_id))
 
 
 async def stored_state(store: Store, session_id: str) -> list[tuple[int, int, str, Any]]:

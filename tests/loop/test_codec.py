@@ -94,17 +94,43 @@ def test_unknown_role_and_foreign_parts_are_rejected() -> None:
         encode_message(Message("user", ("text",)))  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a stored body missing a required field raises "
-                   "KeyError/TypeError instead of InvalidArgumentError")
+_RESULT = {"kind": "tool_result", "call_id": "c1", "name": "x", "content": "ok"}
+
+
 @pytest.mark.parametrize("body", [
     {"v": 1, "meta": {}},
     {"v": 1, "parts": [{"kind": "text"}], "meta": {}},
     {"v": 1, "parts": [{"kind": "tool_call", "id": "c1", "name": "x"}], "meta": {}},
     {"v": 1, "parts": None, "meta": {}},
-])
-def test_malformed_body_is_rejected(body: dict[str, Any]) -> None:
-    with pytest.raises(InvalidArgumentError):
+    {"v": 1, "parts": {"kind": "text", "text": "a"}, "meta": {}},
+    {"v": 1, "parts": ["text"], "meta": {}},
+    {"v": 1, "parts": [{"text": "no kind"}], "meta": {}},
+    {"v": 1, "parts": [{"kind": "image", "url": "x"}], "meta": {}},
+    {"v": 1, "parts": [{"kind": "text", "text": 5}], "meta": {}},
+    {"v": 1, "parts": [{"kind": "text", "text": None}], "meta": {}},
+    {"v": 1, "parts": [{"kind": "tool_call", "id": 1, "name": "x", "arguments": "{}"}],
+     "meta": {}},
+    {"v": 1, "parts": [{"kind": "tool_call", "id": "c1", "name": "x", "arguments": {}}],
+     "meta": {}},
+    {"v": 1, "parts": [{**_RESULT, "content": ["ok"]}], "meta": {}},
+    {"v": 1, "parts": [{**_RESULT, "is_error": "yes"}], "meta": {}},
+    {"v": 1, "parts": [{**_RESULT, "is_error": 1}], "meta": {}},
+    {"v": 1, "parts": [], "meta": ["not", "an", "object"]},
+    ["not", "an", "object"],
+], ids=lambda body: str(body)[:60])
+def test_malformed_body_is_rejected(body: Any) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
         decode_message("assistant", body)
+    assert info.value.code == "invalid_argument"
+
+
+def test_a_well_formed_body_decodes_strictly() -> None:
+    message = decode_message("tool", {"v": 1, "parts": [{**_RESULT, "is_error": True}],
+                                      "meta": {}})
+    assert message.tool_results == (ToolResultPart("c1", "x", "ok", True),)
+    # is_error may be left out (false); nothing else is optional.
+    assert decode_message("tool", {"v": 1, "parts": [_RESULT], "meta": {}}).tool_results == (
+        ToolResultPart("c1", "x", "ok", False),)
 
 
 @tool
@@ -157,11 +183,14 @@ async def test_unusual_text_survives_storage(store: Store) -> None:
         assert decode_message(record.role, record.body) == history[record.seq]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the loop's assistant messages carry a plain, "
-                   "mutable dict as meta (decoded and constructed ones are read-only)")
 async def test_result_messages_are_immutable(store: Store) -> None:
-    loop = make_loop(store, ScriptedLLM(["Hi."]))
+    loop = make_loop(store, ScriptedLLM([call_tool("add", {"a": 1, "b": 2}), "Hi."]), [add])
     sid = await loop.new_session()
     result = await loop.send("Hello", session_id=sid)
-    with pytest.raises(TypeError):
-        result.messages[-1].meta["stop_reason"] = "tampered"  # type: ignore[index]
+    assert [m.role for m in result.messages] == ["user", "assistant", "tool", "assistant"]
+    for message in result.messages:
+        with pytest.raises(TypeError):
+            message.meta["stop_reason"] = "tampered"  # type: ignore[index]
+    assert result.messages[-1].meta["stop_reason"] == "end_turn"
+    # What the next send is built from was not changed either.
+    assert [h.message for h in await loop.history(sid)] == list(result.messages)

@@ -24,6 +24,7 @@ from power_loop import (
     tool,
 )
 from power_loop.llm.messages import encode_message
+from power_loop.loop.driver import NO_FINAL_TEXT
 from tests.loop.support import lease_is_free, make_loop, shape, texts
 
 ticks: list[int] = []
@@ -67,6 +68,28 @@ async def test_max_rounds_ends_with_a_final_text_and_no_tools(store: Store) -> N
     # The dropped call left nothing unanswered: the next send is a valid request.
     after = make_loop(store, ScriptedLLM(["fine"]), [tick])
     assert (await after.send("next", session_id=sid)).final_text == "fine"
+
+
+async def test_a_final_round_of_only_tool_calls_stores_a_notice(store: Store) -> None:
+    llm = ScriptedLLM(lambda request: call_tool("tick", {"n": len(request.messages)}))
+    loop = make_loop(store, llm, [tick], max_rounds=1)
+    sid = await loop.new_session()
+    result = await loop.send("loop forever", session_id=sid)
+
+    assert (result.stop_reason, result.status, result.rounds) == ("max_rounds", "done", 2)
+    assert [r.tool_choice for r in llm.requests] == ["auto", "none"]
+    last = result.messages[-1]
+    assert last.role == "assistant" and last.tool_calls == ()
+    assert result.final_text == last.text == NO_FINAL_TEXT
+    assert (last.meta["synthetic"], last.meta["dropped_tool_calls"]) == ("no_final_text", 1)
+    stored = (await store.read_messages(sid))[-1]
+    assert stored.body["parts"] == [{"kind": "text", "text": NO_FINAL_TEXT}]
+    assert stored.body["meta"]["synthetic"] == "no_final_text"
+    # A valid history: the next send goes out with the notice as the previous answer.
+    after = ScriptedLLM(["fine"])
+    assert (await make_loop(store, after, [tick]).send("next", session_id=sid)).final_text == (
+        "fine")
+    assert texts(after.requests[0])[-2:] == [NO_FINAL_TEXT, "next"]
 
 
 async def test_max_rounds_counts_per_send(store: Store) -> None:
@@ -182,6 +205,7 @@ async def test_corrupted_history_is_never_sent(store: Store, warm: bool) -> None
 @pytest.mark.parametrize("options", [
     {"max_rounds": 0}, {"max_send_tokens": 0}, {"max_output_tokens": -1},
     {"max_continuations": -1}, {"tool_timeout": 0}, {"max_tool_output_chars": 0},
+    {"max_tool_output_chars": 199},
     {"max_parallel_tools": 0}, {"lease_ttl": 0}, {"lease_wait": -1},
     {"cache_sessions": -1}, {"on_pending": "ignore"},
 ])
@@ -192,6 +216,7 @@ def test_config_rejects_nonsense(options: dict[str, Any]) -> None:
 
 def test_config_accepts_the_edges() -> None:
     config = AgentLoopConfig(max_continuations=0, lease_wait=0, cache_sessions=0,
-                             tool_timeout=None)
+                             tool_timeout=None, max_tool_output_chars=200)
     assert (config.max_continuations, config.lease_wait, config.cache_sessions) == (0, 0, 0)
+    assert config.max_tool_output_chars == 200
     assert AgentLoopConfig(lease_wait=None).lease_wait is None

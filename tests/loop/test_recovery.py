@@ -124,16 +124,19 @@ async def test_resume_after_an_error_without_text(store: Store) -> None:
     assert [m.role for m in llm.requests[0].messages] == ["user"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with max_continuations=0, resume finishes a "
-                   "send cut by a model error with the partial text, as 'end_turn', without "
-                   "calling the model")
 async def test_resume_finishes_a_failed_answer_even_without_continuations(
         store: Store) -> None:
+    # max_continuations bounds answers cut by the output limit; an answer cut by a model
+    # error is always continued, or the send would end on half a sentence.
     sid = await make_pending(store)
     llm = ScriptedLLM(["answer."])
     result = await make_loop(store, llm, max_continuations=0).resume(sid)
     assert len(llm.requests) == 1
+    assert llm.requests[0].messages[-2].text == "Partial "
+    assert llm.requests[0].messages[-1].meta["synthetic"] == "continue"
     assert result is not None and result.final_text == "Partial answer."
+    assert (result.status, result.stop_reason) == ("done", "end_turn")
+    assert (await store.get_send(sid, 0)).status == "done"
 
 
 async def test_error_in_a_later_round_keeps_the_tool_results(store: Store) -> None:

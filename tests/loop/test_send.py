@@ -226,15 +226,42 @@ async def test_request_key_is_idempotent(store: Store) -> None:
     assert (other.send_index, other.final_text) == (1, "other")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stream() of an idempotent retry yields no event, "
-                   "not even the SendFinished carrying the first send's result")
 async def test_request_key_retry_through_stream(store: Store) -> None:
-    loop = make_loop(store, ScriptedLLM(["once"]))
+    llm = ScriptedLLM(["once"])
+    loop = make_loop(store, llm)
     sid = await loop.new_session()
     first = await loop.send("hi", session_id=sid, request_key="k")
+    state = await stored_state(store, sid)
     events = [e async for e in loop.stream("hi", session_id=sid, request_key="k")]
-    assert events and isinstance(events[-1], SendFinished)
-    assert events[-1].result == first
+    # Nothing runs again: the one event is the end, carrying the first send's result.
+    assert [type(e) for e in events] == [SendFinished]
+    finished = events[0]
+    assert isinstance(finished, SendFinished)
+    assert finished.result == first
+    assert (finished.session_id, finished.send_index) == (sid, first.send_index)
+    assert len(llm.requests) == 1
+    assert await stored_state(store, sid) == state
+
+
+async def test_request_key_reused_for_other_text_is_rejected(store: Store) -> None:
+    llm = ScriptedLLM(["once", "unused"])
+    loop = make_loop(store, llm)
+    sid = await loop.new_session()
+    await loop.send("hi", session_id=sid, request_key="k")
+    state = await stored_state(store, sid)
+
+    with pytest.raises(InvalidArgumentError) as raised:
+        await loop.send("something else", session_id=sid, request_key="k")
+    assert "request_key" in str(raised.value)
+    with pytest.raises(InvalidArgumentError):
+        async for _ in loop.stream("something else", session_id=sid, request_key="k"):
+            pass
+    cold = make_loop(store, ScriptedLLM([]))
+    with pytest.raises(InvalidArgumentError):
+        await cold.send("something else", session_id=sid, request_key="k")
+
+    assert len(llm.requests) == 1
+    assert await stored_state(store, sid) == state
 
 
 async def test_request_key_of_a_pending_send(store: Store) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -150,8 +151,6 @@ async def test_window_cache_is_checked_against_the_store(store: Store, dsn: str,
     assert llm_a.requests[-1].messages == tuple(history[:7])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a cached window of a deleted session is reused "
-                   "for a new session with the same id once that one has as many messages")
 async def test_window_cache_survives_session_recreated_under_same_id(store: Store) -> None:
     llm_a = ScriptedLLM(conversation)
     a = make_loop(store, llm_a, TOOLS)
@@ -167,3 +166,41 @@ async def test_window_cache_survives_session_recreated_under_same_id(store: Stor
     await a.send("new four", session_id="reused")
     assert "old one" not in texts(llm_a.requests[-1])
     assert texts(llm_a.requests[-1])[0] == "new one"
+    # Exactly what a cold loop would have sent: the new session's history, then the text.
+    history = [h.message for h in await a.history("reused")]
+    assert llm_a.requests[-1].messages == tuple(history[:-1])
+
+
+async def _export_as(store: Store, source: str, target: str) -> list[str]:
+    """``source``'s export, rewritten to import as the session ``target``."""
+    lines = []
+    async for line in store.export_session(source):
+        item = json.loads(line)
+        for row in [item, item.get("row", {})]:
+            for key in ("session_id", "id"):
+                if row.get(key) == source:
+                    row[key] = target
+        lines.append(json.dumps(item) + "\n")
+    return lines
+
+
+async def test_window_cache_is_dropped_when_an_import_replaces_the_session(
+        store: Store) -> None:
+    llm_a = ScriptedLLM(conversation)
+    a = make_loop(store, llm_a, TOOLS)
+    await a.new_session(session_id="s")
+    await a.send("cached one", session_id="s")
+    other = make_loop(store, ScriptedLLM(conversation), TOOLS)
+    await other.new_session(session_id="donor")
+    for text in ("donated one", "donated two"):
+        await other.send(text, session_id="donor")
+
+    # Same id, a different history of more messages: only the incarnation tells them apart.
+    await store.import_session(await _export_as(store, "donor", "s"), replace=True)
+    await a.send("after the import", session_id="s")
+
+    assert texts(llm_a.requests[-1]) == [
+        "donated one", "You said 'donated one' after 1.",
+        "donated two", "You said 'donated two' after 3.", "after the import"]
+    history = [h.message for h in await a.history("s")]
+    assert llm_a.requests[-1].messages == tuple(history[:-1])

@@ -12,8 +12,17 @@ from typing import Any
 
 import pytest
 
-from power_loop import ToolCallPart, ToolContext, ToolError, ToolRegistry, ToolResultPart, tool
-from power_loop.tools import ToolLimits
+from power_loop import (
+    AgentLoopConfig,
+    InvalidArgumentError,
+    ToolCallPart,
+    ToolContext,
+    ToolError,
+    ToolRegistry,
+    ToolResultPart,
+    tool,
+)
+from power_loop.tools import ToolLimits, make_tool
 from power_loop.tools.registry import MAX_ERROR_CHARS
 
 LIMITS = ToolLimits(timeout=5.0, max_output_chars=1_000)
@@ -171,15 +180,30 @@ async def test_output_is_truncated_with_a_marker() -> None:
     assert split_marker(own.content)[2] == 5000
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a cap shorter than the truncation marker is "
-                   "exceeded: the marker alone is returned")
-async def test_tiny_output_cap_is_honoured() -> None:
-    def long() -> str:
-        """Return a lot."""
-        return "z" * 5000
+def _long() -> str:
+    """Return a lot."""
+    return "z" * 5000
 
-    cut = await run(ToolRegistry([long]), "long", {}, ToolLimits(max_output_chars=20))
-    assert len(cut.content) <= 20
+
+@pytest.mark.parametrize("cap", [0, 20, 199])
+def test_an_output_cap_too_small_for_the_marker_is_rejected(cap: int) -> None:
+    # Below 200 characters the truncation marker alone would exceed the cap.
+    with pytest.raises(InvalidArgumentError):
+        tool(max_output_chars=cap)(_long)
+    with pytest.raises(InvalidArgumentError):
+        make_tool(_long, max_output_chars=cap)
+    with pytest.raises(InvalidArgumentError):
+        AgentLoopConfig(max_tool_output_chars=cap)
+
+
+async def test_the_smallest_output_cap_is_honoured() -> None:
+    cut = await run(ToolRegistry([make_tool(_long, max_output_chars=200)]), "_long", {})
+    kept_text, kept, total = split_marker(cut.content)
+    assert len(cut.content) <= 200 and (kept_text, total) == ("z" * kept, 5000) and kept > 0
+    config = AgentLoopConfig(max_tool_output_chars=200)
+    cut = await run(ToolRegistry([_long]), "_long", {},
+                    ToolLimits(max_output_chars=config.max_tool_output_chars))
+    assert len(cut.content) <= 200 and split_marker(cut.content)[1] > 0
 
 
 async def test_errors_are_bounded() -> None:
@@ -264,18 +288,27 @@ async def test_cancellation_propagates() -> None:
         await task
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Enum and dataclass arguments are converted only "
-                   "when they are the whole annotation: `Size | None`, `list[Box]` and a "
-                   "dataclass inside a dataclass arrive as plain JSON values")
 async def test_nested_enum_and_dataclass_arguments_are_converted() -> None:
     seen: list[Any] = []
 
-    def pack(size: Size | None, boxes: list[Box], crate: Crate) -> str:
+    def pack(size: Size | None, boxes: list[Box], crate: Crate, by_name: dict[str, Size],
+             pair: tuple[Size, Box], sizes: list[Size] | None = None) -> str:
         """Pack boxes."""
-        seen.extend([size, boxes, crate])
+        seen.extend([size, boxes, crate, by_name, pair, sizes])
         return "packed"
 
-    result = await run(ToolRegistry([pack]), "pack",
-                       {"size": "s", "boxes": [{"width": 1}], "crate": {"box": {"width": 2}}})
-    assert result.content == "packed"
-    assert seen == [Size.SMALL, [Box(1)], Crate(Box(2))]
+    result = await run(ToolRegistry([pack]), "pack", {
+        "size": "s", "boxes": [{"width": 1}, {"width": 2, "height": 3}],
+        "crate": {"box": {"width": 2}}, "by_name": {"a": "l"},
+        "pair": ["l", {"width": 4}], "sizes": ["s", "l"]})
+    assert result.content == "packed", result.content
+    assert seen == [Size.SMALL, [Box(1), Box(2, 3)], Crate(Box(2)), {"a": Size.LARGE},
+                    (Size.LARGE, Box(4)), [Size.SMALL, Size.LARGE]]
+    assert type(seen[4]) is tuple
+
+    seen.clear()
+    result = await run(ToolRegistry([pack]), "pack", {
+        "size": None, "boxes": [], "crate": {"box": {"width": 2}}, "by_name": {},
+        "pair": ["s", {"width": 1}]})
+    assert result.content == "packed", result.content
+    assert seen == [None, [], Crate(Box(2)), {}, (Size.SMALL, Box(1)), None]

@@ -9,8 +9,15 @@ from typing import Annotated, Any, Literal, Optional, TypedDict
 
 import pytest
 
-from power_loop import InvalidArgumentError, Tool, ToolContext, ToolRegistry, tool
-from power_loop.tools import make_tool
+from power_loop import (
+    InvalidArgumentError,
+    Tool,
+    ToolCallPart,
+    ToolContext,
+    ToolRegistry,
+    tool,
+)
+from power_loop.tools import ToolLimits, make_tool
 
 
 class Color(enum.Enum):
@@ -112,27 +119,44 @@ def test_context_parameter_is_not_a_model_argument() -> None:
                                 "required": ["key"]}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a parameter annotated `ToolContext | None` is "
-                   "offered to the model as an argument instead of receiving the context")
-def test_optional_context_parameter_is_injected() -> None:
-    def lookup(key: str, context: ToolContext | None = None) -> str:
-        """Look a key up (callable without a context in unit tests)."""
-        return key
+def _optional(key: str, context: ToolContext | None = None) -> str:
+    """Look a key up (callable without a context in unit tests)."""
+    return f"{key} from {context.call_id if context else None}"
 
-    built = tool(lookup)
+
+def _old_optional(key: str, context: Optional[ToolContext] = None) -> str:  # noqa: UP045
+    """Look a key up."""
+    return f"{key} from {context.call_id if context else None}"
+
+
+def _annotated(key: str, context: Annotated[ToolContext, "injected"]) -> str:
+    """Look a key up."""
+    return f"{key} from {context.call_id}"
+
+
+@pytest.mark.parametrize("fn", [_optional, _old_optional, _annotated])
+async def test_optional_context_parameter_is_injected(fn: Any) -> None:
+    built = tool(fn)
     assert built.context_param == "context"
-    assert list(built.parameters["properties"]) == ["key"]
+    assert built.parameters == {"type": "object", "additionalProperties": False,
+                                "properties": {"key": {"type": "string"}},
+                                "required": ["key"]}
+    context = ToolContext(session_id="s", send_index=0, call_id="c7", tool_name=built.name,
+                          attempt=1, idempotency_key=ToolContext.key_for("s", 0, "c7"))
+    result = await ToolRegistry([built]).execute(
+        ToolCallPart("c7", built.name, '{"key": "k"}'), context, ToolLimits())
+    assert (result.content, result.is_error) == ("k from c7", False)
 
 
 def test_no_arguments_and_options() -> None:
     @tool(name="ping-1", description="Says pong.", safe_to_repeat=True, timeout=2.5,
-          max_output_chars=10)
+          max_output_chars=200)
     async def ping() -> str:
         return "pong"
 
     assert isinstance(ping, Tool)
     assert (ping.name, ping.description, ping.safe_to_repeat) == ("ping-1", "Says pong.", True)
-    assert (ping.timeout, ping.max_output_chars) == (2.5, 10)
+    assert (ping.timeout, ping.max_output_chars) == (2.5, 200)
     assert ping.parameters == {"type": "object", "properties": {},
                                "additionalProperties": False}
     assert ping.spec.to_json() == {"name": "ping-1", "description": "Says pong.",
@@ -151,9 +175,8 @@ def test_invalid_tool_names(name: str) -> None:
 
     with pytest.raises(InvalidArgumentError):
         Tool(name=name, description="A tool.", parameters={"type": "object"}, fn=fn)
-    if name:
-        with pytest.raises(InvalidArgumentError):
-            make_tool(fn, name=name)
+    with pytest.raises(InvalidArgumentError):
+        make_tool(fn, name=name)  # an empty name too: it never falls back to fn.__name__
 
 
 def test_longest_valid_name() -> None:
@@ -228,11 +251,17 @@ def test_unsupported_declarations_are_rejected(fn: Any) -> None:
         assert param in str(raised.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an unresolvable annotation raises NameError from "
-                   "make_tool, not InvalidArgumentError")
 def test_unresolvable_annotation_is_rejected_cleanly() -> None:
     def broken(x: NoSuchType) -> None:  # type: ignore[name-defined]  # noqa: F821
         """A typo in an annotation."""
 
-    with pytest.raises(InvalidArgumentError):
-        tool(broken)
+    def broken_context(x: int, ctx: NoSuchContext) -> None:  # type: ignore[name-defined]  # noqa: F821
+        """A typo in the context's annotation."""
+
+    for fn in (broken, broken_context):
+        with pytest.raises(InvalidArgumentError) as raised:
+            tool(fn)
+        assert fn.__name__ in str(raised.value)
+        assert "NoSuch" in str(raised.value)
+        with pytest.raises(InvalidArgumentError):
+            make_tool(fn)

@@ -1,0 +1,66 @@
+"""Engine errors become the same power_loop error on every backend."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+
+from conformance.probes import count_rows
+from power_loop import ConnectionLostError, IntegrityConflictError, Store, open_store
+
+SECRET = "wr0ng-Pa55"
+
+
+async def _insert_message(store: Store, values: list[object]) -> None:
+    dialect = store.database.dialect
+    table = dialect.quote(f"{store.table_prefix}messages")
+    sql = dialect.render(f"INSERT INTO {table} (session_id, seq, send_index, role, body, "
+                         "created_at) VALUES (?, ?, ?, ?, ?, ?)")
+    async with store.database.transaction() as conn:
+        await conn.execute(sql, values)
+
+
+async def test_a_not_null_violation_is_an_integrity_conflict(store: Store) -> None:
+    await store.create_session("s")
+
+    with pytest.raises(IntegrityConflictError) as info:
+        await _insert_message(store, ["s", 0, 0, None, "{}", 0])
+
+    assert info.value.code == "store_conflict"
+    assert await count_rows(store, "messages") == 0
+
+
+async def test_a_duplicate_key_is_an_integrity_conflict(store: Store) -> None:
+    await store.create_session("s")
+    await _insert_message(store, ["s", 0, 0, "user", "{}", 0])
+
+    with pytest.raises(IntegrityConflictError) as info:
+        await _insert_message(store, ["s", 0, 0, "user", "{}", 0])
+
+    assert info.value.code == "store_conflict"
+    assert await count_rows(store, "messages") == 1
+
+
+def _with_user(dsn: str, userinfo: str) -> str:
+    parts = urlsplit(dsn)
+    return parts._replace(netloc=f"{userinfo}@{parts.hostname}:{parts.port}").geturl()
+
+
+_REFUSED_LOGINS = {  # the server answers, and refuses the login
+    "postgresql": ["no_such_role_pl", f"no_such_role_pl:{SECRET}"],
+    "mysql": [f"pl:{SECRET}", f"no_such_user_pl:{SECRET}"],
+}
+
+
+async def test_refused_credentials_are_connection_lost(backend: str, dsn: str) -> None:
+    if backend not in _REFUSED_LOGINS:
+        pytest.skip("a SQLite file has no credentials")
+
+    for userinfo in _REFUSED_LOGINS[backend]:
+        with pytest.raises(ConnectionLostError) as info:
+            await open_store(_with_user(dsn, userinfo), table_prefix="pl_", connect_timeout=5)
+
+        assert info.value.code == "connection_lost"
+        assert info.value.backend == backend
+        assert SECRET not in str(info.value)
