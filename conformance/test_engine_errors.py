@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -53,9 +54,14 @@ _REFUSED_LOGINS = {  # the server answers, and refuses the login
 }
 
 
-async def test_refused_credentials_are_connection_lost(backend: str, dsn: str) -> None:
+async def test_refused_credentials_are_connection_lost(backend: str, dsn: str,
+                                                      tmp_path: Path) -> None:
     if backend not in _REFUSED_LOGINS:
-        pytest.skip("a SQLite file has no credentials")
+        # A SQLite file has no logins; its counterpart is a file that cannot be opened.
+        with pytest.raises(ConnectionLostError) as info:
+            await open_store(str(tmp_path), table_prefix="pl_")  # a directory
+        assert info.value.code == "connection_lost" and info.value.backend == "sqlite"
+        return
 
     for userinfo in _REFUSED_LOGINS[backend]:
         with pytest.raises(ConnectionLostError) as info:

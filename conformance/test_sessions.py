@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conformance.known_bugs import METADATA_NOT_CHECKED
 from conformance.probes import NO_ROWS, count_rows, session_row_counts
 from conformance.samples import export_text, lines_of, message
 from power_loop import (
@@ -70,8 +69,6 @@ async def test_duplicate_create_raises_and_keeps_the_original(store: Store) -> N
     assert await count_rows(store, "sessions") == 1
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, ValueError, pytest.fail.Exception),
-                   reason=METADATA_NOT_CHECKED)
 @pytest.mark.parametrize("metadata", [[1, 2], "text", [("k", "v")]],
                          ids=["list", "str", "pairs"])
 async def test_metadata_must_be_a_mapping(store: Store, metadata: object) -> None:

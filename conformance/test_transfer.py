@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from conformance.known_bugs import IMPORT_STATE_UNCHECKED
 from conformance.probes import NO_ROWS, count_rows, raw_json_column, session_row_counts
 from conformance.samples import build_rich_session, export_text, lines_of, message
 from power_loop import (
@@ -300,8 +299,6 @@ _VALUE_ERRORS: dict[str, Callable[[list[str]], list[str]]] = {
     # request keys unique
     "request_key_reused": _edit("sends", lambda row: row.update(request_key="req-1"), nth=2),
 }
-_UNCHECKED = pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                               reason=IMPORT_STATE_UNCHECKED)
 _STATE_ERRORS: dict[str, Callable[[list[str]], list[str]]] = {
     "pending_send_unset_with_a_pending_send": _edit(
         "sessions", lambda row: row.update(pending_send=None)),
@@ -315,7 +312,7 @@ _STATE_ERRORS: dict[str, Callable[[list[str]], list[str]]] = {
 
 @pytest.mark.parametrize("case", [
     *sorted(_SHAPE_ERRORS), *sorted(_VALUE_ERRORS),
-    *(pytest.param(case, marks=_UNCHECKED) for case in sorted(_STATE_ERRORS)),
+    *sorted(_STATE_ERRORS),
 ])
 async def test_malformed_import_is_rejected_and_writes_nothing(store: Store, case: str) -> None:
     await build_rich_session(store, "rich")

@@ -166,18 +166,12 @@ def test_password_is_redacted(dsn: str) -> None:
     assert redact_dsn(dsn) == dsn.replace(SECRET, "***")
 
 
-_REDACT_MANGLES_SQLITE_URLS = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: redact_dsn now rebuilds every DSN with urlunsplit, which drops the empty "
-    "authority of a sqlite URL: 'sqlite:////abs/app.db' becomes 'sqlite://abs/app.db' "
-    "(reads as host 'abs') and 'sqlite:///relative.db' becomes 'sqlite:/relative.db' "
-    "(reads as an absolute path); before the query-password fix it returned a DSN "
-    "without a password unchanged"))
 
 
 @pytest.mark.parametrize("dsn", [
     "app.db", ":memory:", "postgresql://app@h/db", "postgresql://app@h/db?sslmode=require",
-    pytest.param("sqlite:////abs/app.db", marks=_REDACT_MANGLES_SQLITE_URLS),
-    pytest.param("sqlite:///relative.db?busy_timeout=5", marks=_REDACT_MANGLES_SQLITE_URLS),
+    "sqlite:////abs/app.db",
+    "sqlite:///relative.db?busy_timeout=5",
 ])
 def test_redaction_leaves_passwordless_dsns_alone(dsn: str) -> None:
     assert redact_dsn(dsn) == dsn

@@ -120,11 +120,14 @@ def redact_dsn(dsn: str) -> str:
         password = parts.password
     except ValueError:
         return "<unparseable dsn>"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(k.lower() in _SECRET_PARAMS for k, _ in query)
+    if password is None and not secret_query:
+        return dsn  # untouched: re-assembling could change what it means (sqlite:////abs)
     if password is not None:
         netloc = parts.netloc.rsplit("@", 1)[1]
         parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(k.lower() in _SECRET_PARAMS for k, _ in query):
+    if secret_query:
         parts = parts._replace(query=urlencode(
             [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in query], safe="*/:"))
     return urlunsplit(parts)

@@ -62,7 +62,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, messages, sends, session leases", (SESSIONS, MESSAGES, SENDS)),
     Migration(2, "projections, fold journal, agent notes", (PROJECTIONS, FOLDS, NOTES)),
-    Migration(3, "timers; resume attempts and parking", (TIMERS,)),
+    Migration(3, "timers, resume attempts and parking", (TIMERS,)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -77,6 +77,9 @@ class Store(TimerOps):
             check_id(parent_id, "parent_id")
         if system_prompt is not None and not isinstance(system_prompt, str):
             raise InvalidArgumentError("system_prompt must be a string or None")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidArgumentError(
+                f"metadata must be a mapping (a dict), not {type(metadata).__name__}")
         meta = dump_json(dict(metadata or {}))
         try:
             return await self.write(self._create_session_txn, sid, parent_id,

@@ -27,6 +27,7 @@ from power_loop.store.migrations import LATEST_VERSION, session_tables
 from power_loop.store.port import ColumnType, Connection
 from power_loop.store.records import check_count, check_id, check_name, dump_json, load_json
 from power_loop.store.schema import Table, TableNames
+from power_loop.store.sends import SEND_STATUSES
 
 if TYPE_CHECKING:
     from power_loop.store.store import Store
@@ -39,7 +40,8 @@ _PAGE = 500
 def _line(value: Any) -> str:
     # No sort_keys: the keys of each line come in a fixed order (header fields, then the
     # schema's column order), and JSON values keep the key order they were stored with.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    # Text that is not valid Unicode is escaped, so an export is always UTF-8.
+    return dump_json(value)
 
 
 def _to_export(table: Table, columns: tuple[str, ...], row: Any) -> dict[str, Any]:
@@ -196,9 +198,20 @@ def _check_consistency(session_id: str, rows: dict[str, list[dict[str, Any]]]) -
         raise InvalidArgumentError(
             f"import of {session_id!r}: send indexes must be exactly 0..send_count-1")
     pending = session["pending_send"]
-    if pending is not None and (pending not in sends or sends[pending]["status"] != "pending"):
+    waiting = [index for index, send in sends.items() if send["status"] == "pending"]
+    if waiting != ([] if pending is None else [pending]):
         raise InvalidArgumentError(
-            f"import of {session_id!r}: pending_send {pending} is not a pending send")
+            f"import of {session_id!r}: pending_send {pending} must name the one pending "
+            f"send (pending: {waiting})")
+    unknown = {s["status"] for s in rows["sends"]} - SEND_STATUSES
+    if unknown:
+        raise InvalidArgumentError(f"import of {session_id!r}: unknown send status {unknown}")
+    if not isinstance(session["metadata"], dict) or not (
+            session["system_prompt"] is None or isinstance(session["system_prompt"], str)):
+        raise InvalidArgumentError(
+            f"import of {session_id!r}: metadata must be an object and system_prompt text")
+    if any(not isinstance(m["body"], dict) for m in rows["messages"]):
+        raise InvalidArgumentError(f"import of {session_id!r}: a message body is not an object")
     keys = [r["request_key"] for r in rows["sends"] if r["request_key"] is not None]
     if len(keys) != len(set(keys)):
         raise InvalidArgumentError(f"import of {session_id!r}: a request_key is used twice")
