@@ -241,7 +241,7 @@ def _blocks(message: Message) -> tuple[str, list[dict[str, Any]]]:
     blocks: list[dict[str, Any]] = []
     for part in message.parts:
         if isinstance(part, TextPart) and message.role != "tool":
-            if part.text:  # the API rejects empty text blocks
+            if part.text.strip():  # the API rejects empty and whitespace-only text blocks
                 blocks.append({"type": "text", "text": part.text})
         elif isinstance(part, ToolCallPart) and message.role == "assistant":
             blocks.append({"type": "tool_use", "id": part.id, "name": part.name,

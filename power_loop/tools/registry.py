@@ -21,7 +21,7 @@ from power_loop.errors import InvalidArgumentError
 from power_loop.llm.messages import ToolCallPart, ToolResultPart
 from power_loop.llm.service import ToolSpec
 from power_loop.tools.context import ToolContext
-from power_loop.tools.tool import Tool, ToolError, make_tool
+from power_loop.tools.tool import MIN_OUTPUT_CHARS, Tool, ToolError, make_tool
 
 MAX_ERROR_CHARS = 2_000
 
@@ -32,6 +32,11 @@ class ToolLimits:
 
     timeout: float | None = 120.0
     max_output_chars: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.max_output_chars < MIN_OUTPUT_CHARS:
+            raise InvalidArgumentError(
+                f"ToolLimits.max_output_chars must be at least {MIN_OUTPUT_CHARS}")
 
 
 def truncate(text: str, limit: int) -> str:

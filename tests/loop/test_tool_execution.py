@@ -161,22 +161,22 @@ async def test_output_is_truncated_with_a_marker() -> None:
         """Return n characters."""
         return "x" * n
 
-    @tool(max_output_chars=300)
+    @tool(max_output_chars=600)
     def own_cap(n: int) -> str:
         """Return n characters."""
         return "y" * n
 
     registry = ToolRegistry([long, own_cap])
-    exact = await run(registry, "long", {"n": 100}, ToolLimits(max_output_chars=100))
-    assert exact.content == "x" * 100
+    exact = await run(registry, "long", {"n": 250}, ToolLimits(max_output_chars=250))
+    assert exact.content == "x" * 250
 
-    cut = await run(registry, "long", {"n": 5000}, ToolLimits(max_output_chars=100))
+    cut = await run(registry, "long", {"n": 5000}, ToolLimits(max_output_chars=250))
     kept_text, kept, total = split_marker(cut.content)
-    assert not cut.is_error and len(cut.content) <= 100
+    assert not cut.is_error and len(cut.content) <= 250
     assert (kept_text, total) == ("x" * kept, 5000) and kept > 0
 
-    own = await run(registry, "own_cap", {"n": 5000}, ToolLimits(max_output_chars=100))
-    assert 100 < len(own.content) <= 300
+    own = await run(registry, "own_cap", {"n": 5000}, ToolLimits(max_output_chars=250))
+    assert 250 < len(own.content) <= 600
     assert split_marker(own.content)[2] == 5000
 
 
@@ -188,6 +188,8 @@ def _long() -> str:
 @pytest.mark.parametrize("cap", [0, 20, 199])
 def test_an_output_cap_too_small_for_the_marker_is_rejected(cap: int) -> None:
     # Below 200 characters the truncation marker alone would exceed the cap.
+    with pytest.raises(InvalidArgumentError):
+        ToolLimits(max_output_chars=cap)
     with pytest.raises(InvalidArgumentError):
         tool(max_output_chars=cap)(_long)
     with pytest.raises(InvalidArgumentError):
