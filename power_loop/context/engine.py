@@ -47,6 +47,7 @@ from power_loop.store.store import Store
 log = logging.getLogger("power_loop.context")
 Emit = Callable[[Event], None]
 MAX_FOLDS_PER_SEND = 4
+MEMORY_CUT = "\n[... cut to the memory budget]"
 
 
 @dataclass(slots=True)
@@ -57,6 +58,8 @@ class RenderedSend:
     first_seq: int
     messages: list[Message]
     tokens: int
+    call_ids: frozenset[str] = frozenset()
+    """The ids of the send's tool calls in the log (rendered or not)."""
 
 
 @dataclass(slots=True)
@@ -73,19 +76,31 @@ class History:
     notes: list[NoteRecord] = field(default_factory=list)
     calibration: float = 1.0
     call_ids: set[str] = field(default_factory=set)
-    """Ids of the tool calls in the rendered history (a new call must not reuse one)."""
+    """Ids of the tool calls in the unfolded log: a new call must not reuse one, whether
+    the representation shows the calls or not (the log is checked as a whole)."""
     unstored: list[tuple[int, int, Any]] = field(default_factory=list)
     """Projections computed from the log that the store does not have yet."""
+    flat: list[Message] = field(default_factory=list)
+    """Every rendered send's messages, in order (kept as sends are added)."""
+    tokens: int = 0
+    """The rendered sends' tokens, summed as they are added."""
+
+    def add(self, send: RenderedSend) -> None:
+        """Append a rendered send (the flat prefix, token total and call ids follow)."""
+        self.sends.append(send)
+        self.flat.extend(send.messages)
+        self.tokens += send.tokens
+        self.call_ids.update(send.call_ids)
+
+    def keep(self, sends: list[RenderedSend]) -> None:
+        """Keep only ``sends`` (after a fold)."""
+        self.sends, self.flat, self.tokens, self.call_ids = [], [], 0, set()
+        for send in sends:
+            self.add(send)
 
     def prefix(self) -> list[Message]:
-        out = [self.summary] if self.summary is not None else []
-        for send in self.sends:
-            out.extend(send.messages)
-        return out
-
-    @property
-    def tokens(self) -> int:
-        return sum(s.tokens for s in self.sends)
+        """The summary, then every rendered send's messages (treat it as read-only)."""
+        return [self.summary, *self.flat] if self.summary is not None else self.flat
 
 
 def _group(records: Sequence[MessageRecord]) -> list[tuple[int, int, list[Message]]]:
@@ -168,10 +183,9 @@ class ContextEngine:
     def _append(self, history: History, send_index: int, first_seq: int,
                 messages: Sequence[Message], projection: Any) -> None:
         rendered = self.representation.render(send_index, messages, projection)
-        for message in rendered:
-            history.call_ids.update(c.id for c in message.tool_calls)
-        history.sends.append(RenderedSend(send_index, first_seq, rendered,
-                                          count_messages(self.counter, rendered)))
+        ids = frozenset(c.id for m in messages for c in m.tool_calls)
+        history.add(RenderedSend(send_index, first_seq, rendered,
+                                 count_messages(self.counter, rendered), ids))
 
     @staticmethod
     def _summary(fold: FoldRecord | None) -> Message | None:
@@ -211,34 +225,61 @@ class ContextEngine:
         """The tail message carrying notes and memory (``None`` when there are neither)."""
         sections = []
         if history.notes:
-            sections.append("Your notes (edit them with note_add, note_update, note_delete):\n"
-                            + render_notes(history.notes))
+            heading = ("Your notes (edit them with note_add, note_update, note_delete):"
+                       if self.notes is not None else "Notes kept from earlier in this session:")
+            sections.append(f"{heading}\n{render_notes(history.notes)}")
         if memory_text:
-            sections.append(f"From other conversations:\n{memory_text}")
+            sections.append(f"From other conversations:\n{self._clip_memory(memory_text)}")
         if not sections:
             return None
         return Message.user("[power_loop context]\n" + "\n\n".join(sections), context=True)
 
+    def _clip_memory(self, text: str) -> str:
+        """``text`` within the memory budget (a provider that overshoots is cut, marked)."""
+        tokens = self.counter.count_text(text)
+        if tokens <= self.memory_budget_tokens:
+            return text
+        keep = max(0, len(text) * self.memory_budget_tokens // tokens - len(MEMORY_CUT))
+        return text[:keep] + MEMORY_CUT
+
+    def _summary_tokens(self, history: History) -> int:
+        return count_message(self.counter, history.summary) if history.summary else 0
+
     def estimate(self, history: History, system: str | None, tools: Sequence[ToolSpec],
                  rest: Sequence[Message]) -> int:
         """Estimated input tokens of a request: prefix, system, tools and the rest."""
-        summary = count_message(self.counter, history.summary) if history.summary else 0
-        return (history.tokens + summary + self.counter.count_text(system or "")
-                + count_tools(self.counter, tools) + count_messages(self.counter, rest))
+        return (history.tokens + self._summary_tokens(history)
+                + self.counter.count_text(system or "") + count_tools(self.counter, tools)
+                + count_messages(self.counter, rest))
 
     def over_budget(self, history: History, system: str | None, tools: Sequence[ToolSpec],
                     tail: Sequence[Message]) -> bool:
         if self.budget_tokens is None or self.fold_strategy is None or not history.sends:
             return False
+        return history.tokens > self.room_for_sends(history, system, tools, tail)
+
+    def room_for_sends(self, history: History, system: str | None, tools: Sequence[ToolSpec],
+                       tail: Sequence[Message]) -> int:
+        """The tokens (by estimate) the finished sends may take: the budget less what
+        every request carries besides them (system prompt, tools, summary, the notes, the
+        current send) and the memory reserve."""
+        assert self.budget_tokens is not None
         reserve = self.memory_budget_tokens if self.memory is not None else 0
-        needed = self.estimate(history, system, tools, tail) * history.calibration + reserve
-        return needed > self.budget_tokens
+        notes = self.context_message(history, None)  # the notes ride in every request
+        rest = [notes, *tail] if notes is not None else list(tail)
+        overhead = self.estimate(history, system, tools, rest) - history.tokens
+        return int((self.budget_tokens - reserve) / history.calibration) - overhead
 
     async def recall_memory(self, session_id: str, query: str) -> str | None:
         if self.memory is None:
             return None
-        return await self.memory.recall(session_id, query,
-                                        budget_tokens=self.memory_budget_tokens)
+        try:
+            return await self.memory.recall(session_id, query,
+                                            budget_tokens=self.memory_budget_tokens)
+        except Exception:  # memory is an aid: without it the send goes on, unaided
+            log.exception("MemoryProvider.recall failed for session %r; sending without "
+                          "recalled memory", session_id)
+            return None
 
     async def remember(self, session_id: str, result: SendResult) -> None:
         if self.memory is None:
@@ -258,15 +299,22 @@ class ContextEngine:
         for _ in range(MAX_FOLDS_PER_SEND):
             if not self.over_budget(history, system, tools, tail):
                 return history
-            history = await self._fold(store, history, lease, llm, send_index, emit)
+            summary = self._summary_tokens(history)
+            room = self.room_for_sends(history, system, tools, tail) + summary
+            # The new summary replaces the old one and may be as long as the strategy's
+            # output cap: set that much aside (at most half the room) before choosing.
+            cap = getattr(self.fold_strategy, "max_summary_tokens", 0)
+            reserve = max(summary, min(cap, room // 2))
+            history = await self._fold(store, history, lease, llm, send_index,
+                                       max(0, room - reserve), emit)
         return history
 
     async def _fold(self, store: Store, history: History, lease: Lease, llm: LLMService,
-                    send_index: int, emit: Emit | None) -> History:
+                    send_index: int, room: int, emit: Emit | None) -> History:
         strategy = self.fold_strategy
-        assert strategy is not None and self.budget_tokens is not None
+        assert strategy is not None
         costs = [SendCost(s.send_index, s.tokens) for s in history.sends]
-        count = max(1, min(len(costs), strategy.choose(costs, self.budget_tokens)))
+        count = max(1, min(len(costs), strategy.choose(costs, room)))
         folded, kept = history.sends[:count], history.sends[count:]
         end_send = folded[-1].send_index + 1
         end_seq = kept[0].first_seq if kept else history.next_seq
@@ -305,8 +353,7 @@ class ContextEngine:
                               notes_written=len(applied), usage=outcome.usage))
         fold = await store.latest_fold(sid)
         history.fold, history.summary = fold, self._summary(fold)
-        history.sends = kept
-        history.call_ids = {c.id for s in kept for m in s.messages for c in m.tool_calls}
+        history.keep(kept)
         history.notes = await store.list_notes(sid)
         history.unstored = [row for row in history.unstored if row[0] >= end_send]
         return history

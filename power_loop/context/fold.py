@@ -79,7 +79,12 @@ class FoldStrategy(Protocol):
         ...
 
     def choose(self, sends: Sequence[SendCost], budget_tokens: int) -> int:
-        """How many of the oldest ``sends`` to fold (at least 1, at most all)."""
+        """How many of the oldest ``sends`` to fold (at least 1, at most all).
+
+        ``budget_tokens`` is what the finished sends may take: the context budget less
+        what every request carries besides them (system prompt, tools, summary, notes,
+        the current send, the memory reserve).
+        """
         ...
 
     async def fold(self, job: FoldJob) -> FoldOutcome:
@@ -133,7 +138,8 @@ class LLMSummaryFold:
     Args:
         llm: The model writing summaries (default: the loop's model).
         max_summary_tokens: The summary call's output cap.
-        keep_fraction: Share of the budget left to recent sends, kept verbatim.
+        keep_fraction: Share of the room for finished sends (the budget less system
+            prompt, tools, summary, notes and the current send) left to recent ones.
         transcript_chars: The most transcript characters the summary call reads.
     """
 
@@ -199,7 +205,8 @@ class AgenticFold:
     note operations are applied with the fold, atomically.
 
     Args:
-        keep_last_sends: Recent sends kept verbatim (at least one send is folded).
+        keep_last_sends: Recent sends kept unfolded (at least one send is folded, and
+            more when the kept ones alone would not fit the budget).
         llm: The model running the fold (default: the loop's model).
         max_rounds: Model calls one fold may make.
         max_summary_tokens: Output cap of each of those calls.
@@ -223,7 +230,13 @@ class AgenticFold:
         return f"AgenticFold(keep_last_sends={self.keep_last_sends}, max_rounds={self.max_rounds})"
 
     def choose(self, sends: Sequence[SendCost], budget_tokens: int) -> int:
-        return min(len(sends), max(1, len(sends) - self.keep_last_sends))
+        # All but the last keep_last_sends; more when those alone would not fit.
+        count = min(len(sends), max(1, len(sends) - self.keep_last_sends))
+        kept = sum(s.tokens for s in sends[count:])
+        while count < len(sends) and kept > budget_tokens:
+            kept -= sends[count].tokens
+            count += 1
+        return count
 
     async def fold(self, job: FoldJob) -> FoldOutcome:
         llm = self.llm or job.llm
@@ -248,7 +261,9 @@ class AgenticFold:
             response = await complete(llm, request)
             usage, calls = usage + response.usage, calls + 1
             answer = response.message
-            tool_calls = () if last else answer.tool_calls
+            tool_calls = () if last else tuple(
+                ToolCallPart(f"fold_{round_no}_{i}", c.name, c.arguments)  # ids unique
+                for i, c in enumerate(answer.tool_calls))
             if not tool_calls:
                 summary = answer.text.strip() or "(nothing worth keeping)"
                 return FoldOutcome(summary, ledger.ops, usage, calls)

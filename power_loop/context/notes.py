@@ -73,17 +73,23 @@ class NoteLedger:
         self.ops.append({"op": "add", "text": clean})
         return "Note saved."
 
-    def update(self, note_id: object, text: object) -> str:
-        if not isinstance(note_id, int) or note_id not in self._existing:
+    def _known(self, note_id: object) -> int:
+        # A JSON boolean is no note id, though Python counts True as 1.
+        if isinstance(note_id, bool) or not isinstance(note_id, int):
+            raise InvalidArgumentError(f"a note id is an integer, not {note_id!r}")
+        if note_id not in self._existing:
             raise InvalidArgumentError(f"there is no note #{note_id}")
+        return note_id
+
+    def update(self, note_id: object, text: object) -> str:
+        note_id = self._known(note_id)
         clean = self._limits.check_text(text)
         self._existing[note_id] = clean
         self.ops.append({"op": "update", "note_id": note_id, "text": clean})
         return f"Note #{note_id} updated."
 
     def delete(self, note_id: object) -> str:
-        if not isinstance(note_id, int) or note_id not in self._existing:
-            raise InvalidArgumentError(f"there is no note #{note_id}")
+        note_id = self._known(note_id)
         del self._existing[note_id]
         self.ops.append({"op": "delete", "note_id": note_id})
         return f"Note #{note_id} deleted."

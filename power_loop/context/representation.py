@@ -77,6 +77,18 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:max(0, limit - 1)] + "…"
 
 
+def _tools_suffix(tools: Sequence[str], room: int) -> str:
+    """`` [tools: a, b]``, naming as many tools as fit in ``room`` (``+N more`` for the rest)."""
+    if not tools:
+        return ""
+    for shown in range(len(tools), 0, -1):
+        rest = len(tools) - shown
+        names = ", ".join(tools[:shown]) + (f", +{rest} more" if rest else "")
+        if len(names) + 10 <= room:
+            return f" [tools: {names}]"
+    return f" [tools: {len(tools)}]"
+
+
 class ProjectedRepresentation:
     """Finished sends appear as a question and a terse answer, with the tools used.
 
@@ -106,9 +118,8 @@ class ProjectedRepresentation:
             for call in message.tool_calls:
                 if call.name not in tools:
                     tools.append(call.name)
-        question_room = self.max_chars // 3
-        asked = _clip(asked, question_room)
-        suffix = f" [tools: {', '.join(tools)}]" if tools else ""
+        asked = _clip(asked, self.max_chars // 3)
+        suffix = _tools_suffix(tools, self.max_chars // 3)
         answer_room = max(10, self.max_chars - len(asked) - len(suffix))
         return {"asked": asked, "answered": _clip(answered, answer_room), "tools": tools}
 
@@ -118,8 +129,8 @@ class ProjectedRepresentation:
             if messages is None:
                 raise InvalidArgumentError("a projection needs the send's messages")
             projection = self.project(send_index, messages)
-        tools = list(projection.get("tools") or [])
-        suffix = f" [tools: {', '.join(tools)}]" if tools else ""
+        suffix = _tools_suffix([str(t) for t in projection.get("tools") or []],
+                               self.max_chars // 3)
         asked = str(projection.get("asked") or "(no question)")
         answered = str(projection.get("answered") or "(no answer)")
         return [Message.user(asked, projection=send_index),

@@ -45,6 +45,7 @@ from power_loop.loop.structured import validator_for
 from power_loop.loop.timing import TimerMethods
 from power_loop.loop.window import SessionCache, Window, load_window
 from power_loop.store.migrations import SchemaPolicy
+from power_loop.store.port import Connection
 from power_loop.store.records import Lease, SendRecord, SessionClaim
 from power_loop.store.store import Store, open_store
 from power_loop.timers.tools import timer_tools
@@ -322,7 +323,7 @@ class StatefulAgentLoop(TimerMethods):
                        system_prompt: str | None, metadata: Mapping[str, Any], source: str,
                        emit: Emit | None, output_schema: Mapping[str, Any] | None = None,
                        new_messages: Sequence[Message] = ()) -> SendRun:
-        """Build the run of a send whose lease is held: history, folds, memory, window."""
+        """Build the run of a send whose lease is held: its history and its window."""
         engine = self._engine
         system = system_prompt if system_prompt is not None else self.config.system_prompt
         try:
@@ -333,22 +334,16 @@ class StatefulAgentLoop(TimerMethods):
                                                 limit=next_seq - first_seq) \
                 if next_seq > first_seq else []
             tail = [*(decode_message(r.role, r.body) for r in records), *new_messages]
-            if engine.fold_strategy is not None:
-                history = await engine.fold_if_needed(
-                    store, history, lease=lease, llm=self._llm, system=system,
-                    tools=self.tools.specs(), tail=tail, send_index=send_index, emit=emit)
             window = Window(session_id, incarnation, start_seq=first_seq,
                             prior_call_ids=history.call_ids)
             window.extend(tail)
-            asked = next((m.text for m in tail if m.role == "user"), "")
-            memory_text = await engine.recall_memory(session_id, asked)
         except BaseException:
             await asyncio.shield(store.release_lease(lease))
             raise
         return SendRun(self._deps(store), session_id=session_id, lease=lease,
                        send_index=send_index, history=history, window=window, system=system,
                        emit=emit, source=source, metadata=metadata,
-                       output_schema=output_schema, memory_text=memory_text)
+                       output_schema=output_schema)
 
     async def _run(self, run: SendRun) -> SendResult:
         try:
@@ -469,12 +464,20 @@ class StatefulAgentLoop(TimerMethods):
         messages = [synthetic_result(c, UNKNOWN_OUTCOME, "aborted")
                     for c in open_call_parts(window)]
         tail = [*window.messages, *messages]
-        try:
-            await store.finish_send(
-                session_id, send.send_index, encode(messages, send.send_index),
-                status="aborted", release=claim.lease, stop_reason="aborted",
+        rep = self._engine.representation
+        own = rep.project(send.send_index, tail) if rep.stores_projections else None
+        projections = [(send.send_index, rep.version, own)] if own is not None else []
+
+        async def body(conn: Connection) -> None:
+            await store.finish_send_txn(
+                conn, session_id, send.send_index, encode(messages, send.send_index),
+                status="aborted", epoch=None, release=claim.lease, stop_reason="aborted",
                 rounds=sum(1 for m in tail if m.role == "assistant"),
-                usage=send_usage(tail).to_json())
+                usage=send_usage(tail).to_json(), error=None)
+            await store.put_projections_txn(conn, session_id, projections)
+
+        try:
+            await store.write(body)
         except PowerLoopError:
             await asyncio.shield(store.release_lease(claim.lease))
             raise

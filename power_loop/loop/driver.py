@@ -158,8 +158,7 @@ class SendRun:
                  history: History, window: Window, system: str | None, emit: Emit | None,
                  source: str = "user",
                  metadata: Mapping[str, Any] = MappingProxyType({}),
-                 output_schema: Mapping[str, Any] | None = None,
-                 memory_text: str | None = None) -> None:
+                 output_schema: Mapping[str, Any] | None = None) -> None:
         self._deps = deps
         self.session_id = session_id
         self.lease = lease
@@ -167,9 +166,9 @@ class SendRun:
         self.history = history
         self.first_seq = window.next_seq - len(window.messages)
         self.window = window
-        self._prefix = history.prefix()  # fixed for the send: folds happen before it
-        self._memory_text = memory_text
-        self._context = deps.engine.context_message(history, memory_text)
+        self._prefix = history.prefix()  # fixed for the send once folds are done
+        self._memory_text: str | None = None
+        self._context = deps.engine.context_message(history, None)
         self._system = system
         self._emit = emit
         self.source = source
@@ -202,8 +201,13 @@ class SendRun:
     async def run(self) -> SendResult:
         main = asyncio.current_task()
         assert main is not None
-        renewer = asyncio.create_task(self._renew(main))
+        # A timer, not a task: most sends end long before a renewal is due.
+        self._main = main
+        self._renewal: asyncio.Task[None] | None = None
+        self._renew_at = asyncio.get_running_loop().call_later(
+            self._deps.config.lease_ttl / 3, self._start_renewal)
         try:
+            await self._prepare_context()
             return await self._drive()
         except asyncio.CancelledError:
             if self._lease_lost and not self.settled:
@@ -227,8 +231,24 @@ class SendRun:
             raise
         finally:
             self._stopped = True
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+            self._renew_at.cancel()
+            if self._renewal is not None:
+                self._renewal.cancel()
+                await asyncio.gather(self._renewal, return_exceptions=True)
+
+    async def _prepare_context(self) -> None:
+        """Fold older history if over budget (the lease is renewed meanwhile), recall memory."""
+        engine, deps = self._deps.engine, self._deps
+        if engine.fold_strategy is not None:
+            self.history = await engine.fold_if_needed(
+                deps.store, self.history, lease=self.lease, llm=deps.llm, system=self._system,
+                tools=deps.tools.specs(), tail=self.window.messages, send_index=self.send_index,
+                emit=self._emit)
+            self._prefix = self.history.prefix()
+        if engine.memory is not None:
+            asked = next((m.text for m in self.window.messages if m.role == "user"), "")
+            self._memory_text = await engine.recall_memory(self.session_id, asked)
+        self._context = engine.context_message(self.history, self._memory_text)
 
     async def _drive(self) -> SendResult:
         config = self._deps.config
@@ -455,6 +475,9 @@ class SendRun:
             await store.write(body)
             self.settled = True
         self.window.extend(messages)
+        # The next send of this session starts from here without reading anything back.
+        self._deps.engine.add_finished(self.history, self.send_index, self.first_seq,
+                                       self.window.messages, self.window.next_seq)
         text = final_text(tail)
         result = SendResult(self.session_id, self.send_index, text, usage, rounds,
                             stop_reason, status, tuple(tail))
@@ -510,18 +533,24 @@ class SendRun:
         except PowerLoopError:
             pass
 
-    async def _renew(self, main: asyncio.Task[object]) -> None:
+    def _start_renewal(self) -> None:
+        if not self._stopped:
+            self._renewal = asyncio.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        """Renew the lease once, then set the timer for the next renewal."""
         ttl = self._deps.config.lease_ttl
-        while True:
-            await asyncio.sleep(ttl / 3)
-            async with self._lease_lock:
-                if self._stopped:
-                    return
-                try:
-                    self.lease = await self._deps.store.renew_lease(self.lease, ttl=ttl)
-                except LeaseLostError:
-                    self._lease_lost = True
-                    main.cancel()
-                    return
-                except PowerLoopError:
-                    continue  # the database is unreachable for now; try again next period
+        async with self._lease_lock:
+            if self._stopped:
+                return
+            try:
+                self.lease = await self._deps.store.renew_lease(self.lease, ttl=ttl)
+            except LeaseLostError:
+                self._lease_lost = True
+                self._main.cancel()
+                return
+            except PowerLoopError:
+                pass  # the database is unreachable for now; try again next period
+        if not self._stopped:
+            self._renew_at = asyncio.get_running_loop().call_later(ttl / 3,
+                                                                   self._start_renewal)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -137,7 +138,8 @@ def script(*, pid: int, fold_delay: float = 0.0, slow_round: int | None = None,
     (``AgenticFold``). Fold call ``slow_round`` waits ``fold_delay`` seconds first (and
     for ``fold_gate`` to exist, if given). ``reused_call_id``: every ``lookup`` call has
     this id, like a provider numbering the calls of each answer from 0. ``note_pad``
-    makes each note that many characters longer."""
+    makes each note that many characters longer, and a fold that finds two notes
+    rewrites them instead of adding two more (as a model reading its notes would)."""
 
     async def gated(turn: Turn) -> Turn:
         assert fold_gate is not None
@@ -166,6 +168,12 @@ def script(*, pid: int, fold_delay: float = 0.0, slow_round: int | None = None,
                 return reply(summary_text(fold_index, pid), delay=delay, usage=USAGE)
             if round_no == 0:
                 first, second = note_texts(fold_index, pid, note_pad)
+                kept = re.findall(r"^#(\d+): ", request.messages[-1].text, re.MULTILINE)
+                if note_pad and len(kept) >= 2:  # long notes: rewrite them, do not pile up
+                    return call_tools(
+                        ("note_update", {"note_id": int(kept[0]), "text": first}),
+                        ("note_update", {"note_id": int(kept[1]), "text": second}),
+                        delay=delay, usage=USAGE)
                 return call_tools(("note_add", {"text": first}), ("note_add", {"text": second}),
                                   delay=delay, usage=USAGE)
             return call_tool("write_summary", {"summary": summary_text(fold_index, pid)},

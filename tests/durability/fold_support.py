@@ -40,10 +40,6 @@ SUMMARY_HEAD = "[power_loop] Summary of the conversation"
 CONTEXT_HEAD = "[power_loop context]"
 
 
-class KnownBug(AssertionError):
-    """A failure recognised as a bug already reported (tests xfail on it, strictly)."""
-
-
 class FoldChild(Child):
     """One ``python -m tests.durability.fold_child`` process."""
 
