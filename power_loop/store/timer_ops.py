@@ -130,7 +130,10 @@ class TimerStatements:
             f"WHERE timer_id = ? AND status = 'scheduled' AND due_at <= {{now}} AND {_FREE}")
         self.claimed = r(f"SELECT {_TIMER_COLUMNS}, {{now}} - due_at FROM {t} "
                          "WHERE timer_id = ?")
-        self.next_due = r(f"SELECT MIN(due_at) - {{now}} FROM {t} WHERE status = 'scheduled'")
+        # A claimed timer is not due for others before its claim runs out.
+        self.next_due = r(
+            "SELECT MIN(CASE WHEN claim_expires_at > due_at THEN claim_expires_at "
+            f"ELSE due_at END) - {{now}} FROM {t} WHERE status = 'scheduled'")
         self.held = r(f"SELECT due_at, every_us, {{now}} FROM {t} WHERE timer_id = ? AND "
                       f"claim_owner = ? AND claim_epoch = ?{d.for_update()}")
         self.renew = r(f"UPDATE {t} SET claim_expires_at = {{now}} + ? WHERE timer_id = ? "
@@ -143,6 +146,12 @@ class TimerStatements:
         self.release = r(
             f"UPDATE {t} SET claim_owner = NULL, claim_expires_at = NULL, last_error = ?, "
             "updated_at = {now} WHERE timer_id = ? AND claim_owner = ? AND claim_epoch = ?")
+        # Held back, not failed: the claim ends (a new epoch) but nobody may take the
+        # timer up before the delay, and the attempt its claim counted is given back.
+        self.defer = r(
+            f"UPDATE {t} SET claim_epoch = claim_epoch + 1, claim_expires_at = {{now}} + ?, "
+            "attempts = attempts - 1, last_error = ?, updated_at = {now} "
+            "WHERE timer_id = ? AND claim_owner = ? AND claim_epoch = ?")
         self.park = r(
             f"UPDATE {t} SET status = 'parked', claim_owner = NULL, claim_expires_at = NULL, "
             "last_error = ?, updated_at = {now} WHERE timer_id = ? AND claim_owner = ? "
@@ -254,7 +263,8 @@ class TimerOps(ContextOps):
         return [_timer(r) for r in rows]
 
     async def next_timer_due(self) -> float | None:
-        """Seconds until the soonest scheduled timer is due (negative: overdue)."""
+        """Seconds until a scheduled timer can next be claimed: the soonest ``due_at``,
+        or for a claimed timer the end of its claim if later (negative: overdue)."""
         row = await self.read(_one, self._tsql.next_due, [])
         return None if row is None or row[0] is None else int(row[0]) / 1_000_000
 
@@ -317,6 +327,15 @@ class TimerOps(ContextOps):
         return await self.write(_changed, self._tsql.release, [
             None if error is None else dump_json(dict(error)), claim.timer.timer_id,
             claim.owner, claim.epoch])
+
+    async def defer_timer_claim(self, claim: TimerClaim, *, delay: float,
+                                error: Mapping[str, Any]) -> bool:
+        """Give a claimed timer back for a reason that is not its own (its session is
+        busy, or has a send to finish first): nobody takes it up again before ``delay``
+        seconds, and the claim does not count as a failed attempt."""
+        return await self.write(_changed, self._tsql.defer, [
+            ttl_us(delay), dump_json(dict(error)), claim.timer.timer_id, claim.owner,
+            claim.epoch])
 
     async def park_timer(self, claim: TimerClaim, error: Mapping[str, Any]) -> bool:
         """Stop retrying a timer whose firing keeps failing (status ``parked``)."""

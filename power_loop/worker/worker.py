@@ -2,7 +2,7 @@
 
 Run any number of workers, in any number of processes on any number of machines, on
 one database: they share the work through leases with epochs in the store. Each poll a
-worker claims due timers (then stranded sends) up to its free concurrency, runs them
+worker claims stranded sends (then due timers) up to its free concurrency, runs them
 through the application's own loop (its model, tools and config, from ``loop_factory``),
 and sleeps until the next poll or the next known due time, whichever is sooner.
 
@@ -194,22 +194,23 @@ class Worker:
         if free <= 0:
             return 0
         try:
-            timers = await store.claim_due_timers(self.name, ttl=self.claim_ttl, limit=free)
-            for claim in timers:
-                self._start_task(self._fire(store, loop, claim))
-            started += len(timers)
-            free -= len(timers)
+            # Stranded sends first: a timer of their session cannot fire before they end.
+            claims, parked = await store.claim_stranded_sessions(
+                self.name, ttl=loop.config.lease_ttl, limit=free,
+                max_attempts=self.max_attempts)
+            for session_id in parked:
+                self.stats.sessions_parked += 1
+                self._emit(SessionParked(session_id=session_id, attempts=self.max_attempts))
+            for session_claim in claims:
+                self._start_task(self._resume(loop, session_claim))
+            started += len(claims)
+            free -= len(claims)
             if free > 0:
-                claims, parked = await store.claim_stranded_sessions(
-                    self.name, ttl=loop.config.lease_ttl, limit=free,
-                    max_attempts=self.max_attempts)
-                for session_id in parked:
-                    self.stats.sessions_parked += 1
-                    self._emit(SessionParked(session_id=session_id,
-                                             attempts=self.max_attempts))
-                for session_claim in claims:
-                    self._start_task(self._resume(loop, session_claim))
-                started += len(claims)
+                timers = await store.claim_due_timers(self.name, ttl=self.claim_ttl,
+                                                      limit=free)
+                for claim in timers:
+                    self._start_task(self._fire(store, loop, claim))
+                started += len(timers)
         except PowerLoopError as exc:  # the database is unreachable for now: poll again
             self.stats.failures += 1
             log.warning("%s could not poll: %s", self.name, exc)
@@ -231,9 +232,15 @@ class Worker:
             log.error("%s: unexpected failure", self.name, exc_info=task.exception())
 
     def _emit(self, event: Event) -> None:
+        """A worker event: to the worker's sink and the loop's (``config.on_event``)."""
         for sink in (self._on_event, self._loop.config.on_event if self._loop else None):
             if sink is not None:
                 sink(event)
+
+    def _forward(self, event: Event) -> None:
+        """An event of the loop's work: the loop gives it to its own sink itself."""
+        if self._on_event is not None:
+            self._on_event(event)
 
     # -- the work ----------------------------------------------------------------------
 
@@ -263,7 +270,10 @@ class Worker:
             self._emit(TimerParked(session_id=timer.session_id, timer_id=timer.timer_id,
                                    reason="session not found"))
         except (SendPendingError, SessionBusyError) as exc:
-            await self._give_back(store, claim, delivered, exc)
+            # Nothing wrong with the timer: its session is busy, or has a cut-off send
+            # that a worker resumes first. Try again after a poll, not counted as failed.
+            keeper.cancel()
+            await self._give_back(store, claim, delivered, exc, defer=True)
         except LeaseLostError:
             self.stats.leases_lost += 1
             self._emit(WorkerLostLease(session_id=timer.session_id, worker=self.name,
@@ -282,17 +292,21 @@ class Worker:
         def sink(event: Event) -> None:
             if isinstance(event, TimerFired):
                 delivered.set()
-            self._emit(event)
+            self._forward(event)
 
         return sink
 
     async def _give_back(self, store: Store, claim: TimerClaim, delivered: asyncio.Event,
-                         exc: BaseException | None) -> None:
+                         exc: BaseException | None, *, defer: bool = False) -> None:
         if delivered.is_set():
             return  # the fire is recorded and the timer moved on: nothing to give back
         reason = "stopping" if exc is None else f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(PowerLoopError):
-            await store.release_timer_claim(claim, {"reason": reason[:500]})
+            if defer:
+                await store.defer_timer_claim(claim, delay=self.poll_interval,
+                                              error={"reason": reason[:500]})
+            else:
+                await store.release_timer_claim(claim, {"reason": reason[:500]})
         self.stats.timers_released += 1
         self._emit(WorkerReleased(session_id=claim.timer.session_id, worker=self.name,
                                   kind="timer", key=claim.timer.timer_id, reason=reason[:200]))
@@ -313,7 +327,7 @@ class Worker:
         self._emit(WorkerClaimed(session_id=session_id, worker=self.name, kind="session",
                                  key=session_id))
         try:
-            if await loop.resume_claimed(claim, on_event=self._emit) is not None:
+            if await loop.resume_claimed(claim, on_event=self._forward) is not None:
                 self.stats.sends_resumed += 1
         except LeaseLostError:
             self.stats.leases_lost += 1
