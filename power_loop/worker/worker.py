@@ -136,8 +136,10 @@ class Worker:
                 running.add_signal_handler(sig, self.request_stop)
         try:
             while not self._stopping:
-                await self.poll(store, loop)
+                # Cleared before the poll, so that a stop or a finished task during the
+                # poll still cuts the sleep short.
                 self._wake.clear()
+                await self.poll(store, loop)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(await self._sleep_for(store)):
                         await self._wake.wait()

@@ -15,16 +15,6 @@ Spawn = Callable[..., Child]
 
 
 @pytest.fixture
-def view(dsn: str, table_prefix: str) -> Iterator[StoreView]:
-    """The store on the test's backend, with tables of its own, dropped afterwards."""
-    opened = StoreView(dsn, table_prefix)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
 def effects(tmp_path: Path) -> Path:
     """The file every child's tools record their side effects in."""
     return tmp_path / "effects.jsonl"

@@ -15,16 +15,6 @@ StartWorker = Callable[..., WorkerProcess]
 
 
 @pytest.fixture
-def view(dsn: str, table_prefix: str) -> Iterator[StoreView]:
-    """The store on the test's backend, with tables of its own, dropped afterwards."""
-    opened = StoreView(dsn, table_prefix)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
 def record_path(tmp_path: Path) -> Path:
     """The file every worker's app appends its events and tool runs to."""
     return tmp_path / "record.jsonl"

@@ -495,3 +495,21 @@ async def _true(value: bool) -> bool:
 async def _idle(store: Store, session_id: str) -> bool:
     session = await store.get_session(session_id)
     return session.pending_send is None and session.lease_owner is None
+
+
+async def test_a_stop_requested_during_a_poll_is_not_lost(store: Store) -> None:
+    """The poll's wake-up flag used to be cleared after the poll, which forgot a stop (or
+    a finished task) that came during it: the worker then slept a whole poll interval."""
+    agent = Agent()
+    loop = agent.loop(store)
+    work = worker(store, loop, poll_interval=600)
+    claim_stranded = store.claim_stranded_sessions
+
+    async def stop_meanwhile(*args: object, **kwargs: object) -> object:
+        work.request_stop()
+        return await claim_stranded(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.claim_stranded_sessions = stop_meanwhile  # type: ignore[method-assign]
+    # Far less than the 600 s poll interval: the stop was seen.
+    stats = await asyncio.wait_for(work.run(), 60)
+    assert stats.failures == 0
