@@ -133,7 +133,7 @@ def ddl_statements(dialect: Dialect, prefix: str, after_version: int = 0) -> lis
                               for table, item in additions(migration))
         description = migration.description.replace("'", "''")
         statements.append(insert.replace("?", str(migration.version), 1)
-                          .replace("?", f"'{description}'", 1).replace("?", dialect.now_us, 1))
+                          .replace("?", f"'{description}'", 1).replace("?", dialect.ddl_now_us, 1))
     return statements
 
 

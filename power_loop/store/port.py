@@ -106,6 +106,11 @@ class Dialect:
     now_us: ClassVar[str]
     """SQL expression for the database clock, in microseconds since the epoch (UTC)."""
 
+    @property
+    def ddl_now_us(self) -> str:
+        """The clock in the DDL script (runnable by the engine's own tools)."""
+        return self.now_us
+
     table_options: ClassVar[str] = ""
     """Text appended to every ``CREATE TABLE`` (engine, character set)."""
 

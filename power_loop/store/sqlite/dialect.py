@@ -32,8 +32,15 @@ class SQLiteDialect(Dialect):
     supports_skip_locked: ClassVar[bool] = False
     transactional_ddl: ClassVar[bool] = True
     max_identifier_length: ClassVar[int] = 128
-    # julianday('now') is fixed for the duration of a statement; the epoch is day 2440587.5.
-    now_us: ClassVar[str] = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
+    # SQLite's own clock, julianday('now'), counts whole milliseconds: sessions created in
+    # the same millisecond would tie. Each power_loop connection defines pl_now_us(), the
+    # host's clock in microseconds, read once per statement (the driver's _Clock).
+    now_us: ClassVar[str] = "pl_now_us()"
+
+    @property
+    def ddl_now_us(self) -> str:
+        # The DDL script runs in any SQLite tool; the epoch is Julian day 2440587.5.
+        return "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
 
     def column_type(self, kind: ColumnType) -> str:
         return _TYPES[kind]
@@ -52,6 +59,8 @@ class SQLiteDialect(Dialect):
         return ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)", "PRAGMA optimize"]
 
     def classify_error(self, exc: BaseException) -> ErrorKind:
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc).lower():
+            return ErrorKind.CONNECTION  # "Cannot operate on a closed database."
         if isinstance(exc, sqlite3.Error):
             code = getattr(exc, "sqlite_errorcode", None)
             if code is None:
