@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -106,12 +107,32 @@ def session_insert(raw: Raw) -> str:
             f"'null', '{{}}', 0, 0, NULL, NULL, 0, NULL, '{uuid.uuid4().hex}')")
 
 
+class InlineSQLite:
+    """A ``sqlite3`` connection behind aiosqlite's call shapes, each statement run at once
+    on the event loop's thread: what power_loop's adapter does on its hot path, with
+    nothing of power_loop around it."""
+
+    def __init__(self, path: str) -> None:
+        self.raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # power_loop's SQLite clock (see power_loop/store/sqlite/dialect.py).
+        self.raw.create_function("pl_now_us", 0, lambda: time.time_ns() // 1000)
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return self.raw.execute(sql, tuple(args)).rowcount
+
+    async def execute_fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        return self.raw.execute(sql, tuple(args)).fetchall()
+
+    async def close(self) -> None:
+        self.raw.close()
+
+
 class SQLiteRaw(_Tables):
-    """One aiosqlite connection with WAL and ``synchronous = NORMAL``, as power_loop."""
+    """One ``sqlite3`` connection with WAL and ``synchronous = NORMAL``, as power_loop."""
 
     mark = "?"
 
-    def __init__(self, conn: Any, prefix: str) -> None:
+    def __init__(self, conn: InlineSQLite, prefix: str) -> None:
         super().__init__(SQLiteDialect(), prefix)
         self.conn = conn
         self.lock = asyncio.Lock()
@@ -120,11 +141,9 @@ class SQLiteRaw(_Tables):
 
     @classmethod
     async def open(cls, path: str, prefix: str) -> SQLiteRaw:
-        import aiosqlite
-
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn = InlineSQLite(path)
         for pragma in ("busy_timeout = 30000", "journal_mode = WAL", "synchronous = NORMAL"):
-            await conn.execute(f"PRAGMA {pragma}")
+            await conn.execute_fetchall(f"PRAGMA {pragma}")
         for statement in ddl_statements(SQLiteDialect(), prefix):
             await conn.execute(statement)
         return cls(conn, prefix)
@@ -245,7 +264,7 @@ def _append_sql(raw: Raw, returning: str) -> tuple[str, str]:
 
 
 class SQLiteFloor:
-    """Appends through one aiosqlite connection under a lock."""
+    """Appends through one ``sqlite3`` connection under a lock, statements run inline."""
 
     def __init__(self, raw: SQLiteRaw, session_ids: Sequence[str], body: str) -> None:
         self._raw, self._conn, self._lock = raw, raw.conn, raw.lock

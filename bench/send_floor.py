@@ -169,7 +169,8 @@ class _Base:
 
 
 class SQLiteSendFloor(_Base):
-    """Sends through one aiosqlite connection, ``BEGIN IMMEDIATE`` under the writer lock."""
+    """Sends through one ``sqlite3`` connection run inline (as power_loop does), ``BEGIN
+    IMMEDIATE`` under the writer lock."""
 
     def __init__(self, raw: SQLiteRaw) -> None:
         super().__init__(raw)

@@ -16,8 +16,11 @@ only; they are never active while a benchmark is timed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import importlib
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,9 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # Methods that send SQL and do not call one another: the calls a workload makes.
+# (SQLite: sqlite3 connections are C objects; they are traced, see _traced_sqlite.)
 _HOOKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "aiosqlite": ("aiosqlite.core:Connection",
-                  ("execute", "execute_fetchall", "executemany", "execute_insert")),
     "asyncpg": ("asyncpg.connection:Connection",
                 ("execute", "executemany", "fetch", "fetchrow", "fetchval")),
     # Below cursors, begin() and commit(): every COM_QUERY goes through here.
@@ -67,8 +69,49 @@ def _recording(driver: str, method: Callable[..., Any], record: Record) -> Calla
 
 
 @contextmanager
+def _traced_sqlite(record: Record) -> Iterator[None]:
+    """Every ``sqlite3`` connection, open now or opened in the block, reports each
+    statement it runs (``set_trace_callback``; statements run inside one, from
+    triggers or table-valued pragmas, come as ``--`` comments and are left out)."""
+    traced: list[sqlite3.Connection] = []
+
+    def trace(conn: sqlite3.Connection) -> None:
+        key = object()  # stands for the connection (the callback must not keep it alive)
+
+        def callback(sql: str) -> None:
+            if not sql.startswith("--"):
+                record(key, label(sql))
+
+        conn.set_trace_callback(callback)
+        traced.append(conn)
+
+    original = sqlite3.connect
+
+    @functools.wraps(original)
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = original(*args, **kwargs)
+        trace(conn)
+        return conn
+
+    for obj in gc.get_objects():
+        if isinstance(obj, sqlite3.Connection):
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed
+                trace(obj)
+    sqlite3.connect = connect  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sqlite3.connect = original
+        for conn in traced:
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                conn.set_trace_callback(None)
+
+
+@contextmanager
 def _hooked(record: Record) -> Iterator[None]:
     undo: list[tuple[type, str, Any]] = []
+    tracing = _traced_sqlite(record)
+    tracing.__enter__()
     try:
         for driver, (target, methods) in _HOOKS.items():
             try:
@@ -84,6 +127,7 @@ def _hooked(record: Record) -> Iterator[None]:
     finally:
         for cls, name, original in reversed(undo):
             setattr(cls, name, original)
+        tracing.__exit__(None, None, None)
 
 
 @contextmanager
