@@ -7,12 +7,11 @@ WAL mode they read a consistent snapshot while the writer works. ``:memory:`` is
 connection for everything, since each connection to it would be a separate database.
 
 aiosqlite opens and closes the connections on its thread. Statements run on the event
-loop's thread, straight on aiosqlite's underlying ``sqlite3`` connection, except those
-that may take long (``VACUUM``, checkpoints, statements carrying large values), which
-run on a worker thread: a
-statement of a send takes a few microseconds, a round trip to another thread a hundred
-or more (a ten-statement send went from ~1.3 ms to ~0.1 ms of database time). Nothing
-there waits on a lock: the connections' busy timeout is zero, and a statement refused
+loop's thread, straight on aiosqlite's underlying ``sqlite3`` connection: a statement of
+a send takes a few microseconds, a round trip to another thread a hundred or more (a
+ten-statement send went from ~1.3 ms to ~0.1 ms of database time). What may take long
+(``VACUUM``, checkpoints, statements carrying large values) runs on a worker thread.
+Nothing waits on a lock: the connections' busy timeout is zero, and a statement refused
 with ``SQLITE_BUSY`` (another process holds the write lock) is retried after an
 asynchronous sleep, with backoff, until the DSN's busy timeout runs out.
 """
@@ -40,9 +39,9 @@ _DIALECT = SQLiteDialect()
 _T = TypeVar("_T")
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _LARGE = 256 * 1024
-"""A statement carrying a text or blob this long runs on the connection's thread."""
+"""A statement carrying a text or blob this long runs on a worker thread."""
 _SLOW = ("VACUUM", "PRAGMA wal_checkpoint", "PRAGMA optimize")
-"""Statements that may take long: they run on the connection's thread."""
+"""Statements that may take long: they run on a worker thread."""
 
 
 def _is_busy(exc: BaseException) -> bool:
