@@ -1,10 +1,10 @@
 """The providers' request rules, checked on what the real adapters would send.
 
 Each check converts an :class:`LLMRequest` with the adapter's own conversion (OpenAI:
-``_convert`` per message after the system message; Anthropic: ``AnthropicService._kwargs``,
-which uses ``_turns`` and places the cache breakpoints) and raises ``AssertionError``
-naming the first rule the converted request breaks. Building the Anthropic service makes
-no network call; nothing is ever sent.
+``OpenAIChatService._messages``; Anthropic: ``AnthropicService._kwargs``, which uses
+``_turns`` and places the cache breakpoints) and raises ``AssertionError`` naming the
+first rule the converted request breaks. Building the services makes no network call;
+nothing is ever sent.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from power_loop import LLMRequest
 from power_loop.llm.anthropic import AnthropicService
-from power_loop.llm.openai import _convert
+from power_loop.llm.openai import OpenAIChatService
 
 MAX_CACHE_BREAKPOINTS = 4
 
@@ -24,14 +24,14 @@ def _anthropic() -> AnthropicService:
     return AnthropicService("claude-check", api_key="x", base_url="http://127.0.0.1:9")
 
 
+@cache
+def _openai() -> OpenAIChatService:
+    return OpenAIChatService("gpt-check", api_key="x", base_url="http://127.0.0.1:9")
+
+
 def openai_messages(request: LLMRequest) -> list[dict[str, Any]]:
     """The Chat Completions ``messages`` of a request."""
-    out: list[dict[str, Any]] = []
-    if request.system:
-        out.append({"role": "system", "content": request.system})
-    for message in request.messages:
-        out.extend(_convert(message))
-    return out
+    return _openai()._messages(request)
 
 
 def anthropic_kwargs(request: LLMRequest) -> dict[str, Any]:
