@@ -168,7 +168,7 @@ class SendRun:
         self.window = window
         self._prefix = history.prefix()  # fixed for the send once folds are done
         self._memory_text: str | None = None
-        self._context = deps.engine.context_message(history, None)
+        self._context: Message | None = None  # notes and memory: set by _prepare_context
         self._system = system
         self._emit = emit
         self.source = source
