@@ -1,7 +1,9 @@
 """Fixtures shared by tests/ and conformance/: every backend-aware test runs on all three.
 
-``--backends sqlite,postgresql`` narrows the run deliberately. A backend that is asked
-for but has no server configured fails its tests: it is never skipped silently.
+``--backends sqlite,postgresql`` narrows the run deliberately, and
+``@pytest.mark.backends("postgresql", "mysql")`` keeps a test to the backends its
+property is about. A backend that is asked for but has no server configured fails its
+tests: it is never skipped silently.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         unknown = set(chosen) - set(BACKENDS)
         if unknown:
             raise pytest.UsageError(f"unknown backends {sorted(unknown)}; choose from {BACKENDS}")
+        marker = metafunc.definition.get_closest_marker("backends")
+        if marker is not None:  # a property only some backends have (a server's clock)
+            chosen = [b for b in chosen if b in marker.args]
         metafunc.parametrize("backend", chosen)
 
 

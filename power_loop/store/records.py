@@ -195,7 +195,7 @@ class SendRecord:
     """One send's row: its status and, once finished, its outcome.
 
     Attributes:
-        status: ``running`` until it ends as ``done``, ``failed``, ``cancelled`` or
+        status: ``pending`` until it ends as ``done``, ``failed``, ``cancelled`` or
             ``aborted``.
         source: Who started it: ``user``, ``timer``...
         request_key: The caller's idempotency key, unique per session, if given.

@@ -14,8 +14,9 @@ can behave a little differently (a slow tool in one of them only):
     the model) take this long; without it the same message is quick. So a frozen worker
     can be slow while the worker that takes its send over is not.
 ``PLW_RECORD``
-    A JSON Lines file: every event the worker emits and every tool start and effect is
-    appended to it, one ``write`` per line, with the pid.
+    A JSON Lines file: the worker's start (with its wall clock, ``time.time()``), every
+    event it emits and every tool start and effect are appended to it, one ``write`` per
+    line, with the pid.
 ``PLW_ON_PENDING``
     The loop's ``on_pending`` (default ``raise``).
 
@@ -29,6 +30,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import time
 from datetime import datetime
 from typing import Any
 
@@ -126,6 +128,7 @@ async def work(tag: str, ctx: ToolContext) -> str:
 
 def make_loop(store: Store) -> StatefulAgentLoop:
     """The factory ``power-loop worker --app`` calls with the opened store."""
+    record({"kind": "start", "wall": time.time()})
     config = AgentLoopConfig(
         lease_ttl=_float("PLW_LEASE_TTL", 2.0),
         on_pending=os.environ.get("PLW_ON_PENDING", "raise"),  # type: ignore[arg-type]
