@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from power_loop.store import SendRecord, SessionRecord
+from power_loop.timers import TimerRecord
 
 
 def when(value: datetime | None) -> str:
@@ -60,6 +61,8 @@ def session_dict(record: SessionRecord) -> dict[str, Any]:
         "lease_owner": record.lease_owner,
         "lease_epoch": record.lease_epoch,
         "lease_expires_at": iso(record.lease_expires_at),
+        "resume_attempts": record.resume_attempts,
+        "parked_at": iso(record.parked_at),
         "system_prompt": record.system_prompt,
         "metadata": dict(record.metadata),
     }
@@ -80,6 +83,33 @@ def send_dict(record: SendRecord) -> dict[str, Any]:
         "usage": dict(record.usage),
         "error": None if record.error is None else dict(record.error),
     }
+
+
+def timer_dict(record: TimerRecord) -> dict[str, Any]:
+    """A timer row for JSON output."""
+    return {
+        "timer_id": record.timer_id,
+        "session_id": record.session_id,
+        "status": record.status,
+        "due_at": iso(record.due_at),
+        "every": record.every,
+        "missed": record.missed,
+        "fire_count": record.fire_count,
+        "attempts": record.attempts,
+        "claim_owner": record.claim_owner,
+        "claim_epoch": record.claim_epoch,
+        "last_error": None if record.last_error is None else dict(record.last_error),
+        "message": record.message,
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
+    }
+
+
+def pending(record: SessionRecord) -> str:
+    """The pending-send cell: ``-``, ``#3``, or ``#3 parked`` (workers gave up on it)."""
+    if record.pending_send is None:
+        return "-"
+    return f"#{record.pending_send}" + (" parked" if record.parked_at is not None else "")
 
 
 def print_json(value: Any) -> None:

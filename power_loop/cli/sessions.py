@@ -1,4 +1,4 @@
-"""``power-loop sessions``: list, show, export, import and delete sessions.
+"""``power-loop sessions``: list, show, export, import, delete and unpark sessions.
 
 Export writes the portable JSON Lines format of :meth:`Store.export_session`, so a
 session moves between databases and engines (SQLite to PostgreSQL...) with
@@ -19,6 +19,7 @@ from power_loop.cli.argtypes import non_negative_int, positive_int
 from power_loop.cli.formatting import (
     compact,
     one_line,
+    pending,
     print_json,
     send_dict,
     session_dict,
@@ -44,26 +45,33 @@ _WRITES = "it must not create tables in a database that was never a store"
 
 async def _list(store: Store, args: argparse.Namespace) -> int:
     limit = int(args.limit)
-    records = await store.list_sessions(limit=limit + 1)
+    if args.parked:
+        records = await store.list_parked_sessions(limit=limit + 1)
+    else:
+        records = await store.list_sessions(limit=limit + 1)
     shown, more = records[:limit], len(records) > limit
     if args.json:
         print_json([session_dict(r) for r in shown])
     elif shown:
         rows = [[r.id, when(r.created_at), when(r.updated_at), str(r.next_seq),
-                 str(r.send_count), "-" if r.pending_send is None else f"#{r.pending_send}"]
+                 str(r.send_count), pending(r)]
                 for r in shown]
         print(table(["ID", "CREATED (UTC)", "UPDATED (UTC)", "MESSAGES", "SENDS", "PENDING"],
                     rows))
     else:
-        print("no sessions", file=sys.stderr)
+        print("no parked sessions" if args.parked else "no sessions", file=sys.stderr)
     if more:
-        print(f"(showing the newest {limit}; pass --limit to see more)", file=sys.stderr)
+        which = "longest parked" if args.parked else "newest"
+        print(f"(showing the {which} {limit}; pass --limit to see more)", file=sys.stderr)
     return 0
 
 
 def _configure_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=positive_int, default=50, metavar="N",
                         help="show at most the N newest sessions (default: %(default)s)")
+    parser.add_argument("--parked", action="store_true",
+                        help="only sessions workers gave up on (their pending send failed "
+                             "--max-attempts times), the longest parked first")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON array of session objects instead of a table")
     add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_READS)
@@ -87,15 +95,18 @@ async def _show(store: Store, args: argparse.Namespace) -> int:
     if args.json:
         print_json({"session": session_dict(record), "sends": [send_dict(s) for s in sends]})
         return 0
-    pending = "none pending" if record.pending_send is None else (
+    waiting = "none pending" if record.pending_send is None else (
         f"#{record.pending_send} pending")
+    if record.parked_at is not None:
+        waiting += (f", parked {when(record.parked_at)} UTC after "
+                    f"{record.resume_attempts} failed resumes")
     prompt = "-" if record.system_prompt is None else one_line(record.system_prompt, 200)
     print(table(["session", record.id], [
         ["parent", record.parent_id or "-"],
         ["created", f"{when(record.created_at)} UTC"],
         ["updated", f"{when(record.updated_at)} UTC"],
         ["messages", str(record.next_seq)],
-        ["sends", f"{record.send_count}, {pending}"],
+        ["sends", f"{record.send_count}, {waiting}"],
         ["lease", _lease(record)],
         ["metadata", compact(dict(record.metadata), 200)],
         ["system prompt", prompt],
@@ -247,6 +258,27 @@ def _configure_delete(parser: argparse.ArgumentParser) -> None:
     set_handler(parser, store_handler(_delete))
 
 
+# -- unpark ----------------------------------------------------------------------------
+
+
+async def _unpark(store: Store, args: argparse.Namespace) -> int:
+    session_id = str(args.session_id)
+    record = await store.get_session(session_id)
+    if record.parked_at is None:
+        print(f"session {session_id!r} is not parked", file=sys.stderr)
+        return 0
+    await store.unpark_session(session_id)
+    print(f"unparked session {session_id!r}: workers will resume send "
+          f"#{record.pending_send}")
+    return 0
+
+
+def _configure_unpark(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session_id", metavar="ID", help="the session's id")
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_WRITES)
+    set_handler(parser, store_handler(_unpark))
+
+
 # -- the group -------------------------------------------------------------------------
 
 _ACTIONS = (
@@ -255,6 +287,7 @@ _ACTIONS = (
     ("export", "write one session as portable JSON Lines", _configure_export),
     ("import", "load a session written by `sessions export`", _configure_import),
     ("delete", "delete one session and everything it holds", _configure_delete),
+    ("unpark", "let workers resume a parked session's send again", _configure_unpark),
 )
 
 
@@ -267,10 +300,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="sessions",
-        help="list, show, export, import or delete sessions",
+        help="list, show, export, import, delete or unpark sessions",
         description=(
             "Inspect and move sessions.\n\n"
-            "list, show, export and delete open the store with --schema verify: a\n"
+            "list, show, export, delete and unpark open the store with --schema verify: a\n"
             "mistyped DSN or prefix fails with the DDL to run instead of creating\n"
             "tables. import opens it with --schema auto_create, so an export can be\n"
             "loaded into a brand-new database."),
@@ -278,10 +311,12 @@ COMMANDS: tuple[Command, ...] = (
             "examples:\n"
             "  export POWER_LOOP_DSN=postgresql://app@db/app\n"
             "  power-loop sessions list --limit 20\n"
+            "  power-loop sessions list --parked\n"
             "  power-loop sessions show 6f1c0d --json\n"
             "  power-loop sessions export 6f1c0d -o 6f1c0d.jsonl\n"
             "  power-loop sessions import 6f1c0d.jsonl --dsn sqlite:///copy.db\n"
-            "  power-loop sessions delete 6f1c0d"),
+            "  power-loop sessions delete 6f1c0d\n"
+            "  power-loop sessions unpark 6f1c0d"),
         configure=_configure,
     ),
 )

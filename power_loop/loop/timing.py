@@ -57,10 +57,12 @@ class TimerMethods:
         store = await self._get_store()
         return await store.cancel_timer(timer_id, session_id=session_id)
 
-    async def list_timers(self, session_id: str | None = None) -> list[TimerRecord]:
-        """The timers of one session, or of every session."""
+    async def list_timers(self, session_id: str | None = None, *, status: str | None = None,
+                          limit: int = 1000) -> list[TimerRecord]:
+        """The timers of one session, or of every session, soonest first (``status``:
+        only ``scheduled``, ``done``, ``cancelled`` or ``parked`` ones)."""
         store = await self._get_store()
-        return await store.list_timers(session_id)
+        return await store.list_timers(session_id, status=status, limit=limit)
 
     async def fire_timer(self, claim: TimerClaim, *,
                          on_event: Emit | None = None) -> SendResult | None:

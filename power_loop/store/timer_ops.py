@@ -27,14 +27,17 @@ from power_loop.store.port import Connection, Row
 from power_loop.store.records import (
     Lease,
     SessionClaim,
+    SessionRecord,
     check_id,
     dump_json,
     from_us,
     load_json,
     to_us,
 )
+from power_loop.store.statements import SESSION_COLUMNS, session_from_row
 
 MISSED_POLICIES = frozenset({"fire_once", "skip"})
+TIMER_STATUSES = ("scheduled", "done", "cancelled", "parked")
 _TIMER_COLUMNS = ("timer_id, session_id, message, status, due_at, every_us, missed, "
                   "fire_count, attempts, claim_owner, claim_epoch, last_error, created_at, "
                   "updated_at")
@@ -114,9 +117,17 @@ class TimerStatements:
         self.get = r(f"SELECT {_TIMER_COLUMNS} FROM {t} WHERE timer_id = ?")
         self.count_scheduled = r(f"SELECT COUNT(*) FROM {t} WHERE session_id = ? "
                                  "AND status = 'scheduled'")
-        self.by_session = r(f"SELECT {_TIMER_COLUMNS} FROM {t} WHERE session_id = ? "
-                            "ORDER BY due_at, timer_id")
-        self.all = r(f"SELECT {_TIMER_COLUMNS} FROM {t} ORDER BY due_at, timer_id LIMIT ?")
+        order = "ORDER BY due_at, timer_id LIMIT ?"
+        self.listing = {  # by (session given, status given)
+            (False, False): r(f"SELECT {_TIMER_COLUMNS} FROM {t} {order}"),
+            (False, True): r(f"SELECT {_TIMER_COLUMNS} FROM {t} WHERE status = ? {order}"),
+            (True, False): r(f"SELECT {_TIMER_COLUMNS} FROM {t} WHERE session_id = ? {order}"),
+            (True, True): r(f"SELECT {_TIMER_COLUMNS} FROM {t} WHERE session_id = ? "
+                            f"AND status = ? {order}"),
+        }
+        self.unpark = r(f"UPDATE {t} SET status = 'scheduled', attempts = 0, "
+                        "claim_owner = NULL, claim_expires_at = NULL, updated_at = {now} "
+                        "WHERE timer_id = ? AND status = 'parked'")
         self.cancel = r(f"UPDATE {t} SET status = 'cancelled', updated_at = {{now}} "
                         "WHERE timer_id = ? AND status IN ('scheduled', 'parked')")
         self.cancel_in = r(f"UPDATE {t} SET status = 'cancelled', updated_at = {{now}} "
@@ -161,6 +172,10 @@ class TimerStatements:
             f"parked_at IS NULL AND {_SESSION_FREE} ORDER BY updated_at LIMIT ?{lock}")
         self.park_session = r(f"UPDATE {s} SET parked_at = {{now}}, updated_at = {{now}} "
                               f"WHERE id = ? AND parked_at IS NULL AND {_SESSION_FREE}")
+        # A parked session always has its pending send: the pending index serves this.
+        self.parked_sessions = r(
+            f"SELECT {SESSION_COLUMNS} FROM {s} WHERE pending_send IS NOT NULL AND "
+            "parked_at IS NOT NULL ORDER BY parked_at, id LIMIT ?")
         self.unpark_session = r(f"UPDATE {s} SET parked_at = NULL, resume_attempts = 0, "
                                 "updated_at = {now} WHERE id = ?")
         self.claim_stranded = ops._sql.update_statement(
@@ -253,14 +268,30 @@ class TimerOps(ContextOps):
         row = await self.read(_one, self._tsql.get, [check_id(timer_id, "timer_id")])
         return None if row is None else _timer(row)
 
-    async def list_timers(self, session_id: str | None = None, *,
+    async def list_timers(self, session_id: str | None = None, *, status: str | None = None,
                           limit: int = 1000) -> list[TimerRecord]:
-        """Timers of one session, or of every session (soonest first)."""
-        if session_id is None:
-            rows = await self.read(_all, self._tsql.all, [limit])
-        else:
-            rows = await self.read(_all, self._tsql.by_session, [check_id(session_id)])
+        """Timers of one session, or of every session, soonest first.
+
+        Args:
+            status: Only timers with this status (``scheduled``, ``done``, ``cancelled``
+                or ``parked``).
+            limit: At most this many.
+        """
+        if status is not None and status not in TIMER_STATUSES:
+            raise InvalidArgumentError(
+                f"unknown timer status {status!r}; choose from {', '.join(TIMER_STATUSES)}")
+        if limit < 1:
+            raise InvalidArgumentError("limit must be at least 1")
+        args: list[Any] = [] if session_id is None else [check_id(session_id)]
+        args += [] if status is None else [status]
+        sql = self._tsql.listing[(session_id is not None, status is not None)]
+        rows = await self.read(_all, sql, [*args, limit])
         return [_timer(r) for r in rows]
+
+    async def unpark_timer(self, timer_id: str) -> bool:
+        """Let workers fire a parked timer again, its attempts from zero (at once if its
+        time has passed); ``False`` if it was not parked."""
+        return await self.write(_changed, self._tsql.unpark, [check_id(timer_id, "timer_id")])
 
     async def next_timer_due(self) -> float | None:
         """Seconds until a scheduled timer can next be claimed: the soonest ``due_at``,
@@ -373,6 +404,13 @@ class TimerOps(ContextOps):
                                        int(row[3]), load_json(row[4]), row[5],
                                        load_json(row[6])))
         return claims, parked
+
+    async def list_parked_sessions(self, *, limit: int = 100) -> list[SessionRecord]:
+        """Sessions workers gave up on (``parked_at`` set), the longest parked first."""
+        if limit < 1:
+            raise InvalidArgumentError("limit must be at least 1")
+        rows = await self.read(_all, self._tsql.parked_sessions, [limit])
+        return [session_from_row(r) for r in rows]
 
     async def unpark_session(self, session_id: str) -> None:
         """Let workers take a parked session up again (its attempts start from zero)."""

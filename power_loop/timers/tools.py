@@ -85,8 +85,7 @@ def timer_tools(limits: TimerLimits) -> list[Tool]:
     async def list_wakeups() -> str:
         """Your scheduled wake-ups in this conversation."""
         run = active_run("list_wakeups")
-        timers = [t for t in await run.store.list_timers(run.session_id)
-                  if t.status == "scheduled"]
+        timers = await run.store.list_timers(run.session_id, status="scheduled")
         if not timers:
             return "No wake-up is scheduled."
         return "\n".join(

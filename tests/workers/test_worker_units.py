@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from power_loop import Message, NewMessage, Store
+from power_loop import InvalidArgumentError, Message, NewMessage, Store
 from power_loop.events import (
     SendFinished,
     SendStarted,
@@ -26,6 +26,7 @@ from power_loop.events import (
 )
 from power_loop.llm.messages import encode_message
 from power_loop.loop.driver import UNKNOWN_OUTCOME
+from power_loop.timers import TimerRecord
 from tests.workers.inproc import (
     TOOL,
     Agent,
@@ -244,7 +245,63 @@ async def test_a_timer_whose_claims_keep_dying_is_parked_after_max_attempts(
     assert (parked.status, parked.fire_count, parked.claim_owner) == ("parked", 0, None)
     assert parked.attempts == 3 and parked.last_error is not None
     assert await store.list_sends(sid) == []
+    assert await store.list_timers(status="parked") == [parked]
     assert await store.cancel_timer(timer.timer_id)  # a parked timer can still be cancelled
+    assert not await store.unpark_timer(timer.timer_id)  # cancelled, not parked
+
+
+async def test_an_unparked_timer_fires_and_keeps_its_last_error_until_then(
+        store: Store) -> None:
+    agent, seen = Agent(), Events()
+    loop = agent.loop(store)
+    sid = await loop.new_session()
+    timer = await store.schedule_timer(sid, "hello", delay=0)
+    (claim,) = await store.claim_due_timers("a-worker", ttl=30, limit=1)
+    assert await store.park_timer(claim, {"reason": "the model was down"})
+    assert not await store.renew_timer_claim(claim, ttl=30)  # parking ends the claim
+    async with running(worker(store, loop, on_event=seen)):
+        await asyncio.sleep(0.3)  # polls: a parked timer is not claimed
+        assert not seen.of(WorkerClaimed)
+        assert await store.unpark_timer(timer.timer_id)
+        unparked = await store.get_timer(timer.timer_id)
+        assert unparked is not None
+        assert (unparked.status, unparked.attempts, unparked.claim_owner) == (
+            "scheduled", 0, None)
+        assert unparked.last_error == {"reason": "the model was down"}
+        await eventually(lambda: _true(bool(seen.of(TimerFired))), "the timer fired")
+    fired = await store.get_timer(timer.timer_id)
+    assert fired is not None
+    assert (fired.status, fired.fire_count, fired.last_error) == ("done", 1, None)
+    assert await answers(store, sid) == ["ack: hello"]
+    assert not await store.unpark_timer(timer.timer_id)
+
+
+async def test_list_timers_filters_by_session_and_status_soonest_first(
+        store: Store) -> None:
+    a, b = (await store.create_session()).id, (await store.create_session()).id
+    late = await store.schedule_timer(a, "late", delay=300)
+    soon = await store.schedule_timer(a, "soon", delay=100)
+    other = await store.schedule_timer(b, "other", delay=200)
+    gone = await store.schedule_timer(b, "gone", delay=50)
+    assert await store.cancel_timer(gone.timer_id)
+
+    def ids(timers: list[TimerRecord]) -> list[str]:
+        return [t.timer_id for t in timers]
+
+    assert ids(await store.list_timers()) == [gone.timer_id, soon.timer_id,
+                                              other.timer_id, late.timer_id]
+    assert ids(await store.list_timers(limit=2)) == [gone.timer_id, soon.timer_id]
+    assert ids(await store.list_timers(a)) == [soon.timer_id, late.timer_id]
+    assert ids(await store.list_timers(a, limit=1)) == [soon.timer_id]
+    assert ids(await store.list_timers(status="scheduled")) == [
+        soon.timer_id, other.timer_id, late.timer_id]
+    assert ids(await store.list_timers(b, status="cancelled")) == [gone.timer_id]
+    assert await store.list_timers(a, status="parked") == []
+    with pytest.raises(InvalidArgumentError, match="unknown timer status 'paused'") as bad:
+        await store.list_timers(status="paused")
+    assert bad.value.code == "invalid_argument"
+    with pytest.raises(InvalidArgumentError, match="limit"):
+        await store.list_timers(limit=0)
 
 
 async def test_a_timer_of_a_busy_session_waits_for_it_without_failing(store: Store) -> None:
@@ -288,6 +345,7 @@ async def test_a_session_whose_send_keeps_failing_is_parked_then_unparked(
             0, 2, None)
         (event,) = seen.of(SessionParked)
         assert event.session_id == sid
+        assert await store.list_parked_sessions() == [session]
 
         agent.failing = False
         await store.unpark_session(sid)
@@ -298,6 +356,7 @@ async def test_a_session_whose_send_keeps_failing_is_parked_then_unparked(
         await eventually(finished, "the unparked send to finish")
     session = await store.get_session(sid)
     assert (session.parked_at, session.resume_attempts) == (None, 0)
+    assert await store.list_parked_sessions() == []
     assert [s.status for s in await store.list_sends(sid)] == ["done"]
     assert await answers(store, sid) == ["ack: hello"]
 
