@@ -10,7 +10,7 @@ and tests can build a registry of their own.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 Handler = Callable[[argparse.Namespace], int]
@@ -64,6 +64,17 @@ def add_command_parser(
     return subparsers.add_parser(
         name, help=help, description=description or help, epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+Action = tuple[str, str, Callable[[argparse.ArgumentParser], None]]
+"""A nested subcommand: its name, its help line and the hook adding its arguments."""
+
+
+def add_actions(parser: argparse.ArgumentParser, actions: Sequence[Action]) -> None:
+    """Give a command its required ``ACTION`` subcommands (``sessions list``...)."""
+    subparsers = new_subparsers(parser, dest="action", metavar="ACTION")
+    for name, help_text, configure in actions:
+        configure(add_command_parser(subparsers, name, help=help_text))
 
 
 class CommandRegistry:

@@ -26,12 +26,7 @@ from power_loop.cli.formatting import (
     table,
     when,
 )
-from power_loop.cli.registry import (
-    Command,
-    add_command_parser,
-    new_subparsers,
-    set_handler,
-)
+from power_loop.cli.registry import Action, Command, add_actions, set_handler
 from power_loop.cli.store_access import add_store_arguments, run_with_store, store_handler
 from power_loop.errors import InvalidArgumentError, SessionExistsError
 from power_loop.store import SchemaPolicy, SessionRecord, Store
@@ -281,7 +276,7 @@ def _configure_unpark(parser: argparse.ArgumentParser) -> None:
 
 # -- the group -------------------------------------------------------------------------
 
-_ACTIONS = (
+_ACTIONS: tuple[Action, ...] = (
     ("list", "list sessions, newest first", _configure_list),
     ("show", "show one session: its row, message count and recent sends", _configure_show),
     ("export", "write one session as portable JSON Lines", _configure_export),
@@ -292,9 +287,7 @@ _ACTIONS = (
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    actions = new_subparsers(parser, dest="action", metavar="ACTION")
-    for name, help_text, configure in _ACTIONS:
-        configure(add_command_parser(actions, name, help=help_text))
+    add_actions(parser, _ACTIONS)
 
 
 COMMANDS: tuple[Command, ...] = (

@@ -12,7 +12,7 @@ import sys
 
 from power_loop.cli.argtypes import positive_int
 from power_loop.cli.formatting import compact, one_line, print_json, table, timer_dict, when
-from power_loop.cli.registry import Command, add_command_parser, new_subparsers, set_handler
+from power_loop.cli.registry import Action, Command, add_actions, set_handler
 from power_loop.cli.store_access import add_store_arguments, store_handler
 from power_loop.errors import InvalidArgumentError
 from power_loop.store import SchemaPolicy, Store
@@ -106,7 +106,7 @@ def _configure_unpark(parser: argparse.ArgumentParser) -> None:
     set_handler(parser, store_handler(_unpark))
 
 
-_ACTIONS = (
+_ACTIONS: tuple[Action, ...] = (
     ("list", "list timers, soonest due first", _configure_list),
     ("cancel", "cancel a scheduled or parked timer", _configure_cancel),
     ("unpark", "let workers fire a parked timer again", _configure_unpark),
@@ -114,9 +114,7 @@ _ACTIONS = (
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    actions = new_subparsers(parser, dest="action", metavar="ACTION")
-    for name, help_text, configure in _ACTIONS:
-        configure(add_command_parser(actions, name, help=help_text))
+    add_actions(parser, _ACTIONS)
 
 
 COMMANDS: tuple[Command, ...] = (
