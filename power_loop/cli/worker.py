@@ -73,7 +73,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=4,
                         help="timers and sends run at once (default: %(default)s)")
     parser.add_argument("--poll", type=float, default=1.0,
-                        help="longest sleep between polls, seconds (default: %(default)s)")
+                        help="longest sleep between polls, seconds; on PostgreSQL a new "
+                             "timer wakes the worker sooner (default: %(default)s)")
     parser.add_argument("--claim-ttl", type=float, default=30.0,
                         help="timer claim lease, seconds (default: %(default)s)")
     parser.add_argument("--max-attempts", type=int, default=5,

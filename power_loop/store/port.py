@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from power_loop.errors import (
     ConnectionLostError,
@@ -105,6 +105,11 @@ class Dialect:
 
     now_us: ClassVar[str]
     """SQL expression for the database clock, in microseconds since the epoch (UTC)."""
+
+    notify_sql: ClassVar[str | None] = None
+    """A statement that wakes the listeners of a channel when its transaction commits
+    (parameters: the channel, a time in microseconds; the payload says how many
+    microseconds until that time), or ``None`` where the engine cannot."""
 
     @property
     def ddl_now_us(self) -> str:
@@ -236,6 +241,30 @@ class Database(Protocol):
 
     async def close(self) -> None:
         """Close every connection; waits for transactions in flight."""
+        ...
+
+
+class Listener(Protocol):
+    """A subscription opened by :meth:`Notifying.listen` (one connection of its own)."""
+
+    def alive(self) -> bool:
+        """Still subscribed (its connection has not been lost)."""
+        ...
+
+    async def close(self) -> None:
+        """Unsubscribe and close its connection."""
+        ...
+
+
+@runtime_checkable
+class Notifying(Protocol):
+    """A :class:`Database` whose engine can wake other processes (PostgreSQL's
+    ``LISTEN``/``NOTIFY``): what :attr:`Dialect.notify_sql` sends, ``listen`` hears."""
+
+    async def listen(self, channel: str, callback: Callable[[str], None],
+                     lost: Callable[[], None] | None = None) -> Listener:
+        """Call ``callback(payload)`` for each notification on ``channel``, and
+        ``lost()`` if the subscription's connection breaks."""
         ...
 
 

@@ -15,7 +15,7 @@ the attempt; a session that keeps failing is parked.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 from power_loop.errors import InvalidArgumentError, LeaseLostError
 from power_loop.store.context_ops import ContextOps
 from power_loop.store.core import not_found, ttl_us
-from power_loop.store.port import Connection, Row
+from power_loop.store.port import Connection, Listener, Notifying, Row
 from power_loop.store.records import (
     Lease,
     SessionClaim,
@@ -125,6 +125,7 @@ class TimerStatements:
             (True, True): r(f"SELECT {_TIMER_COLUMNS} FROM {t} WHERE session_id = ? "
                             f"AND status = ? {order}"),
         }
+        self.notify = None if d.notify_sql is None else r(d.notify_sql)
         self.unpark = r(f"UPDATE {t} SET status = 'scheduled', attempts = 0, "
                         "claim_owner = NULL, claim_expires_at = NULL, updated_at = {now} "
                         "WHERE timer_id = ? AND status = 'parked'")
@@ -253,6 +254,7 @@ class TimerOps(ContextOps):
             at_us = int(now[0]) + delay_us
         await conn.execute(self._tsql.insert, [tid, session_id, dump_json(message), at_us,
                                                every_us, missed])
+        await self._wake_workers(conn, at_us)
         row = await conn.fetchone(self._tsql.get, [tid])
         assert row is not None
         return _timer(row)
@@ -291,7 +293,50 @@ class TimerOps(ContextOps):
     async def unpark_timer(self, timer_id: str) -> bool:
         """Let workers fire a parked timer again, its attempts from zero (at once if its
         time has passed); ``False`` if it was not parked."""
-        return await self.write(_changed, self._tsql.unpark, [check_id(timer_id, "timer_id")])
+        return await self.write(self._changed_waking, self._tsql.unpark,
+                                [check_id(timer_id, "timer_id")])
+
+    # -- waking workers ----------------------------------------------------------------
+
+    @property
+    def timer_channel(self) -> str:
+        """The notification channel of this store's timers (its table prefix + timers)."""
+        return f"{self.table_prefix}timers"
+
+    async def listen_for_timers(self, callback: Callable[[float], None],
+                                lost: Callable[[], None] | None = None) -> Listener | None:
+        """Hear of timers as they are scheduled, unparked or handed back, to wake a
+        sleeping worker: ``callback(seconds_until_due)`` runs once each commits, and
+        ``lost()`` if the subscription's connection breaks.
+
+        Returns the subscription (close it when done), or ``None`` where the engine
+        cannot notify other processes (SQLite, MySQL): workers rely on polling there.
+        """
+        database = self.database
+        if self._tsql.notify is None or not isinstance(database, Notifying):
+            return None
+
+        def heard(payload: str) -> None:
+            try:
+                until = int(payload) / 1_000_000
+            except ValueError:
+                return  # not ours: somebody else's NOTIFY on the channel
+            callback(until)
+
+        return await database.listen(self.timer_channel, heard, lost)
+
+    async def _wake_workers(self, conn: Connection, due_us: int) -> None:
+        """Tell listening workers, when this transaction commits, that a timer falls
+        due at ``due_us`` (0: now)."""
+        if self._tsql.notify is not None:
+            await conn.execute(self._tsql.notify, [self.timer_channel, due_us])
+
+    async def _changed_waking(self, conn: Connection, sql: str, args: Sequence[Any]) -> bool:
+        """Run an update that may make a timer claimable at once; wake workers if so."""
+        if await conn.execute(sql, args) == 0:
+            return False
+        await self._wake_workers(conn, 0)
+        return True
 
     async def next_timer_due(self) -> float | None:
         """Seconds until a scheduled timer can next be claimed: the soonest ``due_at``,
@@ -355,7 +400,7 @@ class TimerOps(ContextOps):
     async def release_timer_claim(self, claim: TimerClaim,
                                   error: Mapping[str, Any] | None = None) -> bool:
         """Give a claimed timer back undelivered (another worker will retry it)."""
-        return await self.write(_changed, self._tsql.release, [
+        return await self.write(self._changed_waking, self._tsql.release, [
             None if error is None else dump_json(dict(error)), claim.timer.timer_id,
             claim.owner, claim.epoch])
 

@@ -4,7 +4,9 @@ Run any number of workers, in any number of processes on any number of machines,
 one database: they share the work through leases with epochs in the store. Each poll a
 worker claims stranded sends (then due timers) up to its free concurrency, runs them
 through the application's own loop (its model, tools and config, from ``loop_factory``),
-and sleeps until the next poll or the next known due time, whichever is sooner.
+and sleeps until the next poll or the next known due time, whichever is sooner. On
+PostgreSQL, a timer scheduled (or unparked, or handed back) for before then wakes it at
+once through ``LISTEN``/``NOTIFY``; elsewhere it is found by the next poll.
 
 Shutdown (SIGTERM, or :meth:`Worker.request_stop`): the worker stops claiming, lets
 what it holds finish for up to ``grace_period`` seconds, then releases the rest (sends
@@ -44,6 +46,7 @@ from power_loop.events.types import (
 )
 from power_loop.loop.agent import StatefulAgentLoop
 from power_loop.loop.driver import CANCEL_MEANS_RELEASE
+from power_loop.store.port import Listener
 from power_loop.store.records import SessionClaim
 from power_loop.store.store import Store, open_store
 from power_loop.store.timer_ops import TimerClaim
@@ -65,6 +68,9 @@ class WorkerStats:
     sessions_parked: int = 0
     leases_lost: int = 0
     failures: int = 0
+    polls: int = 0
+    wakeups: int = 0
+    """Polls brought forward by a notification of a timer due before the next poll."""
 
 
 class Worker:
@@ -112,6 +118,8 @@ class Worker:
         self._forced = False
         self._wake = asyncio.Event()
         self._loop: StatefulAgentLoop | None = None
+        self._listener: Listener | None = None
+        self._can_listen = True
 
     def __repr__(self) -> str:
         return f"Worker(name={self.name!r}, concurrency={self.concurrency})"
@@ -139,6 +147,7 @@ class Worker:
                 # Cleared before the poll, so that a stop or a finished task during the
                 # poll still cuts the sleep short.
                 self._wake.clear()
+                await self._keep_listening(store)
                 await self.poll(store, loop)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(await self._sleep_for(store)):
@@ -164,6 +173,9 @@ class Worker:
         return self._store, loop
 
     async def _finish(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         if self._owns_store and self._store is not None:
             await self._store.aclose()
         log.info("%s stopped: %s", self.name, self.stats)
@@ -187,6 +199,34 @@ class Worker:
             return self.poll_interval
         return self.poll_interval if due is None else min(self.poll_interval, max(0.0, due))
 
+    # -- being woken ---------------------------------------------------------------------
+
+    async def _keep_listening(self, store: Store) -> None:
+        """Subscribe to new timers where the engine can notify (PostgreSQL), and again
+        after the subscription's connection was lost; elsewhere polling does it all."""
+        if not self._can_listen or (self._listener is not None and self._listener.alive()):
+            return
+        if self._listener is not None:
+            log.warning("%s: lost its timer subscription; subscribing again", self.name)
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+        try:
+            # A lost subscription wakes the worker, to subscribe again at once.
+            self._listener = await store.listen_for_timers(self._heard, self._wake.set)
+        except PowerLoopError as exc:  # the database is unreachable: poll, retry later
+            log.warning("%s could not subscribe to new timers: %s", self.name, exc)
+            return
+        if self._listener is None:
+            self._can_listen = False
+
+    def _heard(self, due_in: float) -> None:
+        """A timer was scheduled (or handed back): wake up if it is due before the next
+        poll would come, and only then, so far-off timers cost no poll."""
+        if due_in < self.poll_interval and not self._wake.is_set():
+            self.stats.wakeups += 1
+            self._wake.set()
+
     # -- one poll ----------------------------------------------------------------------
 
     async def poll(self, store: Store, loop: StatefulAgentLoop) -> int:
@@ -195,6 +235,7 @@ class Worker:
         started = 0
         if free <= 0:
             return 0
+        self.stats.polls += 1
         try:
             # Stranded sends first: a timer of their session cannot fire before they end.
             claims, parked = await store.claim_stranded_sessions(

@@ -36,6 +36,7 @@ class PostgresDialect(Dialect):
     max_identifier_length: ClassVar[int] = 63
     # statement_timestamp(), not now(): a long transaction must still see time pass.
     now_us: ClassVar[str] = "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000000 AS BIGINT)"
+    notify_sql: ClassVar[str | None] = "SELECT pg_notify(?, CAST(? - {now} AS TEXT))"
 
     def column_type(self, kind: ColumnType) -> str:
         return _TYPES[kind]

@@ -7,7 +7,7 @@ asyncpg prepares and caches each statement on first use per connection.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -72,6 +72,22 @@ class PostgresConnection:
         return row
 
 
+class PostgresListener:
+    """A ``LISTEN`` on a connection of its own (a pooled one would be reused by others)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    def alive(self) -> bool:
+        return not self._conn.is_closed()
+
+    async def close(self) -> None:
+        try:
+            await self._conn.close(timeout=5)
+        except Exception:
+            self._conn.terminate()
+
+
 class PostgresDatabase:
     """A :class:`~power_loop.store.port.Database` over an asyncpg pool."""
 
@@ -79,8 +95,34 @@ class PostgresDatabase:
 
     def __init__(self, pool: asyncpg.Pool, parsed: ParsedDSN) -> None:
         self._pool = pool
+        self._parsed = parsed
         self._timeout = parsed.options.command_timeout
         self._acquire_timeout = parsed.options.connect_timeout
+
+    async def listen(self, channel: str, callback: Callable[[str], None],
+                     lost: Callable[[], None] | None = None) -> PostgresListener:
+        """Subscribe to ``channel`` on a new connection (see :class:`Notifying`)."""
+
+        def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            callback(payload)
+
+        def broken(_conn: object) -> None:
+            if lost is not None:
+                lost()
+
+        try:
+            conn = await asyncpg.connect(
+                self._parsed.location, timeout=self._parsed.options.connect_timeout,
+                server_settings={"application_name": "power_loop listener"})
+        except Exception as exc:
+            raise translate_error(_DIALECT, exc) from exc
+        try:
+            await conn.add_listener(channel, heard)
+            conn.add_termination_listener(broken)
+        except Exception as exc:
+            conn.terminate()
+            raise translate_error(_DIALECT, exc) from exc
+        return PostgresListener(conn)
 
     @asynccontextmanager
     async def _acquired(self) -> AsyncIterator[asyncpg.Connection]:
@@ -134,9 +176,10 @@ async def connect(parsed: ParsedDSN) -> PostgresDatabase:
             timeout=options.connect_timeout,
             command_timeout=options.command_timeout,
             server_settings={"application_name": "power_loop"},
-            # power_loop leaves no session state behind (no SET, LISTEN, cursors or
-            # session locks), so asyncpg's per-release reset query is a wasted round
-            # trip; an open transaction is still rolled back on release.
+            # power_loop leaves no session state behind on pooled connections (no SET,
+            # LISTEN: listeners get connections of their own, cursors or session
+            # locks), so asyncpg's per-release reset query is a wasted round trip; an
+            # open transaction is still rolled back on release.
             reset=_no_reset,
         )
     except Exception as exc:
