@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from power_loop.errors import InvalidArgumentError, LeaseLostError
@@ -193,6 +193,7 @@ class TimerOps(ContextOps):
     def __init__(self, db: Any, table_prefix: str, *, retries: int = 8) -> None:
         super().__init__(db, table_prefix, retries=retries)
         self._tsql = TimerStatements(self)
+        self._hearers: list[Callable[[float], None]] = []
 
     # -- scheduling --------------------------------------------------------------------
 
@@ -224,10 +225,14 @@ class TimerOps(ContextOps):
         if missed not in MISSED_POLICIES:
             raise InvalidArgumentError(f"missed must be one of {sorted(MISSED_POLICIES)}")
         tid = uuid.uuid4().hex if timer_id is None else check_id(timer_id, "timer_id")
-        return await self.write(
+        timer = await self.write(
             self._schedule_txn, session_id, message, tid,
             None if at is None else to_us(at), None if delay is None else int(delay * 1e6),
             None if every is None else int(every * 1e6), missed, epoch, max_scheduled)
+        if self._hearers:  # the host's clock: only decides whether to wake a worker
+            self._tell_hearers((at - datetime.now(UTC)).total_seconds() if at is not None
+                               else float(delay or 0.0))
+        return timer
 
     async def _schedule_txn(self, conn: Connection, session_id: str, message: str, tid: str,
                             at_us: int | None, delay_us: int | None, every_us: int | None,
@@ -293,8 +298,11 @@ class TimerOps(ContextOps):
     async def unpark_timer(self, timer_id: str) -> bool:
         """Let workers fire a parked timer again, its attempts from zero (at once if its
         time has passed); ``False`` if it was not parked."""
-        return await self.write(self._changed_waking, self._tsql.unpark,
-                                [check_id(timer_id, "timer_id")])
+        changed = await self.write(self._changed_waking, self._tsql.unpark,
+                                   [check_id(timer_id, "timer_id")])
+        if changed:
+            self._tell_hearers(0.0)
+        return changed
 
     # -- waking workers ----------------------------------------------------------------
 
@@ -304,17 +312,22 @@ class TimerOps(ContextOps):
         return f"{self.table_prefix}timers"
 
     async def listen_for_timers(self, callback: Callable[[float], None],
-                                lost: Callable[[], None] | None = None) -> Listener | None:
+                                lost: Callable[[], None] | None = None) -> Listener:
         """Hear of timers as they are scheduled, unparked or handed back, to wake a
         sleeping worker: ``callback(seconds_until_due)`` runs once each commits, and
         ``lost()`` if the subscription's connection breaks.
 
-        Returns the subscription (close it when done), or ``None`` where the engine
-        cannot notify other processes (SQLite, MySQL): workers rely on polling there.
+        Where the engine can notify other processes (PostgreSQL), every process's
+        timers are heard. Elsewhere (SQLite, MySQL) only the timers this store object
+        schedules are: enough for a worker running in the application's process, while
+        workers in other processes find new timers by polling.
+
+        Returns the subscription: close it when done.
         """
         database = self.database
         if self._tsql.notify is None or not isinstance(database, Notifying):
-            return None
+            self._hearers.append(callback)
+            return _LocalListener(self._hearers, callback)
 
         def heard(payload: str) -> None:
             try:
@@ -324,6 +337,12 @@ class TimerOps(ContextOps):
             callback(until)
 
         return await database.listen(self.timer_channel, heard, lost)
+
+    def _tell_hearers(self, due_in: float) -> None:
+        """Tell this store's own listeners (engines without notifications) that a timer
+        falls due in ``due_in`` seconds."""
+        for hearer in list(self._hearers):
+            hearer(due_in)
 
     async def _wake_workers(self, conn: Connection, due_us: int) -> None:
         """Tell listening workers, when this transaction commits, that a timer falls
@@ -400,9 +419,12 @@ class TimerOps(ContextOps):
     async def release_timer_claim(self, claim: TimerClaim,
                                   error: Mapping[str, Any] | None = None) -> bool:
         """Give a claimed timer back undelivered (another worker will retry it)."""
-        return await self.write(self._changed_waking, self._tsql.release, [
+        changed = await self.write(self._changed_waking, self._tsql.release, [
             None if error is None else dump_json(dict(error)), claim.timer.timer_id,
             claim.owner, claim.epoch])
+        if changed:
+            self._tell_hearers(0.0)
+        return changed
 
     async def defer_timer_claim(self, claim: TimerClaim, *, delay: float,
                                 error: Mapping[str, Any]) -> bool:
@@ -461,6 +483,21 @@ class TimerOps(ContextOps):
         """Let workers take a parked session up again (its attempts start from zero)."""
         if not await self.write(_changed, self._tsql.unpark_session, [check_id(session_id)]):
             raise not_found(session_id)
+
+
+class _LocalListener:
+    """A subscription to one store object's own timers (engines without notifications)."""
+
+    def __init__(self, hearers: list[Callable[[float], None]],
+                 callback: Callable[[float], None]) -> None:
+        self._hearers, self._callback = hearers, callback
+
+    def alive(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        if self._callback in self._hearers:
+            self._hearers.remove(self._callback)
 
 
 def _taken(state: Row) -> LeaseLostError:

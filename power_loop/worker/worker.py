@@ -4,9 +4,10 @@ Run any number of workers, in any number of processes on any number of machines,
 one database: they share the work through leases with epochs in the store. Each poll a
 worker claims stranded sends (then due timers) up to its free concurrency, runs them
 through the application's own loop (its model, tools and config, from ``loop_factory``),
-and sleeps until the next poll or the next known due time, whichever is sooner. On
-PostgreSQL, a timer scheduled (or unparked, or handed back) for before then wakes it at
-once through ``LISTEN``/``NOTIFY``; elsewhere it is found by the next poll.
+and sleeps until the next poll or the next known due time, whichever is sooner. A timer
+scheduled (or unparked, or handed back) for before then wakes it at once: on PostgreSQL
+from any process, through ``LISTEN``/``NOTIFY``; elsewhere when it comes from the
+worker's own store object (a worker inside the application), else the next poll finds it.
 
 Shutdown (SIGTERM, or :meth:`Worker.request_stop`): the worker stops claiming, lets
 what it holds finish for up to ``grace_period`` seconds, then releases the rest (sends
@@ -119,7 +120,6 @@ class Worker:
         self._wake = asyncio.Event()
         self._loop: StatefulAgentLoop | None = None
         self._listener: Listener | None = None
-        self._can_listen = True
 
     def __repr__(self) -> str:
         return f"Worker(name={self.name!r}, concurrency={self.concurrency})"
@@ -202,9 +202,9 @@ class Worker:
     # -- being woken ---------------------------------------------------------------------
 
     async def _keep_listening(self, store: Store) -> None:
-        """Subscribe to new timers where the engine can notify (PostgreSQL), and again
-        after the subscription's connection was lost; elsewhere polling does it all."""
-        if not self._can_listen or (self._listener is not None and self._listener.alive()):
+        """Subscribe to new timers (from every process on PostgreSQL, from this store
+        object elsewhere), and again after the subscription's connection was lost."""
+        if self._listener is not None and self._listener.alive():
             return
         if self._listener is not None:
             log.warning("%s: lost its timer subscription; subscribing again", self.name)
@@ -216,9 +216,6 @@ class Worker:
             self._listener = await store.listen_for_timers(self._heard, self._wake.set)
         except PowerLoopError as exc:  # the database is unreachable: poll, retry later
             log.warning("%s could not subscribe to new timers: %s", self.name, exc)
-            return
-        if self._listener is None:
-            self._can_listen = False
 
     def _heard(self, due_in: float) -> None:
         """A timer was scheduled (or handed back): wake up if it is due before the next

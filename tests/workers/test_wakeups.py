@@ -1,8 +1,9 @@
-"""New timers wake sleeping workers through the database (PostgreSQL ``LISTEN``/``NOTIFY``).
+"""New timers wake sleeping workers: from any process on PostgreSQL (``LISTEN``/
+``NOTIFY``), from the worker's own store object on every engine.
 
 The workers here poll once a minute, so a timer fired within the test's bound was
-brought forward by a notification, not found by a poll. Engines without notifications
-(SQLite, MySQL) rely on polling, which the other worker tests cover.
+brought forward by a notification, not found by a poll. Timers scheduled by other
+processes on SQLite and MySQL are found by polling, which the other worker tests cover.
 """
 
 from __future__ import annotations
@@ -30,22 +31,49 @@ async def listeners(store: Store) -> list[int]:
     return [int(row[0]) for row in rows]
 
 
-async def test_only_postgresql_notifies(store: Store, backend: str) -> None:
+async def test_listeners_hear_this_store_everywhere_and_others_on_postgresql(
+        store: Store, open_more: OpenMore, backend: str) -> None:
     heard: list[float] = []
     listener = await store.listen_for_timers(heard.append)
-    if backend != "postgresql":
-        assert listener is None
-        return
-    assert listener is not None and listener.alive()
+    assert listener.alive()
+    other = await open_more()  # another process's store
     try:
         sid = (await store.create_session()).id
         await store.schedule_timer(sid, "soon", delay=0)
         await store.schedule_timer(sid, "later", delay=3600)
         await eventually(lambda: _true(len(heard) == 2), "two notifications")
         assert heard[0] <= 0.5 and 3590 < heard[1] <= 3600
+        await other.schedule_timer(sid, "from elsewhere", delay=60)
+        if backend == "postgresql":
+            await eventually(lambda: _true(len(heard) == 3), "the other process's timer")
+            assert 50 < heard[2] <= 60
+        else:  # no notifications between processes: workers elsewhere poll
+            await asyncio.sleep(0.3)
+            assert len(heard) == 2
     finally:
         await listener.close()
-    assert not listener.alive()
+    await store.schedule_timer(sid, "unheard", delay=0)
+    await asyncio.sleep(0.3)
+    assert len(heard) == (3 if backend == "postgresql" else 2)
+
+
+async def test_a_timer_scheduled_in_the_workers_process_wakes_it(store: Store) -> None:
+    """The application and its worker share a store object: no poll to wait for, on
+    every engine."""
+    agent, seen = Agent(), Events()
+    loop = agent.loop(store)
+    sid = await loop.new_session()
+    work = worker(store, loop, poll_interval=SLEEPY, on_event=seen)
+    async with running(work):
+        await eventually(lambda: _true(bool(work.stats.polls)), "the first poll")
+        await loop.schedule(sid, "tomorrow", delay=86_400)
+        await asyncio.sleep(0.3)
+        assert (work.stats.polls, work.stats.wakeups) == (1, 0), "a far timer woke it"
+        await loop.schedule(sid, "now, please", delay=0)
+        await eventually(lambda: _true(bool(seen.of(TimerFired))), "the timer fired",
+                         within=SLEEPY / 2)
+        assert work.stats.wakeups == 1
+    assert await answers(store, sid) == ["ack: now, please"]
 
 
 @pytest.mark.backends("postgresql")
@@ -79,7 +107,6 @@ async def test_a_new_timer_wakes_a_sleeping_worker(store: Store, open_more: Open
     assert untouched is not None and untouched.fire_count == 0
 
 
-@pytest.mark.backends("postgresql")
 async def test_unparking_or_handing_back_a_timer_wakes_workers(store: Store) -> None:
     agent, seen = Agent(), Events()
     loop = agent.loop(store)

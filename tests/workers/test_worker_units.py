@@ -261,13 +261,14 @@ async def test_an_unparked_timer_fires_and_keeps_its_last_error_until_then(
     assert not await store.renew_timer_claim(claim, ttl=30)  # parking ends the claim
     async with running(worker(store, loop, on_event=seen)):
         await asyncio.sleep(0.3)  # polls: a parked timer is not claimed
-        assert not seen.of(WorkerClaimed)
-        assert await store.unpark_timer(timer.timer_id)
-        unparked = await store.get_timer(timer.timer_id)
-        assert unparked is not None
-        assert (unparked.status, unparked.attempts, unparked.claim_owner) == (
-            "scheduled", 0, None)
-        assert unparked.last_error == {"reason": "the model was down"}
+    assert not seen.of(WorkerClaimed)
+    assert await store.unpark_timer(timer.timer_id)
+    unparked = await store.get_timer(timer.timer_id)
+    assert unparked is not None
+    assert (unparked.status, unparked.attempts, unparked.claim_owner) == (
+        "scheduled", 0, None)
+    assert unparked.last_error == {"reason": "the model was down"}
+    async with running(worker(store, loop, on_event=seen)):
         await eventually(lambda: _true(bool(seen.of(TimerFired))), "the timer fired")
     fired = await store.get_timer(timer.timer_id)
     assert fired is not None
