@@ -27,13 +27,15 @@ from power_loop.cli.formatting import (
     when,
 )
 from power_loop.cli.registry import Action, Command, add_actions, set_handler
-from power_loop.cli.store_access import add_store_arguments, run_with_store, store_handler
+from power_loop.cli.store_access import (
+    VERIFY_READS,
+    VERIFY_WRITES,
+    add_store_arguments,
+    run_with_store,
+    store_handler,
+)
 from power_loop.errors import InvalidArgumentError, SessionExistsError
 from power_loop.store import SchemaPolicy, SessionRecord, Store
-
-_READS = "a mistyped DSN or prefix must fail, not show an empty new store"
-_WRITES = "it must not create tables in a database that was never a store"
-
 
 # -- list ------------------------------------------------------------------------------
 
@@ -69,7 +71,7 @@ def _configure_list(parser: argparse.ArgumentParser) -> None:
                              "--max-attempts times), the longest parked first")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON array of session objects instead of a table")
-    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_READS)
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=VERIFY_READS)
     set_handler(parser, store_handler(_list))
 
 
@@ -124,7 +126,7 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
                         help="include the last N sends (default: %(default)s; 0 for none)")
     parser.add_argument("--json", action="store_true",
                         help='print {"session": {...}, "sends": [...]} as JSON')
-    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_READS)
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=VERIFY_READS)
     set_handler(parser, store_handler(_show))
 
 
@@ -184,7 +186,7 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="write to FILE (replaced only once the export is complete) "
                              "instead of stdout")
-    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_READS)
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=VERIFY_READS)
     set_handler(parser, _export)
 
 
@@ -249,7 +251,7 @@ async def _delete(store: Store, args: argparse.Namespace) -> int:
 
 def _configure_delete(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("session_id", metavar="ID", help="the session's id")
-    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_WRITES)
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=VERIFY_WRITES)
     set_handler(parser, store_handler(_delete))
 
 
@@ -270,7 +272,7 @@ async def _unpark(store: Store, args: argparse.Namespace) -> int:
 
 def _configure_unpark(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("session_id", metavar="ID", help="the session's id")
-    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_WRITES)
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=VERIFY_WRITES)
     set_handler(parser, store_handler(_unpark))
 
 

@@ -25,6 +25,10 @@ from power_loop.store import SchemaPolicy, Store, open_store, redact_dsn
 from power_loop.store.dsn import parse_dsn
 
 DSN_ENV = "POWER_LOOP_DSN"
+VERIFY_READS = "a mistyped DSN or prefix must fail, not show an empty new store"
+"""Why a reading command opens the store with ``--schema verify``."""
+VERIFY_WRITES = "it must not create tables in a database that was never a store"
+"""Why a command changing existing rows opens the store with ``--schema verify``."""
 """The environment variable read when ``--dsn`` is not given."""
 
 _POLICY_HELP = {

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from power_loop.cli.argtypes import positive_int
 from power_loop.cli.formatting import compact, one_line, print_json, table, timer_dict, when
 from power_loop.cli.registry import Action, Command, add_actions, set_handler
-from power_loop.cli.store_access import add_store_arguments, store_handler
+from power_loop.cli.store_access import (
+    VERIFY_READS,
+    VERIFY_WRITES,
+    StoreBody,
+    add_store_arguments,
+    store_handler,
+)
 from power_loop.errors import InvalidArgumentError
 from power_loop.store import SchemaPolicy, Store
 from power_loop.store.timer_ops import TIMER_STATUSES, TimerRecord
-
-_READS = "a mistyped DSN or prefix must fail, not show an empty new store"
-_WRITES = "it must not create tables in a database that was never a store"
 
 
 def _every(seconds: float | None) -> str:
@@ -56,7 +60,7 @@ def _configure_list(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON array of timer objects instead of a table")
-    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_READS)
+    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=VERIFY_READS)
     set_handler(parser, store_handler(_list))
 
 
@@ -94,22 +98,21 @@ async def _unpark(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_cancel(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("timer_id", metavar="ID", help="the timer's id")
-    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_WRITES)
-    set_handler(parser, store_handler(_cancel))
+def _on_one_timer(body: StoreBody) -> Callable[[argparse.ArgumentParser], None]:
+    """Configure an action taking one timer id and changing that timer."""
 
+    def configure(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("timer_id", metavar="ID", help="the timer's id")
+        add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=VERIFY_WRITES)
+        set_handler(parser, store_handler(body))
 
-def _configure_unpark(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("timer_id", metavar="ID", help="the timer's id")
-    add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=_WRITES)
-    set_handler(parser, store_handler(_unpark))
+    return configure
 
 
 _ACTIONS: tuple[Action, ...] = (
     ("list", "list timers, soonest due first", _configure_list),
-    ("cancel", "cancel a scheduled or parked timer", _configure_cancel),
-    ("unpark", "let workers fire a parked timer again", _configure_unpark),
+    ("cancel", "cancel a scheduled or parked timer", _on_one_timer(_cancel)),
+    ("unpark", "let workers fire a parked timer again", _on_one_timer(_unpark)),
 )
 
 
