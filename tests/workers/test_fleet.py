@@ -125,11 +125,16 @@ def test_a_thousand_timers_survive_random_sigkills(backend: str, view: StoreView
         wait_until(lambda: all(s.pending_send is None
                                for s in view.run(view.store.list_sessions(limit=1000))),
                    "no pending send", max(1.0, deadline - time.monotonic()), interval=0.2)
-        # A recurring fire cut short by a kill is redelivered once its claim lapses.
+        # A recurring fire cut short by a kill is redelivered once its claim lapses; and
+        # the last worker started has started (a SIGTERM before that would kill it).
         live = {w.pid for w in workers}
-        wait_until(lambda: all(owner_pid(t.claim_owner) in (None, *live)
-                               for t in all_timers(view)),
-                   "no timer claimed by a killed worker",
+
+        def settled() -> bool:
+            started = {e["pid"] for e in read_record(record_path) if e.get("kind") == "start"}
+            return live <= started and all(owner_pid(t.claim_owner) in (None, *live)
+                                           for t in all_timers(view))
+
+        wait_until(settled, "every worker started, no timer claimed by a killed one",
                    max(1.0, deadline - time.monotonic()), interval=0.2)
         codes = [w.terminate() for w in workers]
     finally:

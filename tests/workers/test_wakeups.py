@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from conformance.waiting import eventually
 from power_loop import Store
 from power_loop.events import TimerFired
-from tests.workers.inproc import Agent, Events, answers, eventually, running, worker
+from tests.workers.inproc import Agent, Events, answers, running, worker
 
 OpenMore = Callable[..., Awaitable[Store]]
 SLEEPY = 60.0

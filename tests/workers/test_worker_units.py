@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from conformance.waiting import past
+from conformance.waiting import eventually, past
 from power_loop import InvalidArgumentError, Message, NewMessage, Store
 from power_loop.events import (
     SendFinished,
@@ -27,6 +27,7 @@ from power_loop.events import (
 )
 from power_loop.llm.messages import encode_message
 from power_loop.loop.driver import UNKNOWN_OUTCOME
+from power_loop.store.records import SessionClaim
 from power_loop.timers import TimerRecord
 from power_loop.worker import Worker
 from tests.workers.inproc import (
@@ -35,7 +36,6 @@ from tests.workers.inproc import (
     Events,
     answers,
     claim_when_free,
-    eventually,
     keys,
     running,
     timer_sends,
@@ -45,6 +45,8 @@ from tests.workers.inproc import (
 )
 
 MINUTE = timedelta(seconds=60)
+Stranded = tuple[list[SessionClaim], list[str]]
+"""What ``Store.claim_stranded_sessions`` returns: the claims, and the sessions parked."""
 
 
 def micros(delta: timedelta) -> int:
@@ -544,10 +546,12 @@ async def test_an_idle_worker_does_not_spin_while_a_claimed_timer_waits(store: S
     polls = 0
     claim_stranded = store.claim_stranded_sessions
 
-    async def counted(*args: object, **kwargs: object) -> object:  # every poll calls it
+    async def counted(owner_prefix: str, *, ttl: float, limit: int,
+                      max_attempts: int) -> Stranded:  # every poll calls it
         nonlocal polls
         polls += 1
-        return await claim_stranded(*args, **kwargs)  # type: ignore[arg-type]
+        return await claim_stranded(owner_prefix, ttl=ttl, limit=limit,
+                                    max_attempts=max_attempts)
 
     store.claim_stranded_sessions = counted  # type: ignore[method-assign]
     clock = asyncio.get_running_loop().time
@@ -586,9 +590,11 @@ async def test_a_stop_requested_during_a_poll_is_not_lost(store: Store) -> None:
     work = worker(store, loop, poll_interval=600)
     claim_stranded = store.claim_stranded_sessions
 
-    async def stop_meanwhile(*args: object, **kwargs: object) -> object:
+    async def stop_meanwhile(owner_prefix: str, *, ttl: float, limit: int,
+                             max_attempts: int) -> Stranded:
         work.request_stop()
-        return await claim_stranded(*args, **kwargs)  # type: ignore[arg-type]
+        return await claim_stranded(owner_prefix, ttl=ttl, limit=limit,
+                                    max_attempts=max_attempts)
 
     store.claim_stranded_sessions = stop_meanwhile  # type: ignore[method-assign]
     # Far less than the 600 s poll interval: the stop was seen.
