@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 
@@ -23,8 +22,7 @@ from power_loop import (
     reply,
     tool,
 )
-from power_loop.store.records import SendStart
-from tests.loop.support import lease_is_free, make_loop, shape
+from tests.loop.support import Refusals, lease_is_free, make_loop, shape
 
 
 async def test_lease_wait_zero_fails_at_once(store: Store) -> None:
@@ -58,21 +56,10 @@ async def test_positive_lease_wait_waits_for_the_release(store: Store) -> None:
     loop = make_loop(store, ScriptedLLM(model), lease_wait=30)
     sid = await loop.new_session()
     held = await store.acquire_lease(sid, "other-process", ttl=60)
-    refused = 0
-    begin_send = store.begin_send
-
-    async def counted(*args: Any, **kwargs: Any) -> SendStart:  # the loop's every attempt
-        nonlocal refused
-        try:
-            return await begin_send(*args, **kwargs)
-        except SessionBusyError:
-            refused += 1
-            raise
-
-    store.begin_send = counted  # type: ignore[method-assign]
+    refusals = Refusals(store)
 
     async def release_once_waited() -> None:
-        await eventually(lambda: _true(refused >= 1), "the loop to be refused the lease")
+        await eventually(refusals.seen, "the loop to be refused the lease")
         order.append("released")
         assert await store.release_lease(held)
 
@@ -82,10 +69,6 @@ async def test_positive_lease_wait_waits_for_the_release(store: Store) -> None:
     assert result.final_text == "Hello!"
     assert order == ["released", "model called"]
     assert await lease_is_free(store, sid)
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_lease_wait_gives_up(store: Store) -> None:
