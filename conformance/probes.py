@@ -6,9 +6,12 @@ a test that trusts the API to report its own side effects proves little.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from power_loop import Store, StoreError
 from power_loop.store.migrations import session_tables
 from power_loop.store.port import Database
+from power_loop.store.records import from_us
 from power_loop.store.schema import SCHEMA_VERSION_TABLE
 
 SESSION_TABLES: tuple[str, ...] = tuple(t.name for t in session_tables())
@@ -35,6 +38,14 @@ async def count_rows(store: Store, table: str, session_id: str | None = None) ->
         row = await conn.fetchone(dialect.render(sql), params)
     assert row is not None
     return int(row[0])
+
+
+async def database_now(store: Store) -> datetime:
+    """The database clock now (the one leases and timers are due by), in UTC."""
+    async with store.database.transaction(write=False) as conn:
+        row = await conn.fetchone(store.database.dialect.render("SELECT {now}"))
+    assert row is not None
+    return from_us(int(row[0]))
 
 
 async def raw_json_column(store: Store, table: str, column: str, session_id: str) -> str:

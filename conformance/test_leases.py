@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,7 @@ import pytest
 
 from conformance.probes import count_rows
 from conformance.samples import message
+from conformance.waiting import past
 from power_loop import (
     InvalidArgumentError,
     Lease,
@@ -24,7 +24,7 @@ from power_loop import (
 async def _taken_over(store: Store, session_id: str = "s") -> tuple[Lease, Lease]:
     """``worker-a``'s lease lapses and ``worker-b`` takes the session over."""
     old = await store.acquire_lease(session_id, "worker-a", ttl=0.2)
-    await asyncio.sleep(0.5)
+    await past(store, old.expires_at)
     new = await store.acquire_lease(session_id, "worker-b", ttl=30)
     return old, new
 
@@ -261,7 +261,7 @@ async def test_stale_finish_send_raises_and_leaves_the_send_pending(store: Store
     await store.create_session("s")
     old = await store.acquire_lease("s", "worker-a", ttl=0.2)
     send = await store.start_send("s", [message("q")], epoch=old.epoch)
-    await asyncio.sleep(0.5)
+    await past(store, old.expires_at)
     new = await store.acquire_lease("s", "worker-b", ttl=30)
     before = await store.get_session("s")
 

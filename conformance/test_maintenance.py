@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 
 import pytest
 
 from conformance.probes import NO_ROWS, count_rows, session_row_counts
 from conformance.samples import build_rich_session, export_text, message
+from conformance.waiting import past
 from power_loop import InvalidArgumentError, Store
 
 
@@ -22,11 +22,11 @@ async def test_prune_deletes_old_sessions_but_keeps_leased_and_newer_ones(store:
     for sid in ("old-1", "old-2", "old-3", "old-leased", "old-lapsed"):
         await _fill(store, sid)
     await store.acquire_lease("old-leased", "worker", ttl=600)
-    await store.acquire_lease("old-lapsed", "worker", ttl=0.2)
+    lapsing = await store.acquire_lease("old-lapsed", "worker", ttl=0.2)
     old = [await store.get_session(sid) for sid in
            ("old-1", "old-2", "old-3", "old-leased", "old-lapsed")]
     cutoff = max(s.updated_at for s in old) + timedelta(microseconds=1)
-    await asyncio.sleep(0.5)  # lets the short lease lapse and the database clock pass cutoff
+    await past(store, max(cutoff, lapsing.expires_at))  # the short lease lapsed too
     await _fill(store, "new")
     assert (await store.get_session("new")).updated_at > cutoff
     kept_before = {sid: await export_text(store, sid) for sid in ("old-leased", "new")}

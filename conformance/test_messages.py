@@ -76,18 +76,19 @@ async def test_keyset_reads_page_through_in_order(store: Store) -> None:
     assert await store.read_messages("s", from_seq=3, limit=0) == []
 
 
+# Wrong types on purpose (what an untyped caller may pass): hence the type: ignores.
 _BAD_READS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "limit_negative": lambda s: s.read_messages("s", limit=-1),
     "limit_huge": lambda s: s.read_messages("s", limit=2**62),
-    "limit_float": lambda s: s.read_messages("s", limit=1.5),
+    "limit_float": lambda s: s.read_messages("s", limit=1.5),  # type: ignore[arg-type]
     "limit_bool": lambda s: s.read_messages("s", limit=True),
     "from_seq_negative": lambda s: s.read_messages("s", from_seq=-1),
     "from_seq_huge": lambda s: s.read_messages("s", from_seq=2**62),
-    "from_seq_none": lambda s: s.read_messages("s", from_seq=None),
+    "from_seq_none": lambda s: s.read_messages("s", from_seq=None),  # type: ignore[arg-type]
     "from_index_negative": lambda s: s.list_sends("s", from_index=-1),
     "from_index_huge": lambda s: s.list_sends("s", from_index=2**62),
     "send_index_negative": lambda s: s.get_send("s", -1),
-    "send_index_str": lambda s: s.get_send("s", "0"),
+    "send_index_str": lambda s: s.get_send("s", "0"),  # type: ignore[arg-type]
 }
 
 

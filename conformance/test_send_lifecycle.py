@@ -3,13 +3,13 @@ and appends that extend the lease."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from conformance.probes import count_rows
 from conformance.samples import message
+from conformance.waiting import past
 from power_loop import (
     InvalidArgumentError,
     Lease,
@@ -83,7 +83,7 @@ async def test_begin_send_with_a_used_request_key_returns_it_untouched(store: St
 async def test_begin_send_takes_over_an_expired_lease(store: Store) -> None:
     await store.create_session("s")
     old = await store.acquire_lease("s", "crashed", ttl=0.2)
-    await asyncio.sleep(0.5)
+    await past(store, old.expires_at)
 
     start = await store.begin_send("s", [message("q")], owner="loop-1", ttl=30)
 
@@ -111,7 +111,7 @@ async def test_finish_with_a_stale_lease_leaves_the_new_holder_alone(store: Stor
     await store.create_session("s")
     start = await store.begin_send("s", [message("q")], owner="loop-1", ttl=0.2)
     assert start.lease is not None
-    await asyncio.sleep(0.5)
+    await past(store, start.lease.expires_at)
     claim = await store.claim_session("s", owner="loop-2", ttl=30)
     before = await store.get_session("s")
 
@@ -152,7 +152,7 @@ async def test_pause_with_a_stale_lease_writes_nothing(store: Store) -> None:
     await store.create_session("s")
     start = await store.begin_send("s", [message("q")], owner="loop-1", ttl=0.2)
     assert start.lease is not None
-    await asyncio.sleep(0.5)
+    await past(store, start.lease.expires_at)
     await store.claim_session("s", owner="worker", ttl=30)
     before = await store.get_session("s")
 

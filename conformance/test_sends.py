@@ -198,12 +198,13 @@ async def test_failing_finish_writes_nothing(store: Store) -> None:
 @pytest.mark.parametrize("field", ["source", "stop_reason"])
 async def test_tokens_are_validated(store: Store, field: str) -> None:
     await store.create_session("s")
+    if field == "source":
+        refused = store.start_send("s", [message("q")], source="Not A Token")
+    else:
+        await store.start_send("s", [message("q")])
+        refused = store.finish_send("s", 0, stop_reason="end turn")
     with pytest.raises(InvalidArgumentError) as info:
-        if field == "source":
-            await store.start_send("s", [message("q")], source="Not A Token")
-        else:
-            await store.start_send("s", [message("q")])
-            await store.finish_send("s", 0, stop_reason="end turn")
+        await refused
 
     assert info.value.code == "invalid_argument"
     assert await count_rows(store, "messages") == (1 if field == "stop_reason" else 0)

@@ -454,6 +454,6 @@ def _settings() -> settings:
 # Hypothesis may pursue for up to five minutes against a real database.
 @pytest.mark.timeout(900)
 def test_store_matches_model(dsn: str) -> None:
-    run_state_machine_as_test(  # type: ignore[no-untyped-call]
+    run_state_machine_as_test(
         lambda: StoreMachine(dsn), settings=_settings())
 

@@ -3,11 +3,11 @@ every backend: what an operator sees and does when workers gave up on something.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
+from conformance.waiting import past
 from power_loop import Message, NewMessage, Store
 from power_loop.llm.messages import encode_message
 from tests.cli_support import run_cli
@@ -19,13 +19,16 @@ async def park_a_session(store: Store, session_id: str) -> None:
     """A pending send whose process died, then a worker that died resuming it: parked
     at the next claim (``max_attempts=1``)."""
     await store.create_session(session_id)
-    await store.begin_send(session_id, [NewMessage(0, "user", encode_message(
+    start = await store.begin_send(session_id, [NewMessage(0, "user", encode_message(
         Message.user("hello")))], owner="dead-process", ttl=0.05)
+    assert start.lease is not None
+    lease = start.lease
     for expected in (1, 0):
-        await asyncio.sleep(0.15)  # the last lease lapses
+        await past(store, lease.expires_at)  # the last lease lapsed
         claims, parked = await store.claim_stranded_sessions("dead-worker", ttl=0.05,
                                                              limit=5, max_attempts=1)
         assert (len(claims), len(parked)) == (expected, 1 - expected)
+        lease = claims[0].lease if claims else lease
 
 
 async def test_timers_list_cancel_and_unpark(store: Store, dsn: str,

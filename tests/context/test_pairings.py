@@ -86,6 +86,7 @@ async def run_session(loop: StatefulAgentLoop, model: PlannedModel, dsn: str,
     memory = loop.config.memory
     assert isinstance(memory, EchoMemory)
     events: list[Event] = []
+    resumed = 0
     sid = await loop.new_session()
     for plan in plans:
         try:
@@ -98,6 +99,9 @@ async def run_session(loop: StatefulAgentLoop, model: PlannedModel, dsn: str,
                 await cold.resume(sid, on_event=events.append)
             assert model.requests[-2] is warm
             assert model.requests[-1].canonical_bytes() == warm.canonical_bytes()
+            resumed += 1
+    # The checks above ran once per failing send (``fail=``), not never.
+    assert resumed == sum(step.fail for plan in plans for step in plan.steps) > 0
     return events, sid
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conformance.probes import database_now
 from power_loop import MessageRecord, SendRecord, SessionRecord, Store, open_store
 from power_loop.testing import drop_store_tables
 from tests.durability.child import ChildArgs
@@ -234,6 +235,14 @@ class StoreView:
     def session(self, session_id: str) -> SessionRecord:
         record: SessionRecord = self.run(self.store.get_session(session_id))
         return record
+
+    def lease_lapsed(self, session_id: str) -> bool:
+        """Whether the session's lease is free or lapsed, by the database clock."""
+        async def lapsed() -> bool:
+            expires = (await self.store.get_session(session_id)).lease_expires_at
+            return expires is None or await database_now(self.store) > expires
+
+        return bool(self.run(lapsed()))
 
     def snapshot(self, session_id: str) -> Snapshot:
         async def read() -> Snapshot:

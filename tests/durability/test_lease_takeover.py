@@ -13,7 +13,6 @@ and A fails with ``LeaseLostError``, having written nothing at all since B took 
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,8 @@ def test_frozen_holder_loses_the_session_to_resume(backend: str, view: StoreView
     assert [k for _, k in frozen.shapes()] == (["user", "call"] if frozen_in == "tool"
                                                else ["user"])
     assert frozen.session.lease_epoch == epoch_a
-    time.sleep(TTL + 0.5)  # past A's lease (B would wait for it anyway)
+    # B would wait for A's lease anyway; once it lapsed, B's start is a takeover.
+    wait_until(lambda: view.lease_lapsed(sid), "A's lease to lapse")
 
     # -- B takes the send over -------------------------------------------------------------
     b = spawn("b", sid, [{"op": "resume"}], tool=UNSAFE_TOOL)

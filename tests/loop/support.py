@@ -18,6 +18,7 @@ from power_loop import (
     NewMessage,
     PowerLoopError,
     ScriptedLLM,
+    SessionBusyError,
     StatefulAgentLoop,
     Store,
     Tool,
@@ -26,6 +27,7 @@ from power_loop import (
 )
 from power_loop.llm.messages import encode_message
 from power_loop.llm.service import LLMService, StreamItem, TextDelta
+from power_loop.store.records import SendStart
 
 
 class ModelDown(PowerLoopError):
@@ -66,6 +68,27 @@ def trailing_results(request: LLMRequest) -> list[ToolResultPart]:
 def texts(request: LLMRequest) -> list[str]:
     """The text of every message of a request."""
     return [m.text for m in request.messages]
+
+
+class Refusals:
+    """Counts how often ``store.begin_send`` refused a busy session, from now on: proof
+    that a loop is waiting for the lease (the real method runs, wrapped)."""
+
+    def __init__(self, store: Store) -> None:
+        self.count = 0
+        begin_send = store.begin_send
+
+        async def counted(*args: Any, **kwargs: Any) -> SendStart:
+            try:
+                return await begin_send(*args, **kwargs)
+            except SessionBusyError:
+                self.count += 1
+                raise
+
+        store.begin_send = counted  # type: ignore[method-assign]
+
+    async def seen(self) -> bool:
+        return self.count > 0
 
 
 async def lease_is_free(store: Store, session_id: str) -> bool:

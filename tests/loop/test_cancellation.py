@@ -8,6 +8,7 @@ from contextlib import aclosing
 
 import pytest
 
+from conformance.waiting import eventually
 from power_loop import (
     AgentLoopConfig,
     LLMRequest,
@@ -24,6 +25,7 @@ from power_loop import (
 from power_loop.llm.service import StreamItem
 from tests.loop.support import (
     ModelDown,
+    Refusals,
     StallingLLM,
     lease_is_free,
     make_loop,
@@ -191,8 +193,9 @@ async def test_cancel_while_waiting_for_the_lease(store: Store, dsn: str,
     # ends whatever it left open, so this test is about the loop alone.)
     async with StatefulAgentLoop(llm=llm, dsn=dsn, table_prefix=table_prefix,
                                  config=AgentLoopConfig(lease_wait=30)) as waiting:
+        refusals = Refusals(waiting.store)
         task = asyncio.create_task(waiting.send("Hello", session_id=sid.id))
-        await asyncio.sleep(0.05)
+        await eventually(refusals.seen, "the loop to be refused the lease")  # it waits
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from conformance.waiting import eventually
 from power_loop import (
     Lease,
     LeaseLostError,
@@ -21,7 +22,7 @@ from power_loop import (
     reply,
     tool,
 )
-from tests.loop.support import lease_is_free, make_loop, shape
+from tests.loop.support import Refusals, lease_is_free, make_loop, shape
 
 
 async def test_lease_wait_zero_fails_at_once(store: Store) -> None:
@@ -55,13 +56,14 @@ async def test_positive_lease_wait_waits_for_the_release(store: Store) -> None:
     loop = make_loop(store, ScriptedLLM(model), lease_wait=30)
     sid = await loop.new_session()
     held = await store.acquire_lease(sid, "other-process", ttl=60)
+    refusals = Refusals(store)
 
-    async def release_later() -> None:
-        await asyncio.sleep(0.2)
+    async def release_once_waited() -> None:
+        await eventually(refusals.seen, "the loop to be refused the lease")
         order.append("released")
         assert await store.release_lease(held)
 
-    releaser = asyncio.create_task(release_later())
+    releaser = asyncio.create_task(release_once_waited())
     result = await loop.send("Hi", session_id=sid)
     await releaser
     assert result.final_text == "Hello!"

@@ -137,9 +137,9 @@ async def test_error_event_mid_stream(anthropic_server: FakeAnthropic,
                                       client: anthropic.AsyncAnthropic) -> None:
     anthropic_server.script(then_error(an.message("Hello there, world"), 4, an.stream_error()))
     seen: list[Any] = []
+    stream = await client.messages.create(model="claude-test", max_tokens=256, stream=True,
+                                          messages=USER)  # opened: the error is mid-stream
     with pytest.raises(anthropic.APIStatusError) as caught:
-        stream = await client.messages.create(model="claude-test", max_tokens=256,
-                                              stream=True, messages=USER)
         async for event in stream:
             seen.append(event)
     assert caught.value.status_code == 200  # the stream's own status: it had begun
@@ -153,9 +153,9 @@ async def test_cut_stream_raises_a_transport_error_after_output(
         anthropic_server: FakeAnthropic, client: anthropic.AsyncAnthropic) -> None:
     anthropic_server.script(cut(an.message("Hello there, world"), 4))
     seen: list[Any] = []
+    stream = await client.messages.create(model="claude-test", max_tokens=256, stream=True,
+                                          messages=USER)  # opened: the cut is mid-stream
     with pytest.raises((httpx2.TransportError, anthropic.APIConnectionError)):
-        stream = await client.messages.create(model="claude-test", max_tokens=256,
-                                              stream=True, messages=USER)
         async for event in stream:
             seen.append(event)
     assert [e.type for e in seen][-1] == "content_block_delta"

@@ -63,7 +63,7 @@ async def test_no_usage_chunk_unless_asked(openai_server: FakeOpenAI,
                                            client: openai.AsyncOpenAI) -> None:
     openai_server.script(oa.completion("Hi"))
     got = await chunks(client, usage=False)
-    assert all(c.choices and c.usage is None for c in got)
+    assert got and all(c.choices and c.usage is None for c in got)
 
 
 @pytest.mark.parametrize("interleave", [False, True])

@@ -7,12 +7,12 @@ own :class:`~power_loop.worker.Worker` driving a real :class:`~power_loop.Statef
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from conformance.waiting import eventually
 from power_loop import (
     AgentLoopConfig,
     Event,
@@ -30,6 +30,7 @@ from power_loop import (
     reply,
     tool,
 )
+from power_loop.timers import TimerClaim
 from power_loop.worker import Worker, WorkerStats
 
 E = TypeVar("E", bound=Event)
@@ -45,6 +46,8 @@ class Agent:
     Attributes:
         model_delay: Seconds each model answer takes.
         tool_sleep: Seconds the tool takes.
+        go_on: When set to an event, the tool first waits for it, then notes its tag in
+            ``went_on`` (proof that it was let run on), then takes ``tool_sleep``.
         failing: While set, every model call fails (``LLMUnavailableError``).
         running: Tool calls in progress now; ``most``: the most at once.
     """
@@ -56,6 +59,8 @@ class Agent:
         self.running = 0
         self.most = 0
         self.tool_runs: list[str] = []
+        self.go_on: asyncio.Event | None = None
+        self.went_on: list[str] = []
         self.llm = ScriptedLLM(self.script)
 
     def script(self, request: LLMRequest) -> Turn:
@@ -80,6 +85,9 @@ class Agent:
             self.running += 1
             self.most = max(self.most, self.running)
             try:
+                if self.go_on is not None:
+                    await self.go_on.wait()
+                    self.went_on.append(tag)
                 await asyncio.sleep(self.tool_sleep)
             finally:
                 self.running -= 1
@@ -124,14 +132,17 @@ async def running(work: Worker) -> AsyncIterator[asyncio.Task[WorkerStats]]:
         await asyncio.wait_for(task, 60)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str,
-                     within: float = 30.0) -> None:
-    """Poll ``check`` until it holds (a generous bound: never an assertion on timing)."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
+async def claim_when_free(store: Store, owner: str, *, ttl: float) -> TimerClaim:
+    """Claim the one due timer as ``owner``, as soon as any earlier claim of it lapsed."""
+    claims: list[TimerClaim] = []
+
+    async def claimed() -> bool:
+        claims.extend(await store.claim_due_timers(owner, ttl=ttl, limit=1))
+        return bool(claims)
+
+    await eventually(claimed, f"{owner} to claim the due timer")
+    (claim,) = claims
+    return claim
 
 
 def utcnow() -> datetime:

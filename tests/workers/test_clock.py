@@ -89,11 +89,16 @@ def test_a_worker_five_minutes_ahead_fires_nothing_early(
                "the due timers to fire", WAIT, interval=0.1)
     wait_until(lambda: all(view.session(s).pending_send is None for s in sessions[:2]),
                "their sends to finish", WAIT)
-    time.sleep(2.0)  # ten more polls, for anything to go wrong
+    # A control due two seconds on (database clock): by the time it has fired, the worker
+    # has polled ten more times, each a chance to go wrong.
+    control = view.run(store.schedule_timer(view.new_session(), "control", delay=2))
+    wait_until(lambda: fired(control.timer_id, 1)
+               and view.session(control.session_id).pending_send is None,
+               "the control timer to fire", WAIT)
     assert worker.terminate() == 0, worker.log()
 
     # Due timers fired when due on the database clock, once each.
-    for timer, text in ((soon, "due soon"), (recurring, "every 100 s")):
+    for timer, text in ((soon, "due soon"), (recurring, "every 100 s"), (control, "control")):
         snap = view.snapshot(timer.session_id)
         check_settled(snap)
         assert len(snap.sends) == 1, f"{text} fired {len(snap.sends)} times: {snap.sends}"
@@ -122,4 +127,5 @@ def test_a_worker_five_minutes_ahead_fires_nothing_early(
 
     claimed = {(e["what"], e["key"]) for e in events(read_record(record_path),
                                                      "WorkerClaimed")}
-    assert claimed == {("timer", f"{soon.timer_id}#0"), ("timer", f"{recurring.timer_id}#0")}
+    assert claimed == {("timer", f"{soon.timer_id}#0"), ("timer", f"{recurring.timer_id}#0"),
+                       ("timer", f"{control.timer_id}#0")}

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from power_loop import Store
-from tests.durability.harness import StoreView
+from tests.durability.harness import StoreView, owner_pid
 from tests.workers.app import TOOL
 from tests.workers.conftest import StartWorker
 from tests.workers.support import (
@@ -125,7 +125,17 @@ def test_a_thousand_timers_survive_random_sigkills(backend: str, view: StoreView
         wait_until(lambda: all(s.pending_send is None
                                for s in view.run(view.store.list_sessions(limit=1000))),
                    "no pending send", max(1.0, deadline - time.monotonic()), interval=0.2)
-        time.sleep(3.0)  # more than a claim TTL: a recurring fire cut short is redelivered
+        # A recurring fire cut short by a kill is redelivered once its claim lapses; and
+        # the last worker started has started (a SIGTERM before that would kill it).
+        live = {w.pid for w in workers}
+
+        def settled() -> bool:
+            started = {e["pid"] for e in read_record(record_path) if e.get("kind") == "start"}
+            return live <= started and all(owner_pid(t.claim_owner) in (None, *live)
+                                           for t in all_timers(view))
+
+        wait_until(settled, "every worker started, no timer claimed by a killed one",
+                   max(1.0, deadline - time.monotonic()), interval=0.2)
         codes = [w.terminate() for w in workers]
     finally:
         for worker in workers:

@@ -14,7 +14,6 @@ the store is byte-for-byte what B left, and A carries on working until SIGTERM.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -64,7 +63,7 @@ def test_a_frozen_worker_loses_the_send_and_cannot_write_when_woken(
                                                else ["user"])
     fired = view.run(view.store.get_timer(timer.timer_id))
     assert (fired.status, fired.fire_count) == ("done", 1)  # delivered before A froze
-    time.sleep(TTL + 0.5)
+    wait_until(lambda: view.lease_lapsed(sid), "A's lease to lapse", WAIT)
 
     # -- B takes the send over ---------------------------------------------------------
     b = start_worker("b", env=ttl)

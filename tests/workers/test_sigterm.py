@@ -13,7 +13,6 @@ A worker fires a timer whose send runs a slow tool; SIGTERM arrives while the to
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -82,7 +81,10 @@ def test_work_still_running_is_released_and_another_worker_finishes_it(
                                             tool_sleep=600.0, grace=grace)
     worker.signal(signal.SIGTERM)
     if how == "second_sigterm":
-        time.sleep(1.0)
+        # The send runs on after the first SIGTERM: the worker still renews its lease.
+        before = view.session(sid).lease_expires_at
+        wait_until(lambda: view.session(sid).lease_expires_at != before,
+                   "the send's lease to be renewed after the first SIGTERM", WAIT)
         assert worker.alive(), "the first SIGTERM must let the send run on"
         worker.signal(signal.SIGTERM)
     assert worker.wait(15.0) == 0, worker.log()  # far less than the tool or the grace

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from conformance.waiting import eventually
 from power_loop import (
     AgentLoopConfig,
     LLMRequest,
@@ -28,7 +29,7 @@ from power_loop import (
 from power_loop import call_tool as call
 from power_loop.timers import TimerLimits
 from tests.workers import wake_child
-from tests.workers.inproc import answers, eventually, running, timer_sends, user_texts, worker
+from tests.workers.inproc import answers, running, timer_sends, user_texts, worker
 from tests.workers.support import REPO, worker_env
 
 LIMITS = TimerLimits(max_scheduled=2, min_delay=1.0, max_delay=3600.0, min_every=60.0)

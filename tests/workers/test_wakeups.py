@@ -8,14 +8,14 @@ processes on SQLite and MySQL are found by polling, which the other worker tests
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
 
+from conformance.waiting import eventually
 from power_loop import Store
 from power_loop.events import TimerFired
-from tests.workers.inproc import Agent, Events, answers, eventually, running, worker
+from tests.workers.inproc import Agent, Events, answers, running, worker
 
 OpenMore = Callable[..., Awaitable[Store]]
 SLEEPY = 60.0
@@ -48,13 +48,20 @@ async def test_listeners_hear_this_store_everywhere_and_others_on_postgresql(
             await eventually(lambda: _true(len(heard) == 3), "the other process's timer")
             assert 50 < heard[2] <= 60
         else:  # no notifications between processes: workers elsewhere poll
-            await asyncio.sleep(0.3)
-            assert len(heard) == 2
+            # This store's next timer is heard; the other process's, before it, was not.
+            await store.schedule_timer(sid, "from here", delay=7200)
+            await eventually(lambda: _true(len(heard) == 3), "this store's next timer")
+            assert 7190 < heard[2] <= 7200
     finally:
         await listener.close()
-    await store.schedule_timer(sid, "unheard", delay=0)
-    await asyncio.sleep(0.3)
-    assert len(heard) == (3 if backend == "postgresql" else 2)
+    still: list[float] = []  # a listener left open hears what the closed one would have
+    control = await store.listen_for_timers(still.append)
+    try:
+        await store.schedule_timer(sid, "unheard", delay=0)
+        await eventually(lambda: _true(len(still) == 1), "the open listener to hear it")
+    finally:
+        await control.close()
+    assert len(heard) == 3, "a closed listener still heard a timer"
 
 
 async def test_a_timer_scheduled_in_the_workers_process_wakes_it(store: Store) -> None:
@@ -67,12 +74,11 @@ async def test_a_timer_scheduled_in_the_workers_process_wakes_it(store: Store) -
     async with running(work):
         await eventually(lambda: _true(bool(work.stats.polls)), "the first poll")
         await loop.schedule(sid, "tomorrow", delay=86_400)
-        await asyncio.sleep(0.3)
-        assert (work.stats.polls, work.stats.wakeups) == (1, 0), "a far timer woke it"
         await loop.schedule(sid, "now, please", delay=0)
         await eventually(lambda: _true(bool(seen.of(TimerFired))), "the timer fired",
                          within=SLEEPY / 2)
-        assert work.stats.wakeups == 1
+        # Heard in order: the far timer, before the one that woke it, did not wake it.
+        assert work.stats.wakeups == 1, "a far timer woke it"
     assert await answers(store, sid) == ["ack: now, please"]
 
 
@@ -86,14 +92,15 @@ async def test_a_new_timer_wakes_a_sleeping_worker(store: Store, open_more: Open
     async with running(work):
         await eventually(lambda: _true(bool(work.stats.polls)), "the first poll")
         far = await app.schedule_timer(sid, "tomorrow", delay=86_400)
-        await asyncio.sleep(0.5)
-        assert (work.stats.polls, work.stats.wakeups) == (1, 0), "a far timer woke it"
-
         await app.schedule_timer(sid, "now, please", delay=0)
         await eventually(lambda: _true(len(seen.of(TimerFired)) == 1), "the timer fired",
                          within=SLEEPY / 2)
+        # Notified in commit order: the far timer, before the one that woke it, did not.
+        assert work.stats.wakeups == 1, "a far timer woke it"
         await eventually(lambda: _idle(store, sid), "its send to finish")
-        await asyncio.sleep(0.3)  # asleep again, till the far timer or the next poll
+        # Polls: the first, the one woken for the timer, the one after its send ended.
+        # Then it is asleep again, till the far timer or the next poll.
+        await eventually(lambda: _true(work.stats.polls >= 3), "the poll after the send")
         soon = await app.schedule_timer(sid, "in a moment", delay=0.5)
         await eventually(lambda: _true(len(seen.of(TimerFired)) == 2), "the next one",
                          within=SLEEPY / 2)
@@ -118,16 +125,21 @@ async def test_unparking_or_handing_back_a_timer_wakes_workers(store: Store) -> 
     work = worker(store, loop, poll_interval=SLEEPY, on_event=seen)
     async with running(work):
         await eventually(lambda: _true(bool(work.stats.polls)), "the first poll")
-        await asyncio.sleep(0.3)
-        assert not seen.of(TimerFired)
+        # A timer due now wakes it and fires: the parked and the claimed one, due as
+        # long, were left alone by those polls.
+        control = await store.schedule_timer(sid, "control", delay=0)
+        await eventually(lambda: _true(bool(seen.of(TimerFired))), "the control timer",
+                         within=SLEEPY / 2)
+        await eventually(lambda: _idle(store, sid), "its send to finish")
+        assert [e.timer_id for e in seen.of(TimerFired)] == [control.timer_id]
         assert await store.unpark_timer(parked.timer_id)
-        await eventually(lambda: _true(len(seen.of(TimerFired)) == 1), "the unparked one",
+        await eventually(lambda: _true(len(seen.of(TimerFired)) == 2), "the unparked one",
                          within=SLEEPY / 2)
         assert await store.release_timer_claim(second)
-        await eventually(lambda: _true(len(seen.of(TimerFired)) == 2), "the handed back one",
+        await eventually(lambda: _true(len(seen.of(TimerFired)) == 3), "the handed back one",
                          within=SLEEPY / 2)
-    assert sorted(e.timer_id for e in seen.of(TimerFired)) == sorted(
-        [parked.timer_id, handed.timer_id])
+    assert [e.timer_id for e in seen.of(TimerFired)] == [
+        control.timer_id, parked.timer_id, handed.timer_id]
 
 
 @pytest.mark.backends("postgresql")

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 
+from conformance.waiting import eventually, past
 from power_loop import InvalidArgumentError, Message, NewMessage, Store
 from power_loop.events import (
     SendFinished,
@@ -26,13 +27,15 @@ from power_loop.events import (
 )
 from power_loop.llm.messages import encode_message
 from power_loop.loop.driver import UNKNOWN_OUTCOME
+from power_loop.store.records import SessionClaim
 from power_loop.timers import TimerRecord
+from power_loop.worker import Worker
 from tests.workers.inproc import (
     TOOL,
     Agent,
     Events,
     answers,
-    eventually,
+    claim_when_free,
     keys,
     running,
     timer_sends,
@@ -42,6 +45,8 @@ from tests.workers.inproc import (
 )
 
 MINUTE = timedelta(seconds=60)
+Stranded = tuple[list[SessionClaim], list[str]]
+"""What ``Store.claim_stranded_sessions`` returns: the claims, and the sessions parked."""
 
 
 def micros(delta: timedelta) -> int:
@@ -52,9 +57,12 @@ async def strand(store: Store, session_id: str, text: str, *, key: str | None = 
                  source: str = "user") -> None:
     """Leave a pending send as a process that died right after beginning it would."""
     message = Message.user(text) if source == "user" else Message.user(text, source=source)
-    await store.begin_send(session_id, [NewMessage(0, "user", encode_message(message))],
-                           owner="dead-process", ttl=0.2, source=source, request_key=key)
-    await asyncio.sleep(0.4)  # its lease lapses
+    start = await store.begin_send(session_id, [NewMessage(0, "user",
+                                                         encode_message(message))],
+                                   owner="dead-process", ttl=0.2, source=source,
+                                   request_key=key)
+    assert start.lease is not None
+    await past(store, start.lease.expires_at)  # its lease lapsed
 
 
 # -- missed fires and schedules ----------------------------------------------------------
@@ -161,8 +169,7 @@ async def test_a_fire_delivered_again_after_its_claim_expired_is_recorded_once(
     # w1 delivers the fire, then dies before moving the timer on.
     first = await loop.send("wake up", sid, request_key=first_claim.request_key,
                             source="timer")
-    await asyncio.sleep(0.5)
-    (again,) = await store.claim_due_timers("w2", ttl=5, limit=1)
+    again = await claim_when_free(store, "w2", ttl=5)  # once w1's claim lapsed
     assert again.timer.timer_id == timer.timer_id and again.epoch == first_claim.epoch + 1
     assert again.request_key == first_claim.request_key
     assert await store.advance_timer(first_claim, fired=True) is None, "w1's claim is spent"
@@ -235,11 +242,11 @@ async def test_a_timer_whose_claims_keep_dying_is_parked_after_max_attempts(
     sid = await loop.new_session()
     timer = await store.schedule_timer(sid, "hello", delay=0)
     for _ in range(2):  # two workers died holding it (a poison timer, say)
-        assert len(await store.claim_due_timers("dead-worker", ttl=0.05, limit=1)) == 1
-        await asyncio.sleep(0.15)
-    async with running(worker(store, loop, max_attempts=2, on_event=seen)):
+        await claim_when_free(store, "dead-worker", ttl=0.05)
+    work = worker(store, loop, max_attempts=2, on_event=seen)
+    async with running(work):
         await eventually(lambda: _true(bool(seen.of(TimerParked))), "the timer parked")
-        await asyncio.sleep(0.3)  # more polls: a parked timer is left alone
+        await more_polls(work)  # a parked timer is left alone
     parked = await store.get_timer(timer.timer_id)
     assert parked is not None
     assert (parked.status, parked.fire_count, parked.claim_owner) == ("parked", 0, None)
@@ -259,9 +266,10 @@ async def test_an_unparked_timer_fires_and_keeps_its_last_error_until_then(
     (claim,) = await store.claim_due_timers("a-worker", ttl=30, limit=1)
     assert await store.park_timer(claim, {"reason": "the model was down"})
     assert not await store.renew_timer_claim(claim, ttl=30)  # parking ends the claim
-    async with running(worker(store, loop, on_event=seen)):
-        await asyncio.sleep(0.3)  # polls: a parked timer is not claimed
-    assert not seen.of(WorkerClaimed)
+    work = worker(store, loop, on_event=seen)
+    async with running(work):
+        await more_polls(work)  # a parked timer is not claimed
+    assert not seen.of(WorkerClaimed)  # (running() drained any claim's task)
     assert await store.unpark_timer(timer.timer_id)
     unparked = await store.get_timer(timer.timer_id)
     assert unparked is not None
@@ -338,9 +346,10 @@ async def test_a_session_whose_send_keeps_failing_is_parked_then_unparked(
     async def parked() -> bool:
         return (await store.get_session(sid)).parked_at is not None
 
-    async with running(worker(store, loop, max_attempts=2, on_event=seen)):
+    work = worker(store, loop, max_attempts=2, on_event=seen)
+    async with running(work):
         await eventually(parked, "the session parked")
-        await asyncio.sleep(0.3)  # more polls: a parked session is left alone
+        await more_polls(work)  # a parked session is left alone
         session = await store.get_session(sid)
         assert (session.pending_send, session.resume_attempts, session.lease_owner) == (
             0, 2, None)
@@ -413,6 +422,7 @@ async def test_work_left_after_the_grace_period_is_released_not_cancelled(
 
 async def test_a_second_stop_request_exits_at_once(store: Store) -> None:
     agent = Agent(tool_sleep=60)
+    go_on = agent.go_on = asyncio.Event()
     loop = agent.loop(store)
     sid = await loop.new_session()
     await store.schedule_timer(sid, f"{TOOL} long", delay=0)
@@ -420,7 +430,9 @@ async def test_a_second_stop_request_exits_at_once(store: Store) -> None:
     task = asyncio.create_task(work.run())
     await eventually(lambda: _true(agent.running == 1), "the tool to run")
     work.request_stop()
-    await asyncio.sleep(0.3)
+    go_on.set()  # a tool the first request had cancelled would never get past this
+    await eventually(lambda: _true(agent.went_on == [f"{TOOL} long"]),
+                     "the tool to run on after the first stop request")
     assert not task.done(), "the first request must let the work run on"
     work.request_stop()
     await asyncio.wait_for(task, 10)  # far less than the 60 s grace period
@@ -475,8 +487,9 @@ async def test_a_timer_scheduled_while_the_worker_sleeps_fires_within_a_poll(
     agent, seen = Agent(), Events()
     loop = agent.loop(store)
     sid = await loop.new_session()
-    async with running(worker(store, loop, poll_interval=poll, on_event=seen)):
-        await asyncio.sleep(0.3)  # it polled, found nothing, and sleeps
+    work = worker(store, loop, poll_interval=poll, on_event=seen)
+    async with running(work):
+        await more_polls(work, 1)  # it polled, found nothing, and sleeps (or is about to)
         await store.schedule_timer(sid, "now", delay=0.1)
         await eventually(lambda: _true(bool(seen.of(TimerFired))), "the fire")
     # Database-clock lateness at the claim; one second of slack for a loaded machine.
@@ -533,23 +546,35 @@ async def test_an_idle_worker_does_not_spin_while_a_claimed_timer_waits(store: S
     polls = 0
     claim_stranded = store.claim_stranded_sessions
 
-    async def counted(*args: object, **kwargs: object) -> object:  # every poll calls it
+    async def counted(owner_prefix: str, *, ttl: float, limit: int,
+                      max_attempts: int) -> Stranded:  # every poll calls it
         nonlocal polls
         polls += 1
-        return await claim_stranded(*args, **kwargs)  # type: ignore[arg-type]
+        return await claim_stranded(owner_prefix, ttl=ttl, limit=limit,
+                                    max_attempts=max_attempts)
 
     store.claim_stranded_sessions = counted  # type: ignore[method-assign]
+    clock = asyncio.get_running_loop().time
     async with running(worker(store, loop, poll_interval=1.0, grace_period=0.5)):
         await eventually(claimed, "the timer claimed")
-        before = polls
-        await asyncio.sleep(3.0)
-        during = polls - before
-    # Once a second (and when a task ends), not in a tight loop.
-    assert during <= 8, f"the worker polled {during} times in 3 s while the timer waited"
+        before, started = polls, clock()
+        await eventually(lambda: _true(polls >= before + 3), "three more polls")
+        took = clock() - started
+    # Nothing wakes it (no task ends, nothing is scheduled), so two whole poll intervals
+    # lie between the first and the third of those polls: a spinning worker takes none.
+    # (A loaded machine only makes them longer.)
+    assert took >= 1.5, f"the worker polled 3 times in {took:.3f} s while the timer waited"
 
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def more_polls(work: Worker, count: int = 3) -> None:
+    """Wait until ``work`` has begun ``count`` more polls: those before the last are over,
+    and whatever they claimed has started (a positive control for "left alone")."""
+    target = work.stats.polls + count
+    await eventually(lambda: _true(work.stats.polls >= target), f"{count} more polls")
 
 
 async def _idle(store: Store, session_id: str) -> bool:
@@ -565,9 +590,11 @@ async def test_a_stop_requested_during_a_poll_is_not_lost(store: Store) -> None:
     work = worker(store, loop, poll_interval=600)
     claim_stranded = store.claim_stranded_sessions
 
-    async def stop_meanwhile(*args: object, **kwargs: object) -> object:
+    async def stop_meanwhile(owner_prefix: str, *, ttl: float, limit: int,
+                             max_attempts: int) -> Stranded:
         work.request_stop()
-        return await claim_stranded(*args, **kwargs)  # type: ignore[arg-type]
+        return await claim_stranded(owner_prefix, ttl=ttl, limit=limit,
+                                    max_attempts=max_attempts)
 
     store.claim_stranded_sessions = stop_meanwhile  # type: ignore[method-assign]
     # Far less than the 600 s poll interval: the stop was seen.
