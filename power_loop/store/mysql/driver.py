@@ -183,11 +183,8 @@ def _target(parsed: ParsedDSN) -> dict[str, Any]:
         "password": unquote(parts.password) if parts.password else "",
         "db": database,
     }
-    for key, value in parsed.extra.items():
-        if key == "unix_socket":
-            target["unix_socket"] = value
-        else:
-            raise InvalidDSNError(f"option {key!r} is not understood by the mysql backend")
+    if "unix_socket" in parsed.extra:  # the only driver option parse_dsn lets through
+        target["unix_socket"] = parsed.extra["unix_socket"]
     return target
 
 

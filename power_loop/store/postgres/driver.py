@@ -175,7 +175,9 @@ async def connect(parsed: ParsedDSN) -> PostgresDatabase:
             max_size=options.pool_max_size,
             timeout=options.connect_timeout,
             command_timeout=options.command_timeout,
-            server_settings={"application_name": "power_loop"},
+            # An application_name in the DSN wins (asyncpg would let this one win).
+            server_settings={} if "application_name" in parsed.extra
+            else {"application_name": "power_loop"},
             # power_loop leaves no session state behind on pooled connections (no SET,
             # LISTEN: listeners get connections of their own, cursors or session
             # locks), so asyncpg's per-release reset query is a wasted round trip; an
