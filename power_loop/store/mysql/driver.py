@@ -12,6 +12,7 @@ warning is an error anyway.
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -30,9 +31,10 @@ from power_loop.errors import (
     StoreError,
     TransientStoreError,
 )
-from power_loop.store.dsn import ParsedDSN
+from power_loop.store.dsn import ParsedDSN, redact_dsn
 from power_loop.store.mysql.dialect import MySQLDialect
 from power_loop.store.port import Row, translate_error
+from power_loop.store.unclosed import watch
 
 _DIALECT = MySQLDialect()
 # sql_notes = 0: notes such as "table already exists" (an idempotent CREATE TABLE IF
@@ -204,6 +206,8 @@ class MySQLDatabase:
 
     def __init__(self, pool: aiomysql.Pool, parsed: ParsedDSN,
                  target: Mapping[str, Any]) -> None:
+        self._unclosed = watch(self, redact_dsn(parsed.location),
+                               functools.partial(_let_go, pool))
         self._pool = pool
         self._target = {k: v for k, v in target.items() if k != "password"}
         self._timeout = parsed.options.command_timeout
@@ -261,8 +265,17 @@ class MySQLDatabase:
             yield wrapped
 
     async def close(self) -> None:
+        self._unclosed.detach()
         self._pool.close()
         await self._pool.wait_closed()
+
+
+def _let_go(pool: aiomysql.Pool) -> None:
+    """Close every connection of a pool nobody closed, without awaiting (aiomysql's
+    ``terminate`` closes only those in use)."""
+    pool.terminate()
+    while pool._free:
+        pool._free.popleft().close()
 
 
 def _target(parsed: ParsedDSN) -> dict[str, Any]:

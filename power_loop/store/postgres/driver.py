@@ -22,9 +22,10 @@ from power_loop.errors import (
     StoreError,
     TransientStoreError,
 )
-from power_loop.store.dsn import ParsedDSN
+from power_loop.store.dsn import ParsedDSN, redact_dsn
 from power_loop.store.port import Row, translate_error
 from power_loop.store.postgres.dialect import PostgresDialect
+from power_loop.store.unclosed import watch
 
 _DIALECT = PostgresDialect()
 
@@ -142,6 +143,8 @@ class PostgresDatabase:
     dialect = _DIALECT
 
     def __init__(self, pool: asyncpg.Pool, parsed: ParsedDSN) -> None:
+        self._unclosed = watch(self, redact_dsn(parsed.location),
+                               pool.terminate)
         self._pool = pool
         self._parsed = parsed
         self._timeout = parsed.options.command_timeout
@@ -206,7 +209,13 @@ class PostgresDatabase:
             yield PostgresConnection(conn, self._timeout)
 
     async def close(self) -> None:
-        await self._pool.close()
+        self._unclosed.detach()
+        try:
+            await self._pool.close()
+        except Exception:
+            # asyncpg gives each connection command_timeout to close politely; past
+            # that, they are cut (the server rolls back what they had open).
+            self._pool.terminate()
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:

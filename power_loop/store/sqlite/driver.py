@@ -19,6 +19,7 @@ asynchronous sleep, with backoff, until the DSN's busy timeout runs out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import aiosqlite.core
 
 from power_loop.errors import (
     PowerLoopError,
@@ -39,6 +41,7 @@ from power_loop.errors import (
 from power_loop.store.dsn import ParsedDSN
 from power_loop.store.port import Row, translate_error
 from power_loop.store.sqlite.dialect import SQLiteDialect
+from power_loop.store.unclosed import watch
 
 _DIALECT = SQLiteDialect()
 _T = TypeVar("_T")
@@ -227,6 +230,8 @@ class SQLiteDatabase:
     dialect = _DIALECT
 
     def __init__(self, writer: _Handle, readers: list[_Handle], busy_timeout: float) -> None:
+        self._unclosed = watch(self, f"sqlite {writer.path!r}",
+                               functools.partial(_let_go, [writer, *readers]))
         self._writer = writer
         self._busy_timeout = busy_timeout
         self._write_lock = asyncio.Lock()
@@ -271,9 +276,29 @@ class SQLiteDatabase:
             raise
 
     async def close(self) -> None:
+        self._unclosed.detach()
         async with self._write_lock:
             for handle in [self._writer, *self._all_readers]:
                 await handle.conn.close()
+
+
+def _let_go(handles: list[_Handle]) -> None:
+    """Close the connections of a database nobody closed, here and now, and stop their
+    aiosqlite threads; no event loop is needed (aiosqlite's own ``stop`` looks for one,
+    and may find none, or one about to close)."""
+    for handle in handles:
+        try:
+            handle.raw.close()
+        except sqlite3.Error:
+            pass
+        conn = handle.conn
+        conn._running = False
+        conn._connection = None  # or aiosqlite's __del__ warns about it a second time
+        conn._tx.put_nowait((None, _stop_thread))
+
+
+def _stop_thread() -> object:
+    return aiosqlite.core._STOP_RUNNING_SENTINEL
 
 
 async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> _Handle:
@@ -284,6 +309,9 @@ async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> _Handle:
         target, uri = _no_create_uri(path), True
     conn = aiosqlite.connect(target, isolation_level=None, timeout=options.busy_timeout,
                              uri=uri, check_same_thread=False)
+    # A daemon: a process that never closes its store must still exit (the interpreter
+    # waits for every other thread before it runs the exit handlers that release it).
+    conn._thread.daemon = True
     try:
         await asyncio.wait_for(conn, timeout=options.connect_timeout)
     except BaseException as exc:
