@@ -32,6 +32,7 @@ from power_loop import (
 )
 from power_loop.store import NewMessage
 from power_loop.testing import drop_store_tables
+from tests.cli_support import run_cli
 
 SECRET = "n0t-The-Pa55w0rd"
 
@@ -276,3 +277,32 @@ async def test_a_command_timeout_leaves_no_unretrieved_future(backend: str, dsn:
     finally:
         loop.set_exception_handler(previous)
     assert reported == []
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def _cli_case(backend: str, dsn: str, tmp_path: Path) -> tuple[list[str], str, str]:
+    """Arguments for ``power-loop sessions list``, the code and advice it must print."""
+    if backend == "sqlite":
+        missing = tmp_path / "gone" / "app.db"
+        return (["--dsn", str(missing), "--schema", "auto_create"], "store_file",
+                f"the directory {missing.parent} does not exist")
+    if backend == "postgresql":
+        return (["--dsn", _with(dsn, database="no_such_db_pl")], "database_not_found",
+                "CREATE DATABASE no_such_db_pl")
+    return (["--dsn", _with(dsn, userinfo=f"pl:{SECRET}")], "store_authentication",
+            "check the user and password in the DSN")
+
+
+async def test_the_cli_prints_the_cause(backend: str, dsn: str, tmp_path: Path) -> None:
+    args, code, advice = _cli_case(backend, dsn, tmp_path)
+
+    done = await run_cli("sessions", "list", *args)
+
+    assert done.returncode != 0
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error [{code}]: "), done.stderr
+    assert advice in lines[0]
+    assert SECRET not in done.output and "check that the server is up" not in done.output
