@@ -65,10 +65,10 @@ async def test_refused_credentials_are_an_authentication_error(backend: str, dsn
                                                                tmp_path: Path) -> None:
     if backend not in _REFUSED_LOGINS:
         # A SQLite file has no logins; its counterpart is a file that cannot be opened.
-        with pytest.raises(StoreFileError) as info:
+        with pytest.raises(StoreFileError) as file_info:
             await open_store(str(tmp_path), table_prefix="pl_")  # a directory
-        assert info.value.code == "store_file" and info.value.backend == "sqlite"
-        assert "it is a directory" in info.value.message
+        assert file_info.value.code == "store_file" and file_info.value.backend == "sqlite"
+        assert "it is a directory" in file_info.value.message
         return
 
     for userinfo in _REFUSED_LOGINS[backend]:

@@ -20,6 +20,7 @@ UNCLOSED = "unclosed power_loop store"
 
 def _collected_warnings(drop: list[object]) -> list[str]:
     """Drop the last references to what ``drop`` holds; the ResourceWarnings raised."""
+    gc.collect()  # earlier garbage first, so that only this drop is heard
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         drop.clear()

@@ -133,13 +133,13 @@ class MySQLConnection:
         at_most = 4 * len(sql) + sum(4 * n + 32 for n in sizes)
         if at_most <= limit:
             return
-        size = at_least
-        if at_least <= limit:
+        size, exact = at_least, at_least <= limit
+        if exact:
             size = len(self._cursor.mogrify(sql, tuple(params)).encode("utf-8"))
             if size <= limit:
                 return
         raise PacketTooLargeError(
-            f"mysql: a statement of {'at least ' if size == at_least else ''}{size} bytes "
+            f"mysql: a statement of {'' if exact else 'at least '}{size} bytes "
             f"is larger than the server's max_allowed_packet ({limit} bytes); nothing was "
             f"written: {_PACKET_ADVICE}", size=size, limit=limit)
 
