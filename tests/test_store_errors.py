@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from random import Random
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -215,6 +216,87 @@ async def test_damaged_text_is_never_copied_into_the_message(backend: str, dsn: 
     assert info.value.code == "store_file_corrupt"
     assert marker[2:] not in info.value.message
     assert "\ufffd" not in info.value.message
+
+
+@pytest.mark.backends("sqlite")
+async def test_a_damaged_schema_is_never_quoted(backend: str, dsn: str) -> None:
+    async with await open_store(dsn) as store:
+        await store.create_session("s")
+    _damage_schema(Path(dsn))
+
+    with pytest.raises(StoreFileCorruptError) as info:
+        async with await open_store(dsn):
+            pass
+
+    # SQLite's text quotes the damaged statement ("near \"CR\\xffATE\"": syntax error").
+    assert info.value.code == "store_file_corrupt"
+    assert "syntax error" not in info.value.message and "0xff" not in info.value.message
+
+
+def _damage_schema(path: Path) -> None:
+    """One byte of the first CREATE TABLE in the schema made invalid UTF-8."""
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"CREATE TABLE")
+    assert at >= 0
+    raw[at + 2] = 0xFF
+    path.write_bytes(bytes(raw))
+
+
+_MARKER = "Zq8MARKERw"
+# Where to write noise: often into page 1 after the header (the schema's own text),
+# otherwise anywhere (taken modulo the file's length); the noise is uniform bytes, as a
+# damaged disk writes them (hypothesis's own binary() favours zeros, which decode).
+_DAMAGE = st.lists(st.tuples(st.one_of(st.integers(100, 4095), st.integers(0, 1 << 20)),
+                             st.integers(1, 64), st.randoms(use_true_random=False)),
+                   min_size=1, max_size=20)
+
+
+@pytest.fixture(scope="module")
+def intact_store(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The bytes of a closed SQLite store holding sessions full of a marker text."""
+    path = tmp_path_factory.mktemp("intact") / "intact.db"
+
+    async def build() -> None:
+        async with await open_store(str(path)) as store:
+            for i in range(3):
+                await store.create_session(f"s{i}")
+                await store.append_messages(
+                    f"s{i}", [NewMessage(0, "user", {"text": _MARKER * 50})] * 5)
+
+    asyncio.run(build())
+    return path.read_bytes()
+
+
+async def _read_everything(path: Path) -> None:
+    async with await open_store(str(path)) as store:
+        for session in await store.list_sessions():
+            await store.read_messages(session.id)
+
+
+@pytest.mark.backends("sqlite")
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=_DAMAGE)
+def test_a_damaged_file_never_leaks_its_bytes(backend: str, tmp_path: Path,
+                                              intact_store: bytes,
+                                              damage: list[tuple[int, int, Random]]
+                                              ) -> None:
+    data = bytearray(intact_store)
+    for where, length, noise in damage:
+        at = where % len(data)
+        data[at:at + length] = noise.randbytes(length)[:len(data) - at]
+    path = tmp_path / "damaged.db"
+    path.write_bytes(bytes(data))
+    _drop_side_files(path)
+
+    try:
+        asyncio.run(_read_everything(path))
+    except PowerLoopError as error:  # anything else escapes: a failure to map it
+        assert error.message.isprintable()
+        assert _MARKER[3:9] not in error.message
+        assert "byte 0x" not in error.message and "\\x" not in error.message
+    finally:
+        _drop_side_files(path)
 
 
 # -- MySQL's max_allowed_packet ------------------------------------------------------------

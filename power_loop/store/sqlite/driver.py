@@ -109,6 +109,10 @@ def _failure(exc: BaseException, path: str) -> PowerLoopError:
             return cause(path)
         if str(exc).startswith("Could not decode to UTF-8"):
             return _corrupt(path)  # text that is not UTF-8, quoted in sqlite3's message
+        if str(exc) == "unsupported file format":
+            return _corrupt(path)  # a damaged header (SQLITE_ERROR, no code of its own)
+    if isinstance(exc, UnicodeDecodeError):
+        return _corrupt(path)  # a damaged name in the schema; the message shows its bytes
     return translate_error(_DIALECT, exc)
 
 
