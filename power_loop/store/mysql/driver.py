@@ -127,12 +127,14 @@ class MySQLConnection:
         limit = self._packet_limit
         if limit is None:
             return
-        sizes = [len(p) if isinstance(p, (str, bytes)) else 0 for p in params]
-        at_least = len(sql) + sum(sizes)
+        values = 0
+        for param in params:
+            if isinstance(param, (str, bytes)):
+                values += len(param)
         # Escaping at most doubles a character, UTF-8 takes at most 4 bytes for one.
-        at_most = 4 * len(sql) + sum(4 * n + 32 for n in sizes)
-        if at_most <= limit:
+        if 4 * (len(sql) + values) + 32 * len(params) <= limit:
             return
+        at_least = len(sql) + values
         size, exact = at_least, at_least <= limit
         if exact:
             size = len(self._cursor.mogrify(sql, tuple(params)).encode("utf-8"))
