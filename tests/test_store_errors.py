@@ -4,6 +4,7 @@ do; none of them is "connection lost, check that the server is up"."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import subprocess
@@ -353,7 +354,6 @@ async def test_a_command_timeout_leaves_no_unretrieved_future(backend: str, dsn:
         finally:
             await drop_store_tables(store)
             await store.aclose()
-        import gc
         gc.collect()  # an unretrieved future reports itself when it is collected
         await asyncio.sleep(0)
     finally:
