@@ -8,7 +8,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from conformance.probes import count_rows
-from power_loop import ConnectionLostError, IntegrityConflictError, Store, open_store
+from power_loop import (
+    ConnectionLostError,
+    IntegrityConflictError,
+    Store,
+    StoreAuthenticationError,
+    StoreFileError,
+    open_store,
+)
 
 SECRET = "wr0ng-Pa55"
 
@@ -54,19 +61,22 @@ _REFUSED_LOGINS = {  # the server answers, and refuses the login
 }
 
 
-async def test_refused_credentials_are_connection_lost(backend: str, dsn: str,
-                                                      tmp_path: Path) -> None:
+async def test_refused_credentials_are_an_authentication_error(backend: str, dsn: str,
+                                                               tmp_path: Path) -> None:
     if backend not in _REFUSED_LOGINS:
         # A SQLite file has no logins; its counterpart is a file that cannot be opened.
-        with pytest.raises(ConnectionLostError) as info:
+        with pytest.raises(StoreFileError) as file_info:
             await open_store(str(tmp_path), table_prefix="pl_")  # a directory
-        assert info.value.code == "connection_lost" and info.value.backend == "sqlite"
+        assert file_info.value.code == "store_file" and file_info.value.backend == "sqlite"
+        assert "it is a directory" in file_info.value.message
         return
 
     for userinfo in _REFUSED_LOGINS[backend]:
-        with pytest.raises(ConnectionLostError) as info:
+        with pytest.raises(StoreAuthenticationError) as info:
             await open_store(_with_user(dsn, userinfo), table_prefix="pl_", connect_timeout=5)
 
-        assert info.value.code == "connection_lost"
+        assert info.value.code == "store_authentication"
         assert info.value.backend == backend
+        assert "check the user and password in the DSN" in info.value.message
         assert SECRET not in str(info.value)
+        assert not isinstance(info.value, ConnectionLostError)

@@ -39,7 +39,12 @@ The tree::
         ├── TransientStoreError         store_transient
         ├── IntegrityConflictError      store_conflict
         ├── ConnectionLostError         connection_lost
-        └── StorageFullError            storage_full
+        ├── StorageFullError            storage_full
+        ├── StoreAuthenticationError    store_authentication
+        ├── DatabaseNotFoundError       database_not_found
+        ├── StoreFileError              store_file
+        │   └── StoreFileCorruptError   store_file_corrupt
+        └── PacketTooLargeError         store_packet_too_large
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from typing import Any, ClassVar
 __all__ = [
     "ConfigurationError",
     "ConnectionLostError",
+    "DatabaseNotFoundError",
     "HistoryInvariantError",
     "IntegrityConflictError",
     "InvalidArgumentError",
@@ -65,6 +71,7 @@ __all__ = [
     "LLMUnavailableError",
     "LeaseLostError",
     "MissingDriverError",
+    "PacketTooLargeError",
     "PowerLoopError",
     "SchemaMissingError",
     "SchemaVersionError",
@@ -76,7 +83,10 @@ __all__ = [
     "SessionExistsError",
     "SessionNotFoundError",
     "StorageFullError",
+    "StoreAuthenticationError",
     "StoreError",
+    "StoreFileCorruptError",
+    "StoreFileError",
     "StructuredOutputError",
     "TransientStoreError",
 ]
@@ -427,3 +437,65 @@ class StorageFullError(StoreError):
     """The database has no room left (disk full, quota, tablespace)."""
 
     code: ClassVar[str] = "storage_full"
+
+
+class StoreAuthenticationError(StoreError):
+    """The server refused the login: a wrong password, an unknown user, or no rule
+    letting this user in from this host. Check the user and password in the DSN."""
+
+    code: ClassVar[str] = "store_authentication"
+
+
+class DatabaseNotFoundError(StoreError):
+    """The database named in the DSN does not exist (MySQL: or this user may not use it).
+
+    Attributes:
+        database: The name from the DSN.
+    """
+
+    code: ClassVar[str] = "database_not_found"
+
+    def __init__(self, message: str, *, backend: str, database: str) -> None:
+        super().__init__(message, backend=backend, database=database)
+        self.database = database
+
+
+class StoreFileError(StoreError):
+    """A SQLite file cannot be opened or written: its directory is missing, it is a
+    directory, or the process may not write it (WAL mode also writes beside it).
+
+    Attributes:
+        path: The file, as given in the DSN.
+    """
+
+    code: ClassVar[str] = "store_file"
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, backend="sqlite", path=path)
+        self.path = path
+
+
+class StoreFileCorruptError(StoreFileError):
+    """The file is not a SQLite database, or it is damaged. Nothing read from it is
+    copied into the message; restore the file from a backup."""
+
+    code: ClassVar[str] = "store_file_corrupt"
+
+
+class PacketTooLargeError(StoreError):
+    """A statement is larger than the MySQL server's ``max_allowed_packet``.
+
+    Nothing was written. Raise the server's limit or store smaller values.
+
+    Attributes:
+        size: The statement's size in bytes, when known.
+        limit: The server's ``max_allowed_packet`` in bytes, when known.
+    """
+
+    code: ClassVar[str] = "store_packet_too_large"
+
+    def __init__(self, message: str, *, size: int | None = None,
+                 limit: int | None = None) -> None:
+        super().__init__(message, backend="mysql", size=size, limit=limit)
+        self.size = size
+        self.limit = limit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -105,6 +106,42 @@ def test_unknown_keyword_option() -> None:
     with pytest.raises(InvalidDSNError) as caught:
         parse_dsn("app.db", bogus=1)
     assert caught.value.code == "invalid_dsn"
+    assert "busy_timeout" in caught.value.message  # the options it could have meant
+
+
+@pytest.mark.parametrize(("dsn", "known"), [
+    # A typo or an unknown name: never passed on to the server (asyncpg would send it
+    # as a server setting, which fails later as an obscure store_error).
+    ("postgresql://h/app?sslmod=require", "sslmode"),
+    ("postgresql://h/app?bogus=1", "target_session_attrs"),
+    ("postgresql://h/app?statement_timeout=5", "command_timeout"),
+    ("mysql://h/app?unix_sock=/run/mysqld.sock", "unix_socket"),
+    ("mysql://h/app?ssl=true", "pool_max_size"),
+])
+def test_unknown_options_are_refused_with_the_known_ones(dsn: str, known: str) -> None:
+    with pytest.raises(InvalidDSNError) as caught:
+        parse_dsn(dsn)
+    assert caught.value.code == "invalid_dsn"
+    name = dsn.split("?")[1].split("=")[0]
+    assert f"option {name!r} is not understood" in caught.value.message
+    assert known in caught.value.message.split("it accepts: ")[1].split(", ")
+
+
+async def test_an_unknown_option_fails_before_connecting() -> None:
+    # The host does not resolve: only a parse-time refusal can answer this fast and
+    # say which option is wrong.
+    with pytest.raises(InvalidDSNError) as caught:
+        await open_store("postgresql://u@no-such-host.invalid/app?bogus=1")
+    assert "'bogus'" in caught.value.message
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://h/app?sslmode=require&target_session_attrs=read-write&passfile=/p",
+    "postgresql://h/app?application_name=worker%201",
+    "mysql://h/app?unix_socket=/run/mysqld/mysqld.sock",
+])
+def test_the_drivers_own_options_pass_through(dsn: str) -> None:
+    assert dict(parse_dsn(dsn).extra) == dict(parse_qsl(urlsplit(dsn).query))
 
 
 @pytest.mark.parametrize("dsn", [
@@ -218,7 +255,12 @@ def test_a_password_in_the_query_is_redacted(key: str) -> None:
     dsn = f"postgresql://app@h/db?sslmode=require&{key}={SECRET}&application_name=pl"
     assert redact_dsn(dsn) == (
         f"postgresql://app@h/db?sslmode=require&{key}=***&application_name=pl")
-    assert SECRET not in repr(parse_dsn(dsn))
+    if key in {"password", "sslpassword"}:
+        assert SECRET not in repr(parse_dsn(dsn))
+        return
+    with pytest.raises(InvalidDSNError) as caught:  # asyncpg knows neither spelling
+        parse_dsn(dsn)
+    assert SECRET not in caught.value.message
 
 
 def test_passwords_in_user_info_and_query_are_both_redacted() -> None:

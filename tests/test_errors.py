@@ -56,6 +56,11 @@ FROZEN_CODES: dict[str, str] = {
     "IntegrityConflictError": "store_conflict",
     "ConnectionLostError": "connection_lost",
     "StorageFullError": "storage_full",
+    "StoreAuthenticationError": "store_authentication",
+    "DatabaseNotFoundError": "database_not_found",
+    "StoreFileError": "store_file",
+    "StoreFileCorruptError": "store_file_corrupt",
+    "PacketTooLargeError": "store_packet_too_large",
     "ScriptExhaustedError": "script_exhausted",
 }
 

@@ -57,6 +57,15 @@ _NETWORK_OPTIONS = frozenset({"pool_min_size", "pool_max_size", "connect_timeout
                               "command_timeout"})
 _SQLITE_OPTIONS = frozenset({"busy_timeout", "synchronous", "readers", "connect_timeout",
                             "create"})
+# Options handed to the driver as they stand. asyncpg would send any other name to the
+# server as a setting, where a typo fails late and obscurely: refused here instead.
+_ASYNCPG_OPTIONS = frozenset({
+    "host", "port", "dbname", "database", "user", "password", "passfile", "service",
+    "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslpassword",
+    "sslnegotiation", "ssl_min_protocol_version", "ssl_max_protocol_version",
+    "target_session_attrs", "krbsrvname", "gsslib", "application_name",
+})
+_AIOMYSQL_OPTIONS = frozenset({"unix_socket"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,7 @@ class Backend:
     driver: str
     extra: str
     options: frozenset[str]
+    driver_options: frozenset[str] = frozenset()
 
     @property
     def module(self) -> str:
@@ -78,9 +88,9 @@ class Backend:
 _SQLITE = Backend("sqlite", "power_loop.store.sqlite", "SQLiteDialect", "aiosqlite", "sqlite",
                   _SQLITE_OPTIONS)
 _POSTGRES = Backend("postgresql", "power_loop.store.postgres", "PostgresDialect", "asyncpg",
-                    "postgres", _NETWORK_OPTIONS)
+                    "postgres", _NETWORK_OPTIONS, _ASYNCPG_OPTIONS)
 _MYSQL = Backend("mysql", "power_loop.store.mysql", "MySQLDialect", "aiomysql", "mysql",
-                 _NETWORK_OPTIONS)
+                 _NETWORK_OPTIONS, _AIOMYSQL_OPTIONS)
 
 _SCHEMES = {
     "sqlite": _SQLITE, "sqlite3": _SQLITE,
@@ -205,17 +215,19 @@ def parse_dsn(dsn: str, **overrides: Any) -> ParsedDSN:
     for key, raw in query.items():
         if key in backend.options:
             values[key] = _coerce(key, raw)
-        elif backend is _SQLITE or key in ConnectOptions.__dataclass_fields__:
+        elif key in backend.driver_options:
+            extra[key] = raw
+        else:
             raise InvalidDSNError(
                 f"option {key!r} is not understood by the {backend.name} backend; "
-                f"it accepts: {', '.join(sorted(backend.options))}")
-        else:
-            extra[key] = raw
+                f"it accepts: {', '.join(sorted(backend.options | backend.driver_options))}")
     for key, raw in overrides.items():
         if raw is None:
             continue
         if key not in ConnectOptions.__dataclass_fields__:
-            raise InvalidDSNError(f"unknown connection option {key!r}")
+            raise InvalidDSNError(
+                f"unknown connection option {key!r}; the options are: "
+                f"{', '.join(ConnectOptions.__dataclass_fields__)}")
         values[key] = _coerce(key, raw)
     options = ConnectOptions(**values)
     if options.pool_min_size > options.pool_max_size:

@@ -12,8 +12,9 @@ warning is an error anyway.
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -21,10 +22,19 @@ from urllib.parse import unquote, urlsplit
 import aiomysql
 from pymysql.constants import CLIENT
 
-from power_loop.errors import InvalidDSNError, TransientStoreError
-from power_loop.store.dsn import ParsedDSN
+from power_loop.errors import (
+    DatabaseNotFoundError,
+    InvalidDSNError,
+    PacketTooLargeError,
+    PowerLoopError,
+    StoreAuthenticationError,
+    StoreError,
+    TransientStoreError,
+)
+from power_loop.store.dsn import ParsedDSN, redact_dsn
 from power_loop.store.mysql.dialect import MySQLDialect
 from power_loop.store.port import Row, translate_error
+from power_loop.store.unclosed import watch
 
 _DIALECT = MySQLDialect()
 # sql_notes = 0: notes such as "table already exists" (an idempotent CREATE TABLE IF
@@ -33,6 +43,57 @@ _SESSION_SETUP = (
     "SET time_zone = '+00:00', sql_notes = 0, "
     "sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,NO_ENGINE_SUBSTITUTION'"
 )
+
+
+def _refused(exc: BaseException, target: Mapping[str, Any]) -> StoreError:
+    # The server's text names the user and host ("Access denied for user 'app'@'10.0.0.5'
+    # (using password: YES)"); it never echoes the password.
+    return StoreAuthenticationError(
+        f"mysql: the server refused the login ({exc.args[-1]}): check the user and "
+        "password in the DSN, and that this user may connect from this host",
+        backend="mysql")
+
+
+def _no_database(exc: BaseException, target: Mapping[str, Any]) -> StoreError:
+    name, user = str(target.get("db") or ""), target.get("user") or ""
+    create = f"CREATE DATABASE `{name.replace('`', '``')}`"
+    if exc.args[0] == 1049:
+        advice = f"does not exist: create it first ({create}), or fix the name in the DSN"
+    else:  # 1044: the server does not say whether it exists to a user who may not use it
+        advice = (f"does not exist, or user {user!r} may not use it: create it first "
+                  f"({create}) and grant it (GRANT ALL ON `{name.replace('`', '``')}`.* "
+                  f"TO '{user}'@'%'), or fix the name in the DSN")
+    return DatabaseNotFoundError(f"mysql: the database {name!r} {advice}", backend="mysql",
+                                 database=name)
+
+
+def _too_large(exc: BaseException, target: Mapping[str, Any]) -> StoreError:
+    return PacketTooLargeError(
+        f"mysql: a statement is larger than the server's max_allowed_packet; nothing was "
+        f"written: {_PACKET_ADVICE}")
+
+
+_PACKET_ADVICE = ("store smaller values, or raise the server's limit (SET GLOBAL "
+                  "max_allowed_packet = ..., and max_allowed_packet in its configuration)")
+
+_CAUSES: dict[int, Callable[[BaseException, Mapping[str, Any]], StoreError]] = {
+    1044: _no_database,   # ER_DBACCESS_DENIED_ERROR
+    1045: _refused,       # ER_ACCESS_DENIED_ERROR
+    1049: _no_database,   # ER_BAD_DB_ERROR
+    1153: _too_large,     # ER_NET_PACKET_TOO_LARGE
+    1698: _refused,       # ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+}
+"""Server error numbers with a cause of their own, and what to say about each."""
+
+
+def _failure(exc: BaseException, target: Mapping[str, Any] | None = None) -> PowerLoopError:
+    """The one place aiomysql's and PyMySQL's exceptions become power_loop's (the
+    statement timeout and cancellation are handled where statements run)."""
+    args = getattr(exc, "args", ())
+    cause = _CAUSES.get(args[0]) if args and isinstance(args[0], int) else None
+    if cause is not None:
+        return cause(exc, target or {})
+    return translate_error(_DIALECT, exc)
 
 
 def _decoded(row: Sequence[Any]) -> tuple[Any, ...]:
@@ -50,13 +111,39 @@ def _cancelled(exc: BaseException) -> bool:
 class MySQLConnection:
     """A :class:`~power_loop.store.port.Connection` over one aiomysql connection."""
 
-    __slots__ = ("_conn", "_cursor", "_timeout")
+    __slots__ = ("_conn", "_cursor", "_packet_limit", "_timeout")
 
     def __init__(self, conn: aiomysql.Connection, cursor: aiomysql.Cursor,
-                 command_timeout: float | None) -> None:
+                 command_timeout: float | None, packet_limit: int | None) -> None:
         self._conn = conn
         self._cursor = cursor
         self._timeout = command_timeout
+        self._packet_limit = packet_limit
+
+    def _check_size(self, sql: str, params: Sequence[Any]) -> None:
+        """Refuse a statement larger than the server's ``max_allowed_packet`` before it
+        is sent: the server would refuse it and hang up. Bounds from the values'
+        lengths decide almost always; only near the limit is the statement rendered."""
+        limit = self._packet_limit
+        if limit is None:
+            return
+        values = 0
+        for param in params:
+            if isinstance(param, (str, bytes)):
+                values += len(param)
+        # Escaping at most doubles a character, UTF-8 takes at most 4 bytes for one.
+        if 4 * (len(sql) + values) + 32 * len(params) <= limit:
+            return
+        at_least = len(sql) + values
+        size, exact = at_least, at_least <= limit
+        if exact:
+            size = len(self._cursor.mogrify(sql, tuple(params)).encode("utf-8"))
+            if size <= limit:
+                return
+        raise PacketTooLargeError(
+            f"mysql: a statement of {'' if exact else 'at least '}{size} bytes "
+            f"is larger than the server's max_allowed_packet ({limit} bytes); nothing was "
+            f"written: {_PACKET_ADVICE}", size=size, limit=limit)
 
     async def _statement(self, sql: str, params: Sequence[Any], many: bool,
                          rows: bool) -> Any:
@@ -70,7 +157,9 @@ class MySQLConnection:
 
     async def _run(self, sql: str, params: Sequence[Any], *, many: bool = False,
                    rows: bool = False) -> Any:
-        """The one place aiomysql's exceptions become power_loop's."""
+        """Run a statement; aiomysql's exceptions become power_loop's (see _failure)."""
+        for row in params if many else [params]:
+            self._check_size(sql, row)
         try:
             if self._timeout is None:
                 return await self._statement(sql, params, many, rows)
@@ -91,7 +180,10 @@ class MySQLConnection:
             if _cancelled(exc):
                 self._conn.close()
                 raise asyncio.CancelledError() from exc
-            raise translate_error(_DIALECT, exc) from exc
+            failure = _failure(exc)
+            if isinstance(failure, PacketTooLargeError):
+                self._conn.close()  # the server hangs up after refusing the packet
+            raise failure from exc
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         count: int = await self._run(sql, params)
@@ -114,12 +206,17 @@ class MySQLDatabase:
 
     dialect = _DIALECT
 
-    def __init__(self, pool: aiomysql.Pool, parsed: ParsedDSN) -> None:
+    def __init__(self, pool: aiomysql.Pool, parsed: ParsedDSN,
+                 target: Mapping[str, Any]) -> None:
+        self._unclosed = watch(self, redact_dsn(parsed.location),
+                               functools.partial(_let_go, pool))
         self._pool = pool
+        self._target = {k: v for k, v in target.items() if k != "password"}
         self._timeout = parsed.options.command_timeout
         self._acquire_timeout = parsed.options.connect_timeout
-        self._cursors: weakref.WeakKeyDictionary[aiomysql.Connection, aiomysql.Cursor] = (
-            weakref.WeakKeyDictionary())
+        # Per connection: its one cursor and the server's max_allowed_packet.
+        self._sessions: weakref.WeakKeyDictionary[
+            aiomysql.Connection, tuple[aiomysql.Cursor, int]] = weakref.WeakKeyDictionary()
 
     @asynccontextmanager
     async def _acquired(self) -> AsyncIterator[MySQLConnection]:
@@ -127,18 +224,21 @@ class MySQLDatabase:
             async with asyncio.timeout(self._acquire_timeout):
                 conn = await self._pool.acquire()
         except Exception as exc:
-            raise translate_error(_DIALECT, exc) from exc
+            raise _failure(exc, self._target) from exc
         try:
-            cursor = self._cursors.get(conn)
-            if cursor is None:
+            session = self._sessions.get(conn)
+            if session is None:
                 # A new connection: set the session up once, keep one cursor for it.
                 cursor = await conn.cursor()
-                wrapped = MySQLConnection(conn, cursor, self._timeout)
+                wrapped = MySQLConnection(conn, cursor, self._timeout, None)
                 await wrapped.execute(_SESSION_SETUP)
                 await wrapped.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                self._cursors[conn] = cursor
+                (limit,), = await wrapped.fetch("SELECT @@max_allowed_packet")
+                self._sessions[conn] = cursor, int(limit)
+                wrapped = MySQLConnection(conn, cursor, self._timeout, int(limit))
             else:
-                wrapped = MySQLConnection(conn, cursor, self._timeout)
+                cursor, limit = session
+                wrapped = MySQLConnection(conn, cursor, self._timeout, limit)
             yield wrapped
         finally:
             self._pool.release(conn)
@@ -167,8 +267,17 @@ class MySQLDatabase:
             yield wrapped
 
     async def close(self) -> None:
+        self._unclosed.detach()
         self._pool.close()
         await self._pool.wait_closed()
+
+
+def _let_go(pool: aiomysql.Pool) -> None:
+    """Close every connection of a pool nobody closed, without awaiting (aiomysql's
+    ``terminate`` closes only those in use)."""
+    pool.terminate()
+    while pool._free:
+        pool._free.popleft().close()
 
 
 def _target(parsed: ParsedDSN) -> dict[str, Any]:
@@ -183,17 +292,15 @@ def _target(parsed: ParsedDSN) -> dict[str, Any]:
         "password": unquote(parts.password) if parts.password else "",
         "db": database,
     }
-    for key, value in parsed.extra.items():
-        if key == "unix_socket":
-            target["unix_socket"] = value
-        else:
-            raise InvalidDSNError(f"option {key!r} is not understood by the mysql backend")
+    if "unix_socket" in parsed.extra:  # the only driver option parse_dsn lets through
+        target["unix_socket"] = parsed.extra["unix_socket"]
     return target
 
 
 async def connect(parsed: ParsedDSN) -> MySQLDatabase:
     """Open an aiomysql pool for the DSN."""
     options = parsed.options
+    target = _target(parsed)
     try:
         pool = await aiomysql.create_pool(
             minsize=options.pool_min_size,
@@ -203,10 +310,8 @@ async def connect(parsed: ParsedDSN) -> MySQLDatabase:
             connect_timeout=options.connect_timeout,
             client_flag=CLIENT.FOUND_ROWS,
             pool_recycle=3600,
-            **_target(parsed),
+            **target,
         )
-    except InvalidDSNError:
-        raise
     except Exception as exc:
-        raise translate_error(_DIALECT, exc) from exc
-    return MySQLDatabase(pool, parsed)
+        raise _failure(exc, target) from exc
+    return MySQLDatabase(pool, parsed, target)

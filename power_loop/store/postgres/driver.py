@@ -7,26 +7,75 @@ asyncpg prepares and caches each statement on first use per connection.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from power_loop.errors import TransientStoreError
-from power_loop.store.dsn import ParsedDSN
+from power_loop.errors import (
+    DatabaseNotFoundError,
+    PowerLoopError,
+    StoreAuthenticationError,
+    StoreError,
+    TransientStoreError,
+)
+from power_loop.store.dsn import ParsedDSN, redact_dsn
 from power_loop.store.port import Row, translate_error
 from power_loop.store.postgres.dialect import PostgresDialect
+from power_loop.store.unclosed import watch
 
 _DIALECT = PostgresDialect()
 
 
-def _failure(exc: BaseException, command_timeout: float | None) -> Exception:
+def _database(exc: BaseException, parsed: ParsedDSN | None) -> str:
+    path = urlsplit(parsed.location).path.lstrip("/") if parsed is not None else ""
+    if path:
+        return unquote(path)
+    # Named by the environment or defaulted to the user's name: the server says which.
+    named = re.search(r'database "(.*)" does not exist', str(exc))
+    return named.group(1) if named else ""
+
+
+def _refused(exc: BaseException, parsed: ParsedDSN | None) -> StoreError:
+    # The server's text names the user and what it refused ("password authentication
+    # failed for user ...", "role ... does not exist"); it never echoes a password.
+    return StoreAuthenticationError(
+        f"postgresql: the server refused the login ({exc}): check the user and password "
+        "in the DSN, and that the server's pg_hba.conf admits this user from this host",
+        backend="postgresql")
+
+
+def _no_database(exc: BaseException, parsed: ParsedDSN | None) -> StoreError:
+    name = _database(exc, parsed)
+    plain = re.fullmatch(r"[a-z_][a-z0-9_$]*", name) is not None
+    quoted = name if plain else '"' + name.replace('"', '""') + '"'
+    return DatabaseNotFoundError(
+        f"postgresql: the database {name!r} does not exist: create it first "
+        f"(CREATE DATABASE {quoted}), or fix the database name in the DSN",
+        backend="postgresql", database=name)
+
+
+_CAUSES: dict[str, Callable[[BaseException, ParsedDSN | None], StoreError]] = {
+    "28P01": _refused,       # invalid_password
+    "28000": _refused,       # invalid_authorization_specification (unknown role, hba)
+    "3D000": _no_database,   # invalid_catalog_name
+}
+"""SQLSTATEs with a cause of their own, and what to say about each."""
+
+
+def _failure(exc: BaseException, command_timeout: float | None = None,
+             parsed: ParsedDSN | None = None) -> PowerLoopError:
     """The one place asyncpg's exceptions become power_loop's."""
     if isinstance(exc, TimeoutError) and command_timeout is not None:
         return TransientStoreError(
             f"postgresql: a statement ran longer than command_timeout={command_timeout}s",
             backend="postgresql")
+    cause = _CAUSES.get(getattr(exc, "sqlstate", None) or "")
+    if cause is not None:
+        return cause(exc, parsed)
     return translate_error(_DIALECT, exc)
 
 
@@ -94,6 +143,8 @@ class PostgresDatabase:
     dialect = _DIALECT
 
     def __init__(self, pool: asyncpg.Pool, parsed: ParsedDSN) -> None:
+        self._unclosed = watch(self, redact_dsn(parsed.location),
+                               pool.terminate)
         self._pool = pool
         self._parsed = parsed
         self._timeout = parsed.options.command_timeout
@@ -115,13 +166,13 @@ class PostgresDatabase:
                 self._parsed.location, timeout=self._parsed.options.connect_timeout,
                 server_settings={"application_name": "power_loop listener"})
         except Exception as exc:
-            raise translate_error(_DIALECT, exc) from exc
+            raise _failure(exc, parsed=self._parsed) from exc
         try:
             await conn.add_listener(channel, heard)
             conn.add_termination_listener(broken)
         except Exception as exc:
             conn.terminate()
-            raise translate_error(_DIALECT, exc) from exc
+            raise _failure(exc, parsed=self._parsed) from exc
         return PostgresListener(conn)
 
     @asynccontextmanager
@@ -129,7 +180,7 @@ class PostgresDatabase:
         try:
             conn = await self._pool.acquire(timeout=self._acquire_timeout)
         except Exception as exc:
-            raise translate_error(_DIALECT, exc) from exc
+            raise _failure(exc, parsed=self._parsed) from exc
         try:
             yield conn
         finally:
@@ -158,7 +209,13 @@ class PostgresDatabase:
             yield PostgresConnection(conn, self._timeout)
 
     async def close(self) -> None:
-        await self._pool.close()
+        self._unclosed.detach()
+        try:
+            await self._pool.close()
+        except Exception:
+            # asyncpg gives each connection command_timeout to close politely; past
+            # that, they are cut (the server rolls back what they had open).
+            self._pool.terminate()
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -175,7 +232,9 @@ async def connect(parsed: ParsedDSN) -> PostgresDatabase:
             max_size=options.pool_max_size,
             timeout=options.connect_timeout,
             command_timeout=options.command_timeout,
-            server_settings={"application_name": "power_loop"},
+            # An application_name in the DSN wins (asyncpg would let this one win).
+            server_settings={} if "application_name" in parsed.extra
+            else {"application_name": "power_loop"},
             # power_loop leaves no session state behind on pooled connections (no SET,
             # LISTEN: listeners get connections of their own, cursors or session
             # locks), so asyncpg's per-release reset query is a wasted round trip; an
@@ -183,5 +242,5 @@ async def connect(parsed: ParsedDSN) -> PostgresDatabase:
             reset=_no_reset,
         )
     except Exception as exc:
-        raise translate_error(_DIALECT, exc) from exc
+        raise _failure(exc, parsed=parsed) from exc
     return PostgresDatabase(pool, parsed)

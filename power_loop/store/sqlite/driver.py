@@ -19,6 +19,7 @@ asynchronous sleep, with backoff, until the DSN's busy timeout runs out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 import time
@@ -29,11 +30,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import aiosqlite.core
 
-from power_loop.errors import SchemaMissingError
+from power_loop.errors import (
+    PowerLoopError,
+    SchemaMissingError,
+    StoreFileCorruptError,
+    StoreFileError,
+)
 from power_loop.store.dsn import ParsedDSN
 from power_loop.store.port import Row, translate_error
 from power_loop.store.sqlite.dialect import SQLiteDialect
+from power_loop.store.unclosed import watch
 
 _DIALECT = SQLiteDialect()
 _T = TypeVar("_T")
@@ -42,6 +50,70 @@ _LARGE = 256 * 1024
 """A statement carrying a text or blob this long runs on a worker thread."""
 _SLOW = ("VACUUM", "PRAGMA wal_checkpoint", "PRAGMA optimize")
 """Statements that may take long: they run on a worker thread."""
+
+
+def _cannot_open(path: str) -> StoreFileError:
+    full = os.path.abspath(path)
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        why = f"the directory {folder} does not exist: create it first, or fix the path"
+    elif os.path.isdir(full):
+        why = (f"it is a directory: name a file in it, such as "
+               f"{os.path.join(full, 'app.db')}")
+    elif not os.access(folder, os.W_OK | os.X_OK) or (
+            os.path.exists(full) and not os.access(full, os.R_OK | os.W_OK)):
+        why = ("this process may not read and write it: check the permissions of the "
+               "file and of its directory")
+    else:
+        why = "check that the path names a file this process may create, read and write"
+    return StoreFileError(f"sqlite: cannot open the database file {path!r}: {why}",
+                          path=path)
+
+
+def _read_only(path: str) -> StoreFileError:
+    return StoreFileError(
+        f"sqlite: the database file {path!r} is read-only: give this process write "
+        "permission on it and on its directory (WAL mode keeps -wal and -shm files "
+        "beside it)", path=path)
+
+
+def _io_error(path: str) -> StoreFileError:
+    return StoreFileError(
+        f"sqlite: a disk I/O error on {path!r}: check the disk and the file system, and "
+        "that no other program moved, truncated or deleted the file", path=path)
+
+
+def _corrupt(path: str) -> StoreFileCorruptError:
+    # Never the driver's text: it can quote what it read from the damaged file.
+    return StoreFileCorruptError(
+        f"sqlite: {path!r} is not a SQLite database, or it is damaged: check that the DSN "
+        "names the right file; if it does, restore the file from a backup", path=path)
+
+
+_FILE_CAUSES: dict[int, Callable[[str], StoreFileError]] = {
+    8: _read_only,      # SQLITE_READONLY
+    10: _io_error,      # SQLITE_IOERR
+    11: _corrupt,       # SQLITE_CORRUPT
+    14: _cannot_open,   # SQLITE_CANTOPEN
+    26: _corrupt,       # SQLITE_NOTADB
+}
+"""Failures that are about the file, by primary result code, and what to say about each."""
+
+
+def _failure(exc: BaseException, path: str) -> PowerLoopError:
+    """The one place sqlite3's and aiosqlite's exceptions become power_loop's."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        cause = None if code is None else _FILE_CAUSES.get(code & 0xFF)
+        if cause is not None:
+            return cause(path)
+        if str(exc).startswith("Could not decode to UTF-8"):
+            return _corrupt(path)  # text that is not UTF-8, quoted in sqlite3's message
+        if str(exc) == "unsupported file format":
+            return _corrupt(path)  # a damaged header (SQLITE_ERROR, no code of its own)
+    if isinstance(exc, UnicodeDecodeError):
+        return _corrupt(path)  # a damaged name in the schema; the message shows its bytes
+    return translate_error(_DIALECT, exc)
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -93,15 +165,17 @@ class _Handle:
     conn: aiosqlite.Connection
     raw: sqlite3.Connection
     clock: _Clock
+    path: str
 
 
 class SQLiteConnection:
     """A :class:`~power_loop.store.port.Connection` over one aiosqlite connection."""
 
-    __slots__ = ("_busy_timeout", "_clock", "_raw")
+    __slots__ = ("_busy_timeout", "_clock", "_path", "_raw")
 
     def __init__(self, handle: _Handle, busy_timeout: float) -> None:
         self._raw = handle.raw
+        self._path = handle.path
         self._clock = handle.clock
         self._busy_timeout = busy_timeout
 
@@ -130,7 +204,7 @@ class SQLiteConnection:
                 return run()  # the common case: no lock to wait for, no await at all
             except Exception as exc:
                 if not _is_busy(exc):
-                    raise translate_error(_DIALECT, exc) from exc
+                    raise _failure(exc, self._path) from exc
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._busy_timeout
         pause, waited = 0.001, not threaded
@@ -143,7 +217,7 @@ class SQLiteConnection:
                 return await _threaded(run) if threaded else run()
             except Exception as exc:
                 if not _is_busy(exc) or loop.time() >= deadline:
-                    raise translate_error(_DIALECT, exc) from exc
+                    raise _failure(exc, self._path) from exc
             waited = True
 
     def rollback(self) -> None:
@@ -160,6 +234,8 @@ class SQLiteDatabase:
     dialect = _DIALECT
 
     def __init__(self, writer: _Handle, readers: list[_Handle], busy_timeout: float) -> None:
+        self._unclosed = watch(self, f"sqlite {writer.path!r}",
+                               functools.partial(_let_go, [writer, *readers]))
         self._writer = writer
         self._busy_timeout = busy_timeout
         self._write_lock = asyncio.Lock()
@@ -204,9 +280,29 @@ class SQLiteDatabase:
             raise
 
     async def close(self) -> None:
+        self._unclosed.detach()
         async with self._write_lock:
             for handle in [self._writer, *self._all_readers]:
                 await handle.conn.close()
+
+
+def _let_go(handles: list[_Handle]) -> None:
+    """Close the connections of a database nobody closed, here and now, and stop their
+    aiosqlite threads; no event loop is needed (aiosqlite's own ``stop`` looks for one,
+    and may find none, or one about to close)."""
+    for handle in handles:
+        try:
+            handle.raw.close()
+        except sqlite3.Error:
+            pass
+        conn = handle.conn
+        conn._running = False
+        conn._connection = None  # or aiosqlite's __del__ warns about it a second time
+        conn._tx.put_nowait((None, _stop_thread))
+
+
+def _stop_thread() -> object:
+    return aiosqlite.core._STOP_RUNNING_SENTINEL
 
 
 async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> _Handle:
@@ -217,6 +313,9 @@ async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> _Handle:
         target, uri = _no_create_uri(path), True
     conn = aiosqlite.connect(target, isolation_level=None, timeout=options.busy_timeout,
                              uri=uri, check_same_thread=False)
+    # A daemon: a process that never closes its store must still exit (the interpreter
+    # waits for every other thread before it runs the exit handlers that release it).
+    conn._thread.daemon = True
     try:
         await asyncio.wait_for(conn, timeout=options.connect_timeout)
     except BaseException as exc:
@@ -226,7 +325,7 @@ async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> _Handle:
         if thread is not None and thread.is_alive():
             await asyncio.to_thread(thread.join, 5)
         if isinstance(exc, Exception):
-            raise translate_error(_DIALECT, exc) from exc
+            raise _failure(exc, path) from exc
         raise
     try:
         # The busy timeout makes a second process wait for the write lock instead of
@@ -245,8 +344,8 @@ async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> _Handle:
         raw.create_function("pl_now_us", 0, clock)  # the dialect's now_us
     except Exception as exc:
         await conn.close()
-        raise translate_error(_DIALECT, exc) from exc
-    return _Handle(conn, raw, clock)
+        raise _failure(exc, path) from exc
+    return _Handle(conn, raw, clock, path)
 
 
 def _exists(path: str) -> bool:
