@@ -17,6 +17,7 @@ raises a :class:`~power_loop.errors.PowerLoopError`:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -31,6 +32,7 @@ MAX_SHOWN = 500
 MAX_TOKENS = 2**53 - 1
 """The largest token count kept (what every JSON reader holds exactly)."""
 MAX_CALL_ID = 128
+_CALL_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_CALL_ID}}}")
 RESERVED_META = frozenset({"partial", "synthetic", "stop_reason", "usage", "model",
                            "input_estimate", "dropped_tool_calls", "source"})
 """``meta`` keys the loop itself writes and reads: a service's own values are dropped."""
@@ -146,9 +148,12 @@ def checked_usage(usage: object) -> Usage:
 
 
 def call_id_is_usable(call_id: str) -> bool:
-    """Whether a call id can be sent back to every provider as it is (printable ASCII)."""
-    return 0 < len(call_id) <= MAX_CALL_ID and call_id.isascii() and call_id.isprintable() \
-        and " " not in call_id
+    """Whether a call id can be sent back to every provider as it is.
+
+    The strictest rule among the providers: letters, digits, ``_`` and ``-``, at most
+    :data:`MAX_CALL_ID` characters. Another id is replaced by one of power_loop's.
+    """
+    return _CALL_ID.fullmatch(call_id) is not None
 
 
 def _count(value: object) -> int:

@@ -104,7 +104,8 @@ async def test_unknown_tool_names_are_a_bounded_error_result(store: Store, name:
 
 
 async def test_hostile_call_ids_are_replaced(store: Store) -> None:
-    hostile = ["", "dup", "dup", "i" * 10_000, "a\x00b", "caf\u00e9", "has space", "\ud800"]
+    hostile = ["", "dup", "dup", "i" * 129, "a\x00b", "caf\u00e9", "has space", "\ud800",
+               "a.b:c"]
     message = calls(*(ToolCallPart(i, "echo", '{"text": "x"}') for i in hostile))
     outcome, ended, stored = await run_case(store, answer(message))
     assert isinstance(outcome, SendResult) and ended == "done"
@@ -286,7 +287,8 @@ async def test_token_counts_are_normalized(store: Store, usage: Any, expected: U
     assert Usage.from_json(stored[1].meta["usage"]) == expected
 
 
-@pytest.mark.parametrize("stop", ["pause_turn", "end_turn", 42, None, "x" * 10_000])
+@pytest.mark.parametrize("stop", ["pause_turn", "end_turn", 42, None, "x" * 10_000],
+                         ids=["unknown", "a-str", "an-int", "none", "huge"])
 async def test_an_unknown_stop_reason_is_normalized(store: Store, stop: Any) -> None:
     outcome, ended, stored = await run_case(
         store, answer(Message("assistant", (TextPart("a"),)), stop=stop))
