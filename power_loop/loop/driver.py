@@ -413,8 +413,10 @@ class SendRun:
             if isinstance(part, ToolCallPart):
                 if (not call_id_is_usable(part.id) or part.id in taken
                         or self.window.uses_call_id(part.id)):
-                    part = ToolCallPart(f"pl_{self.window.next_seq}_{i}", part.name,
-                                        part.arguments)
+                    fresh = f"pl_{self.window.next_seq}_{i}"
+                    while fresh in taken or self.window.uses_call_id(fresh):
+                        fresh += "_"  # the model itself wrote an id of this shape
+                    part = ToolCallPart(fresh, part.name, part.arguments)
                     parts[i] = part
                 taken.add(part.id)
         return Message("assistant", tuple(parts), MappingProxyType(meta))

@@ -104,14 +104,15 @@ async def test_unknown_tool_names_are_a_bounded_error_result(store: Store, name:
 
 
 async def test_hostile_call_ids_are_replaced(store: Store) -> None:
-    hostile = ["", "dup", "dup", "i" * 129, "a\x00b", "caf\u00e9", "has space", "\ud800",
-               "a.b:c"]
+    hostile = ["pl_1_1", "", "dup", "dup", "i" * 129, "a\x00b", "caf\u00e9", "has space",
+               "\ud800", "a.b:c"]
     message = calls(*(ToolCallPart(i, "echo", '{"text": "x"}') for i in hostile))
     outcome, ended, stored = await run_case(store, answer(message))
     assert isinstance(outcome, SendResult) and ended == "done"
     ids = [c.id for c in stored[1].tool_calls]
     assert len(set(ids)) == len(hostile)
-    assert ids[1] == "dup" and all(i.startswith("pl_") for j, i in enumerate(ids) if j != 1)
+    assert ids[:4] == ["pl_1_1", "pl_1_1_", "dup", "pl_1_3"]
+    assert all(i.startswith("pl_1_") for i in ids[4:])
     assert [r.call_id for r in results_of(stored)] == ids
     assert [r.content for r in results_of(stored)] == ["x"] * len(hostile)
 

@@ -82,7 +82,7 @@ hostile_text = st.one_of(
     st.lists(st.one_of(st.characters(), st.sampled_from(SPECIALS)), max_size=12).map("".join),
     st.sampled_from(HUGE))
 names = st.one_of(st.just("echo"), st.just("echo"), hostile_text)
-call_ids = st.one_of(st.just("c1"), st.just("dup"), st.just(""), hostile_text)
+call_ids = st.one_of(st.sampled_from(["c1", "dup", "", "pl_1_0", "pl_1_1"]), hostile_text)
 arguments = st.one_of(
     hostile_text.map(lambda t: json.dumps({"text": t})),
     hostile_text.map(lambda t: json.dumps({"text": t}, ensure_ascii=False)),
