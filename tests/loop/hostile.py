@@ -121,16 +121,19 @@ def assert_request_pairs(request: LLMRequest) -> None:
 
 
 async def check_session_after(loop: StatefulAgentLoop, llm: HostileLLM, store: Store,
-                              sid: str, outcome: SendResult | BaseException) -> str:
+                              sid: str, outcome: SendResult | BaseException,
+                              recover: str = "abort") -> str:
     """Assert the session is usable after a hostile send; return how it ended.
 
-    ``done``: the send finished; ``pending``: it failed and was left pending (the next
-    send raised SendPendingError, an abort ended it); ``cancelled``/``other``.
+    ``done``: the send finished; ``error``: it finished and raised (structured output);
+    ``cancelled``; ``pending``: it failed and was left pending (the next send raised
+    SendPendingError; ``recover`` - ``abort`` or ``resume`` - then ended it).
     """
     messages = await assert_history_valid(store, sid)
     assert await lease_is_free(store, sid)
     session = await store.get_session(sid)
-    ended = "done" if isinstance(outcome, SendResult) else "error"
+    ended = ("done" if isinstance(outcome, SendResult)
+             else "cancelled" if isinstance(outcome, asyncio.CancelledError) else "error")
     if session.pending_send is not None:
         assert isinstance(outcome, PowerLoopError), outcome
         try:
@@ -141,7 +144,13 @@ async def check_session_after(loop: StatefulAgentLoop, llm: HostileLLM, store: S
             assert "resume" in exc.message and "abort" in exc.message
         else:  # pragma: no cover - the assertion explains
             raise AssertionError("a pending send let the next send through")
-        assert await loop.abort_pending(sid)
+        if recover == "abort":
+            assert await loop.abort_pending(sid)
+        else:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                resumed = await loop.resume(sid)
+            assert resumed is not None and resumed.status == "done"
+            assert resumed.final_text.endswith("fine")
         ended = "pending"
     else:
         assert messages, "a finished send keeps its user message"

@@ -330,3 +330,23 @@ async def test_a_hanging_service_stays_cancellable(store: Store) -> None:
     records = await store.read_messages(sid)
     assert [decode_message(r.role, r.body).text for r in records] == [
         "Hello", "Thinking", "again", "fine"]
+
+
+async def test_a_failing_event_hook_is_not_blamed_on_the_service(store: Store) -> None:
+    class HookBroke(Exception):
+        pass
+
+    def on_event(event: Any) -> None:
+        if type(event).__name__ == "TextChunk":
+            raise HookBroke("the caller's hook")
+
+    llm = HostileLLM([answer(Message("assistant", (TextPart("Hi"),)),
+                             before=[TextDelta("Hi")])])
+    loop = make_loop(store, llm, on_event=on_event)
+    sid = await loop.new_session()
+    with pytest.raises(HookBroke):
+        await loop.send("Hello", session_id=sid)
+    send = await store.get_send(sid, 0)
+    assert send.status == "pending" and send.error is not None
+    assert send.error["type"] == "HookBroke"
+    assert await lease_is_free(store, sid)
