@@ -159,7 +159,8 @@ class Usage:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Usage:
-        if not data:
+        """A stored usage: a count that is not a non-negative integer reads as 0."""
+        if not isinstance(data, Mapping):
             return cls()
         return cls(*(_count(data.get(name)) for name in
                      ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")))

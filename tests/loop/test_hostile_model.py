@@ -350,3 +350,19 @@ async def test_a_failing_event_hook_is_not_blamed_on_the_service(store: Store) -
     assert send.status == "pending" and send.error is not None
     assert send.error["type"] == "HookBroke"
     assert await lease_is_free(store, sid)
+
+
+# -- the codec's own guards -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arguments", ["[" * 100_000, "{\"a\":" * 100_000])
+def test_parsed_arguments_too_deep_is_a_value_error(arguments: str) -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        ToolCallPart("c", "echo", arguments).parsed_arguments()
+
+
+@pytest.mark.parametrize("data", [None, [], "usage", {"input_tokens": None},
+                                  {"input_tokens": -3, "output_tokens": True},
+                                  {"input_tokens": "7", "output_tokens": 2.5}])
+def test_usage_from_json_reads_garbage_as_zero(data: Any) -> None:
+    assert Usage.from_json(data) == Usage()
