@@ -16,9 +16,10 @@ raises a :class:`~power_loop.errors.PowerLoopError`:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -37,6 +38,32 @@ RESERVED_META = frozenset({"partial", "synthetic", "stop_reason", "usage", "mode
                            "input_estimate", "dropped_tool_calls", "source"})
 """``meta`` keys the loop itself writes and reads: a service's own values are dropped."""
 _PROCESS_EXITS = (KeyboardInterrupt, SystemExit)
+
+
+class HookFailed(Exception):
+    """An event hook raised while the model streamed: its error is raised as it is."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__()
+        self.original = original
+
+
+async def close_quietly(stream: object) -> None:
+    """Close a failed service's stream (its generator's ``finally``), whatever it raises.
+
+    Only a cancellation of the caller and a process exit get through: the failure being
+    raised is the service's first one.
+    """
+    close = getattr(stream, "aclose", None)
+    if not callable(close):
+        return
+    try:
+        await close()
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        if is_process_exit(exc):
+            raise
 
 
 def service_name(service: object) -> str:
@@ -154,6 +181,14 @@ def call_id_is_usable(call_id: str) -> bool:
     :data:`MAX_CALL_ID` characters. Another id is replaced by one of power_loop's.
     """
     return _CALL_ID.fullmatch(call_id) is not None
+
+
+def fresh_call_id(base: str, taken: set[str], used: Callable[[str], bool]) -> str:
+    """``base``, or ``base`` with ``_`` appended until no call of the session has it."""
+    fresh = base
+    while fresh in taken or used(fresh):
+        fresh += "_"  # the model itself wrote an id of this shape
+    return fresh
 
 
 def _count(value: object) -> int:

@@ -42,12 +42,15 @@ from power_loop.events.types import (
     UsageUpdated,
 )
 from power_loop.llm.contract import (
+    HookFailed,
     as_power_loop_error,
     call_id_is_usable,
     check_item,
     checked_answer,
+    close_quietly,
     exception_code,
     exception_text,
+    fresh_call_id,
     is_process_exit,
     protocol_error,
     storable,
@@ -92,14 +95,6 @@ UNKNOWN_OUTCOME = ("The outcome of this call is unknown: the process running it 
                    "its result was recorded. It may or may not have taken effect; check before "
                    "calling it again.")
 CANCELLED_RESULT = "The call was cancelled before it finished; its outcome is unknown."
-
-
-class _HookFailed(Exception):
-    """An event hook raised while the model streamed: its error is raised as it is."""
-
-    def __init__(self, original: BaseException) -> None:
-        super().__init__()
-        self.original = original
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +346,7 @@ class SendRun:
                     try:
                         self._event(TextChunk, text=item.text)
                     except BaseException as exc:
-                        raise _HookFailed(exc) from exc
+                        raise HookFailed(exc) from exc
                 elif isinstance(item, LLMResponse):
                     response = item
             if response is None:
@@ -363,7 +358,7 @@ class SendRun:
                 raise  # the send is being stopped
             # A cancellation the service met on its own: a failure like any other.
             await self._fail_model_call(stream, exc)
-        except _HookFailed as failed:  # the caller's event hook, not the service
+        except HookFailed as failed:  # the caller's event hook, not the service
             await self._fail_model_call(stream, failed.original, wrap=False)
         except BaseException as exc:
             if is_process_exit(exc):
@@ -378,15 +373,7 @@ class SendRun:
                                wrap: bool = True) -> NoReturn:
         """Close the service's stream, pause the send, raise the failure (as ours)."""
         error = as_power_loop_error(exc, self._deps.llm) if wrap else exc
-        close = getattr(stream, "aclose", None)
-        if callable(close):
-            try:
-                await close()
-            except asyncio.CancelledError:
-                raise
-            except BaseException as closing:
-                if is_process_exit(closing):
-                    raise
+        await close_quietly(stream)
         await self._pause(error)
         if error is exc:
             raise error
@@ -413,11 +400,9 @@ class SendRun:
             if isinstance(part, ToolCallPart):
                 if (not call_id_is_usable(part.id) or part.id in taken
                         or self.window.uses_call_id(part.id)):
-                    fresh = f"pl_{self.window.next_seq}_{i}"
-                    while fresh in taken or self.window.uses_call_id(fresh):
-                        fresh += "_"  # the model itself wrote an id of this shape
-                    part = ToolCallPart(fresh, part.name, part.arguments)
-                    parts[i] = part
+                    fresh = fresh_call_id(f"pl_{self.window.next_seq}_{i}", taken,
+                                          self.window.uses_call_id)
+                    part = parts[i] = ToolCallPart(fresh, part.name, part.arguments)
                 taken.add(part.id)
         return Message("assistant", tuple(parts), MappingProxyType(meta))
 
