@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -161,17 +162,24 @@ def checked_answer(response: LLMResponse, service: object) -> LLMResponse:
             has_calls = any(isinstance(p, ToolCallPart) for p in parts)
             stop = StopReason.TOOL_USE if has_calls else StopReason.END_TURN
     model = response.model if isinstance(response.model, str) else None
-    return LLMResponse(Message("assistant", parts, MappingProxyType(meta)),
-                       checked_usage(response.usage), stop,
-                       storable(model[:200]) if model else None)
+    model = storable(model[:200]) if model else None
+    usage = checked_usage(response.usage)
+    if (type(response) is LLMResponse and type(message) is Message  # the usual answer
+            and type(message.parts) is tuple and all(map(operator.is_, parts, message.parts))
+            and not meta and not message.meta and stop is response.stop_reason
+            and usage is response.usage and model is response.model):
+        return response
+    return LLMResponse(Message("assistant", parts, MappingProxyType(meta)), usage, stop, model)
 
 
 def checked_usage(usage: object) -> Usage:
     """Token counts as non-negative integers (anything else counts as 0; capped)."""
     if not isinstance(usage, Usage):
         return Usage()
-    return Usage(*(_count(getattr(usage, f)) for f in
-                   ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")))
+    counts = [getattr(usage, f) for f in _COUNTS]
+    if type(usage) is Usage and all(_count(c) is c for c in counts):
+        return usage
+    return Usage(*map(_count, counts))
 
 
 def call_id_is_usable(call_id: str) -> bool:
@@ -191,6 +199,9 @@ def fresh_call_id(base: str, taken: set[str], used: Callable[[str], bool]) -> st
     return fresh
 
 
+_COUNTS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
 def _count(value: object) -> int:
     if isinstance(value, bool):
         return 0
@@ -205,13 +216,17 @@ def _checked_part(part: object, service: object) -> Part:
     if isinstance(part, TextPart):
         if not isinstance(part.text, str):
             raise protocol_error(service, "a TextPart's text is not a string")
-        return TextPart(storable(part.text))
+        text = storable(part.text)
+        return part if type(part) is TextPart and text is part.text else TextPart(text)
     if isinstance(part, ToolCallPart):
         fields = (part.id, part.name, part.arguments)
         if not all(isinstance(f, str) for f in fields):
             raise protocol_error(service, "a ToolCallPart's id, name and arguments must be "
                                           "strings")
-        return ToolCallPart(storable(part.id), storable(part.name), storable(part.arguments))
+        checked = tuple(map(storable, fields))
+        if type(part) is ToolCallPart and all(map(operator.is_, checked, fields)):
+            return part
+        return ToolCallPart(*checked)
     raise protocol_error(service, f"an answer cannot carry a {type(part).__name__}")
 
 
