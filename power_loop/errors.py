@@ -25,7 +25,8 @@ The tree::
     │   ├── LLMAuthenticationError      llm_authentication
     │   ├── LLMBadRequestError          llm_bad_request
     │   │   └── LLMContextOverflowError llm_context_overflow
-    │   └── LLMStreamInterruptedError   llm_stream_interrupted
+    │   ├── LLMStreamInterruptedError   llm_stream_interrupted
+    │   └── LLMResponseError            llm_invalid_response
     ├── SessionError                    session_error
     │   ├── SessionNotFoundError        session_not_found
     │   ├── SessionExistsError          session_exists
@@ -66,6 +67,7 @@ __all__ = [
     "LLMError",
     "LLMQuotaError",
     "LLMRateLimitError",
+    "LLMResponseError",
     "LLMStreamInterruptedError",
     "LLMTimeoutError",
     "LLMUnavailableError",
@@ -278,6 +280,18 @@ class LLMStreamInterruptedError(LLMError):
     """
 
     code: ClassVar[str] = "llm_stream_interrupted"
+
+
+class LLMResponseError(LLMError):
+    """An :class:`~power_loop.LLMService` broke its contract (a bug in the service).
+
+    It yielded something that is not a stream item, ended without an ``LLMResponse``, or
+    answered with a message power_loop cannot store (a role other than ``assistant``, a
+    tool result, a part whose fields are not strings). Nothing of the answer is stored;
+    the send is left pending (``resume`` calls the model again, ``abort`` ends it).
+    """
+
+    code: ClassVar[str] = "llm_invalid_response"
 
 
 # -- sessions --------------------------------------------------------------------------

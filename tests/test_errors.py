@@ -42,6 +42,7 @@ FROZEN_CODES: dict[str, str] = {
     "LLMBadRequestError": "llm_bad_request",
     "LLMContextOverflowError": "llm_context_overflow",
     "LLMStreamInterruptedError": "llm_stream_interrupted",
+    "LLMResponseError": "llm_invalid_response",
     "SessionError": "session_error",
     "SessionNotFoundError": "session_not_found",
     "SessionExistsError": "session_exists",

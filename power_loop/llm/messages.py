@@ -61,8 +61,17 @@ class ToolCallPart:
     kind: ClassVar[str] = "tool_call"
 
     def parsed_arguments(self) -> Any:
-        """The arguments decoded from JSON (raises ``ValueError`` when malformed)."""
-        return json.loads(self.arguments) if self.arguments.strip() else {}
+        """The arguments decoded from JSON (raises ``ValueError`` when malformed).
+
+        Arguments nested too deeply for the decoder are malformed too: the
+        ``RecursionError`` becomes a ``ValueError`` that names the depth, not the text.
+        """
+        if not self.arguments.strip():
+            return {}
+        try:
+            return json.loads(self.arguments)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply to decode") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +159,16 @@ class Usage:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Usage:
-        if not data:
+        """A stored usage: a count that is not a non-negative integer reads as 0."""
+        if not isinstance(data, Mapping):
             return cls()
-        return cls(int(data.get("input_tokens", 0)), int(data.get("output_tokens", 0)),
-                   int(data.get("cache_read_tokens", 0)), int(data.get("cache_write_tokens", 0)))
+        return cls(*(_count(data.get(name)) for name in
+                     ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")))
+
+
+def _count(value: object) -> int:
+    """A stored token count; anything but a non-negative integer reads as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 # -- the codec -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 from power_loop._faults import checkpoint
 from power_loop.context.active import ACTIVE_RUN, ActiveRun
@@ -40,6 +40,20 @@ from power_loop.events.types import (
     ToolCallFinished,
     ToolCallStarted,
     UsageUpdated,
+)
+from power_loop.llm.contract import (
+    HookFailed,
+    as_power_loop_error,
+    call_id_is_usable,
+    check_item,
+    checked_answer,
+    close_quietly,
+    exception_code,
+    exception_text,
+    fresh_call_id,
+    is_process_exit,
+    protocol_error,
+    storable,
 )
 from power_loop.llm.messages import (
     Message,
@@ -316,34 +330,59 @@ class SendRun:
         return await self._finish([*extra, message], stop)
 
     async def _stream(self, request: LLMRequest) -> LLMResponse:
+        """The model's answer, checked; any failure pauses the send and raises typed."""
         self._partial = []
+        llm = self._deps.llm
         response: LLMResponse | None = None
+        stream: object = None
         try:
-            async for item in self._deps.llm.stream(request):
+            stream = llm.stream(request)
+            async for raw in stream:
+                item = check_item(raw, llm)
+                if response is not None:
+                    raise protocol_error(llm, "it yielded more after its LLMResponse")
                 if isinstance(item, TextDelta):
-                    self._partial.append(item.text)
-                    self._event(TextChunk, text=item.text)
+                    self._partial.append(storable(item.text))
+                    try:
+                        self._event(TextChunk, text=item.text)
+                    except BaseException as exc:
+                        raise HookFailed(exc) from exc
                 elif isinstance(item, LLMResponse):
                     response = item
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._pause(exc)
-            raise
-        if response is None:
-            error = PowerLoopError(f"{type(self._deps.llm).__name__}.stream ended without an "
-                                   "LLMResponse")
-            await self._pause(error)
-            raise error
+            if response is None:
+                raise protocol_error(llm, "it ended without an LLMResponse")
+            response = checked_answer(response, llm)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the send is being stopped
+            # A cancellation the service met on its own: a failure like any other.
+            await self._fail_model_call(stream, exc)
+        except HookFailed as failed:  # the caller's event hook, not the service
+            await self._fail_model_call(stream, failed.original, wrap=False)
+        except BaseException as exc:
+            if is_process_exit(exc):
+                raise
+            await self._fail_model_call(stream, exc)
         # The whole answer is kept until it is stored: a cancellation before then keeps
         # it as a partial answer rather than losing what the caller already saw.
         self._partial = [response.message.text]
         return response
 
+    async def _fail_model_call(self, stream: object, exc: BaseException, *,
+                               wrap: bool = True) -> NoReturn:
+        """Close the service's stream, pause the send, raise the failure (as ours)."""
+        error = as_power_loop_error(exc, self._deps.llm) if wrap else exc
+        await close_quietly(stream)
+        await self._pause(error)
+        if error is exc:
+            raise error
+        raise error from exc
+
     def _annotate(self, response: LLMResponse, final_round: bool,
                   estimate: int | None) -> Message:
         """The answer as stored: usage and stop reason in meta, call ids made unique."""
-        message = response.message
+        message = response.message  # checked by _stream
         meta = {**message.meta, "stop_reason": response.stop_reason.value,
                 "usage": response.usage.to_json()}
         if estimate is not None:
@@ -359,10 +398,11 @@ class SendRun:
         taken = set(self.window.open_calls)
         for i, part in enumerate(parts):
             if isinstance(part, ToolCallPart):
-                if not part.id or part.id in taken or self.window.uses_call_id(part.id):
-                    part = ToolCallPart(f"pl_{self.window.next_seq}_{i}", part.name,
-                                        part.arguments)
-                    parts[i] = part
+                if (not call_id_is_usable(part.id) or part.id in taken
+                        or self.window.uses_call_id(part.id)):
+                    fresh = fresh_call_id(f"pl_{self.window.next_seq}_{i}", taken,
+                                          self.window.uses_call_id)
+                    part = parts[i] = ToolCallPart(fresh, part.name, part.arguments)
                 taken.add(part.id)
         return Message("assistant", tuple(parts), MappingProxyType(meta))
 
@@ -495,8 +535,8 @@ class SendRun:
         """The model failed: keep any partial answer, leave the send pending, let go."""
         text = "".join(self._partial)
         messages = [Message.assistant(text, partial="stream_error")] if text else []
-        error = {"type": type(exc).__name__, "code": getattr(exc, "code", None),
-                 "message": str(exc)[:2000]}
+        error = {"type": type(exc).__name__, "code": exception_code(exc),
+                 "message": storable(exception_text(exc, 2000))}
         async with self._lease_lock:
             self._stopped = True
             await self._deps.store.pause_send(self.session_id, self.send_index,

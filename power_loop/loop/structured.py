@@ -38,8 +38,12 @@ def parse_output(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | None]
         value = json.loads(fenced.group(1) if fenced else text)
     except ValueError as exc:
         return None, f"the answer is not JSON ({exc})"
+    except RecursionError:
+        return None, "the answer is JSON nested too deeply to decode"
     try:
         validator_for(schema)(value)
     except fastjsonschema.JsonSchemaValueException as exc:
-        return None, f"the answer does not match the schema: {exc.message}"
+        return None, f"the answer does not match the schema: {exc.message[:500]}"
+    except RecursionError:
+        return None, "the answer is nested too deeply to check against the schema"
     return value, None

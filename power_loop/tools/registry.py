@@ -117,7 +117,8 @@ class ToolRegistry:
         found = self._tools.get(call.name)
         if found is None:
             available = ", ".join(self._tools) or "none"
-            return error(f"Error: unknown tool {call.name!r}. Available tools: {available}.")
+            return error(f"Error: unknown tool {call.name[:100]!r}. Available tools: "
+                         f"{available}.")
         try:
             arguments = call.parsed_arguments()
         except ValueError as exc:

@@ -282,7 +282,8 @@ async def test_a_stream_without_a_response_leaves_the_send_pending(store: Store)
         await loop.send("Question", session_id=sid)
     send = await store.get_send(sid, 0)
     assert send.status == "pending" and send.error is not None
-    assert send.error["type"] == "PowerLoopError"
+    assert send.error["type"] == "LLMResponseError"
+    assert send.error["code"] == "llm_invalid_response"
     history = [h.message for h in await loop.history(sid)]
     assert [(m.role, m.text, m.meta.get("partial")) for m in history] == [
         ("user", "Question", None), ("assistant", "Half an", "stream_error")]
