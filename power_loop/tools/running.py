@@ -81,6 +81,7 @@ class _Thread:
     """The worker thread a sync tool is running in, while it runs."""
 
     ident: int | None = None
+    abandoned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,7 @@ async def run_call(tool: Tool, call: ToolCallPart, arguments: Mapping[str, Any],
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
+        thread.abandoned = True
         task.cancel()
         try:
             await asyncio.wait({task}, timeout=CANCEL_GRACE)
@@ -113,6 +115,7 @@ async def run_call(tool: Tool, call: ToolCallPart, arguments: Mapping[str, Any],
     if not done:
         assert timeout is not None
         where = _where(task, thread)
+        thread.abandoned = True
         task.cancel()
         _let_go(task, context)
         ended = _Ended(f"Error: tool {tool.name!r} did not finish within {timeout:g}s and was "
@@ -167,6 +170,8 @@ def _run_in_thread(tool: Tool, kwargs: dict[str, Any], limit: int,
         except BaseException as exc:
             return _unshowable(tool.name, exc)
         if awaitable:
+            if thread.abandoned and inspect.iscoroutine(value):
+                value.close()  # nobody will await it now: without this Python warns
             return _Awaitable(value)
         return _rendered(tool.name, value, limit)
     finally:
@@ -180,9 +185,7 @@ def _raised(name: str, exc: BaseException) -> _Ended:
         if isinstance(exc, ToolError) and detail:
             text = detail  # written for the model: verbatim
         else:
-            text = f"Error: tool {name!r} failed: {type_name(exc)}"
-            text += f": {detail}" if detail else ""
-            text += _group_summary(exc)
+            text = f"Error: tool {name!r} failed: {_headline(exc)}{_group_summary(exc)}"
         text = clean(truncate(text, MAX_ERROR_CHARS))
     except BaseException:
         text = f"Error: tool {name!r} failed: {type_name(exc)}"
@@ -214,11 +217,17 @@ def _message(exc: BaseException) -> str:
         return f"<unprintable {type_name(exc)}>"
 
 
+def _headline(exc: BaseException, limit: int | None = None) -> str:
+    """``Type: message``, or just ``Type`` when the message is empty."""
+    detail = _message(exc)[:limit]
+    return f"{type_name(exc)}: {detail}" if detail else type_name(exc)
+
+
 def _group_summary(exc: BaseException) -> str:
     if not isinstance(exc, BaseExceptionGroup):
         return ""
     inner = list(exc.exceptions[:_GROUP_SHOWN])
-    shown = "; ".join(f"{type_name(e)}: {_message(e)[:200]}" for e in inner)
+    shown = "; ".join(_headline(e, 200) for e in inner)
     more = len(exc.exceptions) - len(inner)
     return f" [{shown}{f'; {more} more' if more > 0 else ''}]"
 
