@@ -205,22 +205,25 @@ def _rendered(name: str, value: Any, limit: int) -> _Ended:
 
 def _unshowable(name: str, exc: BaseException) -> _Ended:
     text = (f"Error: tool {name!r} returned a value that cannot be shown as text "
-            f"({type_name(exc)}: {_message(exc)})")
+            f"({_headline(exc)})")
     return _Ended(clean(truncate(text, MAX_ERROR_CHARS)), True, qualified_name(exc),
                   format_traceback(exc))
 
 
-def _message(exc: BaseException) -> str:
+def _message(exc: BaseException) -> str | None:
+    """The exception's message; ``None`` when neither ``str()`` nor ``repr()`` gives one."""
     try:
         return text_of(exc)
     except BaseException:
-        return f"<unprintable {type_name(exc)}>"
+        return None
 
 
 def _headline(exc: BaseException, limit: int | None = None) -> str:
     """``Type: message``, or just ``Type`` when the message is empty."""
-    detail = _message(exc)[:limit]
-    return f"{type_name(exc)}: {detail}" if detail else type_name(exc)
+    detail = _message(exc)
+    if detail is None:
+        return f"{type_name(exc)}: <unprintable message>"
+    return f"{type_name(exc)}: {detail[:limit]}" if detail else type_name(exc)
 
 
 def _group_summary(exc: BaseException) -> str:

@@ -619,5 +619,6 @@ async def test_a_failure_is_logged_with_its_traceback(store: Store,
     assert "Traceback (most recent call last)" in message and "in charge" in message
     assert "ConnectionError: payment service unreachable" in message
     assert f"session {sid}, send #0, call {call.id}" in message
-    assert (record.session_id, record.send_index, record.call_id, record.tool_name,
-            record.error_type) == (sid, 0, call.id, "charge", "ConnectionError")
+    fields = ("session_id", "send_index", "call_id", "tool_name", "error_type")
+    assert [getattr(record, f) for f in fields] == [sid, 0, call.id, "charge",
+                                                    "ConnectionError"]
