@@ -100,6 +100,17 @@ async def test_stop_iteration_from_a_sync_tool_is_an_error_not_a_hang() -> None:
     assert outcome.result.content == "Error: tool 'advance' failed: StopIteration"
 
 
+async def test_invoke_raises_what_the_tool_raises_without_hanging() -> None:
+    def advance() -> str:
+        """Take the next item."""
+        raise StopIteration
+
+    with pytest.raises(RuntimeError) as caught:
+        async with asyncio.timeout(GUARD):
+            await make_tool(advance).invoke({}, context("advance"))
+    assert isinstance(caught.value.__cause__, StopIteration)
+
+
 def _raise(exc: BaseException) -> tuple[Callable[[], str], Callable[[], Any]]:
     def sync_tool() -> str:
         """Fail."""
