@@ -13,6 +13,7 @@ import gc
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -202,6 +203,27 @@ async def test_a_tools_own_cancellations_are_its_failures() -> None:
     assert own.result.is_error and own.error_type == "asyncio.exceptions.CancelledError"
     met = await run(meets_one)
     assert_failed(met, "asyncio.exceptions.CancelledError", "in meets_one")
+
+
+@dataclass
+class Refusing:
+    size: int
+
+    def __post_init__(self) -> None:
+        raise SystemExit("not this size")
+
+
+async def test_an_argument_that_fails_to_build_is_an_error_result() -> None:
+    def pack(box: Refusing) -> str:
+        """Pack a box."""
+        return "packed"
+
+    built = make_tool(pack)
+    async with asyncio.timeout(GUARD):
+        outcome = await ToolRegistry([built]).run(
+            ToolCallPart("c1", "pack", '{"box": {"size": 3}}'), context("pack"), LIMITS)
+    assert_failed(outcome, "SystemExit", "__post_init__")
+    assert outcome.result.content == "Error: tool 'pack' failed: SystemExit: not this size"
 
 
 # -- what a tool returns -----------------------------------------------------------------
