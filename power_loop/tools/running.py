@@ -98,12 +98,11 @@ async def run_call(tool: Tool, call: ToolCallPart, arguments: Mapping[str, Any],
 
     ``deadline`` is in seconds from now (``None``: none); the call is abandoned there.
     """
-    timeout = deadline
     thread = _Thread()
     task = asyncio.create_task(_attempt(tool, arguments, context, max_output_chars, thread),
                                name=f"power_loop tool {tool.name}")
     try:
-        done, _ = await asyncio.wait({task}, timeout=timeout)
+        done, _ = await asyncio.wait({task}, timeout=deadline)
     except asyncio.CancelledError:
         thread.abandoned = True
         task.cancel()
@@ -113,12 +112,12 @@ async def run_call(tool: Tool, call: ToolCallPart, arguments: Mapping[str, Any],
             _let_go(task, context)
         raise
     if not done:
-        assert timeout is not None
+        assert deadline is not None
         where = _where(task, thread)
         thread.abandoned = True
         task.cancel()
         _let_go(task, context)
-        ended = _Ended(f"Error: tool {tool.name!r} did not finish within {timeout:g}s and was "
+        ended = _Ended(f"Error: tool {tool.name!r} did not finish within {deadline:g}s and was "
                        "abandoned.", True, "TimeoutError", where)
     elif task.cancelled():  # by the tool itself, or by someone else than the send
         ended = _Ended(f"Error: tool {tool.name!r} failed: CancelledError: its task was "
@@ -126,7 +125,7 @@ async def run_call(tool: Tool, call: ToolCallPart, arguments: Mapping[str, Any],
     else:
         ended = task.result()
     if ended.error_type is not None:
-        _log_failure(context, ended, timeout if not done else None)
+        _log_failure(context, ended, None if done else deadline)
     return ToolOutcome(ToolResultPart(call.id, call.name, ended.text, ended.is_error),
                        ended.error_type, ended.traceback)
 
@@ -264,8 +263,8 @@ def _discard(context: ToolContext, late: bool, task: asyncio.Task[Any]) -> None:
                  context.send_index, clean(context.call_id))
 
 
-def _log_failure(context: ToolContext, ended: _Ended, timeout: float | None) -> None:
-    what = (f"did not finish within {timeout:g}s" if timeout is not None
+def _log_failure(context: ToolContext, ended: _Ended, overran: float | None) -> None:
+    what = (f"did not finish within {overran:g}s" if overran is not None
             else f"failed with {ended.error_type}")
     log.warning("tool %s %s (session %s, send #%d, call %s)\n%s", context.tool_name, what,
                 context.session_id, context.send_index, clean(context.call_id),

@@ -39,7 +39,7 @@ from power_loop import (
 from power_loop.tools import ToolLimits, make_tool
 from power_loop.tools.registry import MAX_ERROR_CHARS, ToolOutcome
 from power_loop.tools.rendering import MAX_TRACEBACK_CHARS
-from power_loop.tools.running import CANCEL_GRACE, _abandoned
+from power_loop.tools.running import _abandoned
 from power_loop.tools.tool import Tool
 from tests.loop.support import lease_is_free
 
@@ -486,7 +486,6 @@ async def test_cancelling_the_caller_propagates_even_past_a_stubborn_tool() -> N
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task  # after at most CANCEL_GRACE seconds
-    assert CANCEL_GRACE <= 1.0
     [abandoned] = _abandoned
     release.set()
     await asyncio.wait([abandoned])
