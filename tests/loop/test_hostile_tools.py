@@ -654,3 +654,36 @@ async def test_a_failure_is_logged_with_its_traceback(store: Store,
     fields = ("session_id", "send_index", "call_id", "tool_name", "error_type")
     assert [getattr(record, f) for f in fields] == [sid, 0, call.id, "charge",
                                                     "ConnectionError"]
+
+
+async def test_cancelling_a_send_whose_tool_ignores_cancellation(store: Store) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @tool
+    async def stubborn() -> str:
+        """Ignore cancellation until released."""
+        started.set()
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue
+        return "never read"
+
+    loop = StatefulAgentLoop(llm=ScriptedLLM(script), store=store, tools=[stubborn])
+    sid = await loop.new_session()
+    task = asyncio.create_task(loop.send("call stubborn", session_id=sid))
+    await started.wait()
+    task.cancel()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await task  # the tool had its grace, then was left behind
+        send = await store.get_send(sid, 0)
+        assert (send.status, send.stop_reason) == ("cancelled", "cancelled")
+        [result] = (await loop.history(sid))[-1].message.tool_results
+        assert result.is_error and "cancelled" in result.content
+        again = await loop.send("still there?", session_id=sid)
+        assert (again.status, again.final_text) == ("done", "yes")
+    finally:
+        release.set()
+    await asyncio.wait(list(_abandoned))
