@@ -17,6 +17,7 @@ The tree::
     ├── HistoryInvariantError           history_invariant
     ├── ScriptExhaustedError            script_exhausted
     ├── StructuredOutputError           structured_output_invalid
+    ├── ToolError                       tool_error
     ├── LLMError                        llm_error
     │   ├── LLMRateLimitError           llm_rate_limited
     │   ├── LLMQuotaError               llm_quota_exceeded
@@ -90,6 +91,7 @@ __all__ = [
     "StoreFileCorruptError",
     "StoreFileError",
     "StructuredOutputError",
+    "ToolError",
     "TransientStoreError",
 ]
 
@@ -198,6 +200,21 @@ class StructuredOutputError(PowerLoopError):
         self.text = text
         self.problem = problem
         self.result = result
+
+
+class ToolError(PowerLoopError):
+    """Raise from a tool to send the model an error with exactly this message.
+
+    power_loop catches it (and every other exception a tool raises) and gives the model
+    an error result; only this one's message is sent verbatim, so write it for the model:
+    what was wrong and what to do instead. It is also importable from
+    ``power_loop.tools``.
+    """
+
+    code: ClassVar[str] = "tool_error"
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message, **details)
 
 
 # -- model providers -------------------------------------------------------------------

@@ -63,18 +63,15 @@ FROZEN_CODES: dict[str, str] = {
     "StoreFileCorruptError": "store_file_corrupt",
     "PacketTooLargeError": "store_packet_too_large",
     "ScriptExhaustedError": "script_exhausted",
+    "ToolError": "tool_error",
 }
-
-# Exceptions that user code raises for power_loop to catch: not errors power_loop raises,
-# so outside the tree.
-USER_RAISED = {"ToolError"}
 
 
 def error_classes() -> list[type[BaseException]]:
     """Every exception class defined in power_loop.errors or exported by power_loop."""
     found = {obj for _, obj in inspect.getmembers(errors, inspect.isclass)
              if issubclass(obj, BaseException) and obj.__module__ == errors.__name__}
-    found |= {obj for name in power_loop.__all__ if name not in USER_RAISED
+    found |= {obj for name in power_loop.__all__
               for obj in [getattr(power_loop, name)]
               if inspect.isclass(obj) and issubclass(obj, BaseException)}
     return sorted(found, key=lambda cls: cls.__name__)
@@ -110,9 +107,15 @@ def test_every_error_is_exported() -> None:
         assert name in power_loop.__all__
 
 
-def test_user_raised_exceptions_stay_outside_the_tree() -> None:
-    for name in USER_RAISED:
-        assert not issubclass(getattr(power_loop, name), PowerLoopError)
+def test_tool_error_is_in_the_tree_and_importable_where_it_was() -> None:
+    from power_loop.tools import ToolError as from_tools
+    from power_loop.tools.tool import ToolError as from_tool
+
+    assert from_tools is from_tool is power_loop.ToolError is errors.ToolError
+    raised = errors.ToolError("amount_cents must be positive")
+    assert isinstance(raised, PowerLoopError) and raised.code == "tool_error"
+    assert str(raised) == raised.message == "amount_cents must be positive"
+    assert str(errors.ToolError()) == ""  # raising the bare class still works
 
 
 def test_every_public_error_lives_in_the_error_module() -> None:

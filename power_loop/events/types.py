@@ -76,6 +76,14 @@ class ToolCallFinished(Event):
     ``synthetic`` names why power_loop wrote the result itself instead of running the
     tool (``unknown_outcome``: a call cut off by a crash, whose tool is not safe to
     repeat), else it is ``None``.
+
+    When the tool failed, ``error_type`` is the qualified name of what it raised
+    (``ValueError``, ``myapp.billing.CardDeclined``; the exception showing its return
+    value raised; ``TimeoutError`` when it was abandoned at its deadline) and
+    ``traceback`` the formatted traceback (for a timeout: where the tool stood when it
+    was abandoned), at most 20,000 characters. Neither is sent to the model. Both are
+    ``None`` when the tool returned normally or never ran (the model's own mistake:
+    bad arguments, an unknown tool).
     """
 
     call_id: str
@@ -84,6 +92,8 @@ class ToolCallFinished(Event):
     is_error: bool
     duration: float
     synthetic: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

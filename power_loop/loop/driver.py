@@ -448,11 +448,13 @@ class SendRun:
                     idempotency_key=ToolContext.key_for(self.session_id, self.send_index,
                                                         call.id),
                     session_metadata=self._metadata)
-                result = await self._deps.tools.execute(call, context, self._deps.limits)
+                outcome = await self._deps.tools.run(call, context, self._deps.limits)
+                result = outcome.result
                 checkpoint("after_tool_ran")
                 self._event(ToolCallFinished, call_id=call.id, name=call.name,
                             output=result.content, is_error=result.is_error,
-                            duration=time.monotonic() - started)
+                            duration=time.monotonic() - started,
+                            error_type=outcome.error_type, traceback=outcome.traceback)
             message = Message.tool_result(result)
             self._done_results[call.id] = message
             return message

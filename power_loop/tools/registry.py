@@ -2,14 +2,14 @@
 
 Whatever the model gets wrong becomes an error result it can read and correct, never an
 exception in the loop: malformed JSON, a non-object, an unknown tool, arguments that
-fail the schema, a tool that raises or runs out of time. Results and errors are bounded
-in size, with a visible marker where they are cut. Cancellation is the one thing that
-propagates (the loop is being stopped).
+fail the schema. So does whatever the tool does (see :mod:`power_loop.tools.running`):
+raise anything at all, return what cannot be shown, run out of time. Results and errors
+are bounded in size, with a visible marker where they are cut. The cancellation of the
+send is the one thing that propagates (the loop is being stopped).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,9 +21,11 @@ from power_loop.errors import InvalidArgumentError
 from power_loop.llm.messages import ToolCallPart, ToolResultPart
 from power_loop.llm.service import ToolSpec
 from power_loop.tools.context import ToolContext
-from power_loop.tools.tool import MIN_OUTPUT_CHARS, Tool, ToolError, make_tool
+from power_loop.tools.rendering import MAX_ERROR_CHARS, clean, truncate
+from power_loop.tools.running import ToolOutcome, run_call
+from power_loop.tools.tool import MIN_OUTPUT_CHARS, Tool, make_tool
 
-MAX_ERROR_CHARS = 2_000
+__all__ = ["MAX_ERROR_CHARS", "ToolLimits", "ToolOutcome", "ToolRegistry", "truncate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,27 +39,6 @@ class ToolLimits:
         if self.max_output_chars < MIN_OUTPUT_CHARS:
             raise InvalidArgumentError(
                 f"ToolLimits.max_output_chars must be at least {MIN_OUTPUT_CHARS}")
-
-
-def truncate(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters with a marker saying how much was dropped."""
-    if len(text) <= limit:
-        return text
-    marker = f"\n[... truncated: showing {{kept:,}} of {len(text):,} characters]"
-    kept = max(0, limit - len(marker.format(kept=limit)))
-    return text[:kept] + marker.format(kept=kept)
-
-
-def render_output(value: Any) -> str:
-    """A tool's return value as the text the model reads."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 class ToolRegistry:
@@ -110,9 +91,19 @@ class ToolRegistry:
     async def execute(self, call: ToolCallPart, context: ToolContext,
                       limits: ToolLimits) -> ToolResultPart:
         """Carry out one call; every failure becomes an error result."""
+        return (await self.run(call, context, limits)).result
 
-        def error(message: str) -> ToolResultPart:
-            return ToolResultPart(call.id, call.name, truncate(message, MAX_ERROR_CHARS), True)
+    async def run(self, call: ToolCallPart, context: ToolContext,
+                  limits: ToolLimits) -> ToolOutcome:
+        """Carry out one call: the result, and what the tool raised if it failed.
+
+        Every failure becomes an error result; only the cancellation of the calling task
+        propagates.
+        """
+
+        def error(message: str) -> ToolOutcome:
+            return ToolOutcome(ToolResultPart(call.id, call.name,
+                                              clean(truncate(message, MAX_ERROR_CHARS)), True))
 
         found = self._tools.get(call.name)
         if found is None:
@@ -134,24 +125,6 @@ class ToolRegistry:
             return error(f"Error: invalid arguments for {call.name!r}: {exc.message}. "
                          f"Expected schema: {schema}")
         timeout = found.timeout if found.timeout is not None else limits.timeout
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline:
-                value = await found.invoke(arguments, context)
-        except TimeoutError as exc:
-            if not deadline.expired():  # the tool's own timeout, not ours
-                return error(f"Error: tool {call.name!r} failed: TimeoutError: {exc}")
-            return error(f"Error: tool {call.name!r} did not finish within {timeout:g}s and was "
-                         "abandoned.")
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the send is being stopped
-            # A cancellation the tool met on its own (a future someone else cancelled).
-            return error(f"Error: tool {call.name!r} failed: CancelledError: {exc}")
-        except ToolError as exc:
-            return error(str(exc))
-        except Exception as exc:
-            return error(f"Error: tool {call.name!r} failed: {type(exc).__name__}: {exc}")
         limit = found.max_output_chars or limits.max_output_chars
-        return ToolResultPart(call.id, call.name, truncate(render_output(value), limit))
+        return await run_call(found, call, arguments, context, deadline=timeout,
+                              max_output_chars=limit)

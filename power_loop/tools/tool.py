@@ -14,7 +14,7 @@ from typing import Any, get_args, get_origin, get_type_hints, overload
 
 import fastjsonschema
 
-from power_loop.errors import InvalidArgumentError
+from power_loop.errors import InvalidArgumentError, ToolError
 from power_loop.llm.service import ToolSpec
 from power_loop.tools.context import ToolContext
 from power_loop.tools.schema import converter_for, function_schema
@@ -24,8 +24,7 @@ MIN_OUTPUT_CHARS = 200
 """The smallest output cap: room for the truncation marker and some output."""
 
 
-class ToolError(Exception):
-    """Raise from a tool to send the model an error with exactly this message."""
+__all__ = ["MIN_OUTPUT_CHARS", "Tool", "ToolError", "make_tool", "tool", "type_hints"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,7 +35,8 @@ class Tool:
         name: How the model calls it (letters, digits, ``_`` and ``-``; up to 64).
         description: What it does, for the model.
         parameters: JSON Schema of its arguments (an object).
-        fn: The function (sync functions run in a worker thread).
+        fn: The function (sync functions run in a worker thread). Not a generator
+            function: power_loop does not iterate what a tool returns.
         safe_to_repeat: Re-running it after a crash is harmless (reads, idempotent
             writes). Calls of other tools whose outcome was lost are never re-run: the
             model is told the outcome is unknown.
@@ -59,6 +59,10 @@ class Tool:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise InvalidArgumentError(
                 f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'")
+        if inspect.isgeneratorfunction(self.fn) or inspect.isasyncgenfunction(self.fn):
+            raise InvalidArgumentError(
+                f"tool {self.name!r} is a generator function; power_loop does not iterate "
+                "what a tool returns: return a list or a string instead")
         if self.max_output_chars is not None and self.max_output_chars < MIN_OUTPUT_CHARS:
             raise InvalidArgumentError(
                 f"tool {self.name!r}: max_output_chars must be at least {MIN_OUTPUT_CHARS}")
@@ -77,18 +81,36 @@ class Tool:
         """Raise ``fastjsonschema.JsonSchemaValueException`` when arguments don't fit."""
         self._validate(arguments)  # type: ignore[attr-defined]
 
-    async def invoke(self, arguments: Mapping[str, Any], context: ToolContext) -> Any:
-        """Call the function with validated arguments (and the context if it takes one)."""
+    def bind(self, arguments: Mapping[str, Any], context: ToolContext) -> dict[str, Any]:
+        """The keyword arguments for the function: converted, with the context if it takes one."""
         kwargs = {k: self._converters[k](v) if k in self._converters else v
                   for k, v in arguments.items()}
         if self.context_param is not None:
             kwargs[self.context_param] = context
+        return kwargs
+
+    async def invoke(self, arguments: Mapping[str, Any], context: ToolContext) -> Any:
+        """Call the function with validated arguments, raising whatever it raises.
+
+        The loop does not use this: it runs calls through ``ToolRegistry.run``, which
+        turns every failure into an error result. A ``StopIteration`` from a sync
+        function comes out as a ``RuntimeError`` caused by it (as from a coroutine).
+        """
+        kwargs = self.bind(arguments, context)
         if inspect.iscoroutinefunction(self.fn):
             return await self.fn(**kwargs)
-        result = await asyncio.to_thread(self.fn, **kwargs)
+        result = await asyncio.to_thread(_call_in_thread, self.fn, kwargs)
         if inspect.isawaitable(result):
             return await result
         return result
+
+
+def _call_in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return fn(**kwargs)
+    except StopIteration as exc:
+        # A future cannot carry StopIteration: set on one, the awaiting task never wakes.
+        raise RuntimeError("the tool function raised StopIteration") from exc
 
 
 def type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
