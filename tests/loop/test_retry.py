@@ -265,11 +265,16 @@ async def test_retry_while_the_original_runs_waits_for_its_result(
     retrier = make_loop(await open_more(), retry_llm, [slow_payment], on_pending=policy,
                         on_event=on_event)
     second = asyncio.create_task(retrier.send(TEXT, sid, request_key=KEY))
-    await seen_wait.wait()
-    [wait] = waits(events)
-    assert (wait.reason, wait.send_index) == (HOLDER_RUNNING, 0)
-    assert wait.holder == (await store.get_session(sid)).lease_owner
-    gate.set()
+    try:
+        watcher = asyncio.create_task(seen_wait.wait())
+        await asyncio.wait([watcher, second], return_when=asyncio.FIRST_COMPLETED)
+        watcher.cancel()
+        [wait] = waits(events)  # the retrier waits: it neither returned nor resumed
+        assert (wait.reason, wait.send_index) == (HOLDER_RUNNING, 0)
+        assert wait.holder == (await store.get_session(sid)).lease_owner
+        assert not second.done()
+    finally:
+        gate.set()
 
     results: list[SendResult] = list(await asyncio.gather(first, second))
     assert results[0] == results[1]
