@@ -42,6 +42,9 @@ from tests.loop.support import lease_is_free, make_loop, shape
 
 TTL = 0.5
 """The dead owner's lease: short, so that waiting it out is cheap."""
+SEEN_TTL = 1.0
+"""The dead owner's lease where a test asserts the wait on it: long enough that the
+retry surely begins before it expires, even on a loaded machine."""
 KEY = "order-42"
 TEXT = "Look the order up and pay it"
 
@@ -108,7 +111,7 @@ async def test_resume_retry_finishes_the_crashed_send(
     llm = ScriptedLLM(["Paid, once."])
     loop = make_loop(store, llm, TOOLS, on_pending="resume", on_event=events.append)
     sid = await loop.new_session()
-    index = await crash_holding_the_lease(store, sid, dead_owner)
+    index = await crash_holding_the_lease(store, sid, dead_owner, ttl=SEEN_TTL)
 
     result = await loop.send(TEXT, sid, request_key=KEY)
     assert (result.send_index, result.final_text, result.status) == (index, "Paid, once.",
@@ -123,7 +126,7 @@ async def test_resume_retry_finishes_the_crashed_send(
     [wait] = waits(events)
     assert (wait.session_id, wait.send_index, wait.holder) == (sid, index, dead_owner)
     assert wait.reason == HOLDER_GONE
-    assert 0 < wait.expires_in <= TTL
+    assert 0 < wait.expires_in <= SEEN_TTL
     assert wait.wait_limit is not None and wait.wait_limit > 0
     [line] = [r for r in caplog.records if r.name == "power_loop.loop"]
     assert line.levelno == logging.INFO
@@ -188,7 +191,7 @@ async def test_resume_with_another_request_finishes_the_crashed_one_first(
     llm = ScriptedLLM(["Paid.", "Next answer."])
     loop = make_loop(store, llm, TOOLS, on_pending="resume", on_event=events.append)
     sid = await loop.new_session()
-    await crash_holding_the_lease(store, sid, dead_owner)
+    await crash_holding_the_lease(store, sid, dead_owner, ttl=SEEN_TTL)
 
     result = await loop.send("Something else", sid, request_key=request_key)
     assert (result.send_index, result.final_text) == (1, "Next answer.")
@@ -220,7 +223,7 @@ async def test_stream_retry_resumes_and_ends_with_the_result(store: Store,
                                                              dead_owner: str) -> None:
     loop = make_loop(store, ScriptedLLM(["Paid, streamed."]), TOOLS, on_pending="resume")
     sid = await loop.new_session()
-    index = await crash_holding_the_lease(store, sid, dead_owner)
+    index = await crash_holding_the_lease(store, sid, dead_owner, ttl=SEEN_TTL)
 
     events = [e async for e in loop.stream(TEXT, sid, request_key=KEY)]
     assert isinstance(events[0], LeaseWait) and events[0].reason == HOLDER_GONE
@@ -309,7 +312,7 @@ async def test_waits_on_other_holders_are_reported(
     loop = make_loop(store, ScriptedLLM(["Hello."]), on_event=events.append)
     sid = await loop.new_session()
     elsewhere = "another-host:4242:abcdef"
-    await store.acquire_lease(sid, elsewhere, ttl=TTL)
+    await store.acquire_lease(sid, elsewhere, ttl=SEEN_TTL)
 
     assert (await loop.send("Hi", sid)).final_text == "Hello."
     [wait] = waits(events)
