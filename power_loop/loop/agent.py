@@ -207,14 +207,19 @@ class StatefulAgentLoop(TimerMethods):
 
         Args:
             request_key: An idempotency key: a second send with the same key in this
-                session returns the first one's result and writes nothing.
+                session returns the first one's result and writes nothing. If that send
+                has not finished, the retry waits for whoever holds the session and
+                returns its result; if its process died, ``on_pending`` decides
+                (``resume`` finishes it and returns its result).
             source: Who is speaking: ``user`` (default), ``timer``...
             output_schema: JSON Schema the answer must match (overrides
                 ``config.output_schema``); the parsed value is ``result.output``.
 
         Raises:
             SessionBusyError: the session stayed busy longer than ``config.lease_wait``.
-            SendPendingError: the previous send never finished (see ``on_pending``).
+            SendPendingError: the previous send never finished, or (a retry) the send
+                with this ``request_key`` did not; see ``on_pending``.
+            InvalidArgumentError: ``request_key`` names a send of different text.
             LeaseLostError: another process took the session over mid-send.
             StructuredOutputError: with an output schema, the answer does not match it
                 (the send is stored; the error carries its result).

@@ -29,6 +29,9 @@ Emit = Callable[[Event], None]
 log = logging.getLogger("power_loop.loop")
 _HOST = socket.gethostname()
 
+_PID_MAX = 2**22
+"""The largest pid Linux hands out (``pid_max``'s ceiling); bigger is not a pid."""
+
 HOLDER_RUNNING = "holder_running"
 """The holder's process is alive (on this host): a send or recovery of the session runs."""
 HOLDER_GONE = "holder_gone"
@@ -45,7 +48,7 @@ def holder_state(owner: str) -> str:
     """
     parts = owner.split(":")
     for host, pid in itertools.pairwise(parts):
-        if host == _HOST and pid.isdecimal() and int(pid) > 0:
+        if host == _HOST and pid.isascii() and pid.isdigit() and 0 < int(pid) <= _PID_MAX:
             running = _process_running(int(pid))
             if running is None:
                 return HOLDER_UNKNOWN

@@ -16,6 +16,8 @@ import subprocess
 from collections.abc import Awaitable, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from power_loop import (
     Event,
@@ -333,11 +335,24 @@ async def test_no_wait_no_report(store: Store, dead_owner: str) -> None:
     assert events == []
 
 
+@settings(max_examples=100, deadline=None)
+@given(owner=st.one_of(
+    st.text(),
+    st.builds(":".join, st.lists(st.one_of(st.just(socket.gethostname()), st.text(),
+                                           st.integers(-5, 2**70).map(str)), max_size=5))))
+def test_any_owner_is_classified_without_error(owner: str) -> None:
+    state = holder_state(owner)
+    assert state in (HOLDER_RUNNING, HOLDER_GONE, HOLDER_UNKNOWN)
+    if socket.gethostname() not in owner.split(":"):
+        assert state == HOLDER_UNKNOWN
+
+
 def test_holder_state(dead_owner: str) -> None:
     host, pid = socket.gethostname(), os.getpid()
     assert holder_state(f"{host}:{pid}:abc") == HOLDER_RUNNING
     assert holder_state(f"worker:{host}:{pid}:abc:def") == HOLDER_RUNNING
     assert holder_state(dead_owner) == HOLDER_GONE
     assert holder_state(f"{host}:0:abc") == HOLDER_UNKNOWN
-    for other in ("crashed-process", "another-host:1:abc", "", f"{host}:x:1"):
+    for other in ("crashed-process", "another-host:1:abc", "", f"{host}:x:1",
+                  f"{host}:{2**64}:abc", f"{host}:-3:abc", f"{host}:\u0661\u0662:abc"):
         assert holder_state(other) == HOLDER_UNKNOWN
