@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -142,6 +143,26 @@ async def test_resume_retry_finishes_the_crashed_send(
     assert await loop.send(TEXT, sid, request_key=KEY) == result
     assert llm.remaining == 0 and len(llm.requests) == 1
     assert runs == [("lookup", 2)]
+
+
+async def test_resume_retry_after_the_dead_lease_expired(store: Store,
+                                                        dead_owner: str) -> None:
+    llm = ScriptedLLM(["Paid late."])
+    loop = make_loop(store, llm, TOOLS, on_pending="resume")
+    sid = await loop.new_session()
+    index = await crash_holding_the_lease(store, sid, dead_owner, ttl=0.001)
+    left = await store.get_session(sid)
+    assert left.lease_expires_at is not None
+    # Until the dead lease has lapsed (the engines share this host's clock).
+    lapse = left.lease_expires_at + timedelta(milliseconds=50) - datetime.now(UTC)
+    await asyncio.sleep(max(0.0, lapse.total_seconds()))
+
+    result = await loop.send(TEXT, sid, request_key=KEY)
+    assert (result.send_index, result.final_text, result.status) == (index, "Paid late.",
+                                                                     "done")
+    assert runs == [("lookup", 2)]
+    assert await loop.send(TEXT, sid, request_key=KEY) == result
+    assert len(llm.requests) == 1
 
 
 async def test_raise_retry_says_how_to_finish_the_send(store: Store, dead_owner: str) -> None:
