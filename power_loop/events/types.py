@@ -146,6 +146,31 @@ class SendFinished(Event):
     result: SendResult
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseWait(Event):
+    """A send or recovery is waiting for the session's lease, which ``holder`` has.
+
+    Reported once per holder waited on. ``reason`` says why the wait lasts:
+    ``holder_gone`` (the holder's process, on this host, is dead: the wait lasts until
+    its lease expires, ``expires_in`` seconds), ``holder_running`` (the holder is
+    running a send or recovery of the session: the wait lasts until it ends), or
+    ``holder_unknown`` (a holder on another host: it ends, or its lease expires in
+    ``expires_in`` seconds if it stopped renewing it). ``send_index`` is the pending
+    send the wait is for, when known (a retry with the send's ``request_key``).
+
+    Attributes:
+        holder: The lease owner's id (``host:pid:...`` for loops and workers).
+        reason: ``holder_gone``, ``holder_running`` or ``holder_unknown``.
+        expires_in: Seconds until the holder's lease expires unless renewed.
+        wait_limit: Seconds left of ``lease_wait`` (``None``: no limit).
+    """
+
+    holder: str
+    reason: str
+    expires_in: float
+    wait_limit: float | None
+
+
 # -- timers and workers -----------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -19,12 +18,7 @@ from power_loop._faults import checkpoint
 from power_loop.context.engine import ContextEngine, History
 from power_loop.context.notes import note_tools
 from power_loop.context.recall import recall_tools
-from power_loop.errors import (
-    InvalidArgumentError,
-    PowerLoopError,
-    SendPendingError,
-    SessionBusyError,
-)
+from power_loop.errors import InvalidArgumentError, PowerLoopError, SendPendingError
 from power_loop.events.types import Event, SendFinished, SendStarted
 from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
@@ -43,6 +37,7 @@ from power_loop.loop.driver import (
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
 from power_loop.loop.timing import TimerMethods
+from power_loop.loop.waiting import wait_for_lease
 from power_loop.loop.window import SessionCache, Window, load_window
 from power_loop.store.migrations import SchemaPolicy
 from power_loop.store.port import Connection
@@ -156,22 +151,13 @@ class StatefulAgentLoop(TimerMethods):
         # One owner per send: two sends in one process must not share a lease.
         return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
-    async def _wait_for(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Retry ``attempt`` while the session is busy, within ``config.lease_wait``."""
-        wait = self.config.lease_wait
-        clock = asyncio.get_running_loop().time
-        deadline = None if wait is None else clock() + wait
-        delay = 0.002
-        while True:
-            try:
-                return await attempt()
-            except SessionBusyError as busy:
-                left = float("inf") if deadline is None else deadline - clock()
-                if left <= 0:
-                    raise
-                pause = min(delay * random.uniform(0.5, 1.0), busy.retry_after + 0.001, left)
-                await asyncio.sleep(pause)
-                delay = min(delay * 2, 0.1)
+    async def _wait_for(self, attempt: Callable[[], Awaitable[T]], session_id: str,
+                        emit: Emit | None, send_index: int | None = None) -> T:
+        """Retry ``attempt`` while the session is busy, within ``config.lease_wait``
+        (each holder waited on is reported: a ``LeaseWait`` event and a log line)."""
+        return await wait_for_lease(attempt, session_id=session_id,
+                                    lease_wait=self.config.lease_wait, emit=emit,
+                                    send_index=send_index)
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -221,14 +207,19 @@ class StatefulAgentLoop(TimerMethods):
 
         Args:
             request_key: An idempotency key: a second send with the same key in this
-                session returns the first one's result and writes nothing.
+                session returns the first one's result and writes nothing. If that send
+                has not finished, the retry waits for whoever holds the session and
+                returns its result; if its process died, ``on_pending`` decides
+                (``resume`` finishes it and returns its result).
             source: Who is speaking: ``user`` (default), ``timer``...
             output_schema: JSON Schema the answer must match (overrides
                 ``config.output_schema``); the parsed value is ``result.output``.
 
         Raises:
             SessionBusyError: the session stayed busy longer than ``config.lease_wait``.
-            SendPendingError: the previous send never finished (see ``on_pending``).
+            SendPendingError: the previous send never finished, or (a retry) the send
+                with this ``request_key`` did not; see ``on_pending``.
+            InvalidArgumentError: ``request_key`` names a send of different text.
             LeaseLostError: another process took the session over mid-send.
             StructuredOutputError: with an output schema, the answer does not match it
                 (the send is stored; the error carries its result).
@@ -290,7 +281,7 @@ class StatefulAgentLoop(TimerMethods):
 
         while True:
             try:
-                start = await self._wait_for(begin)
+                start = await self._wait_for(begin, session_id, emit)
                 break
             except SendPendingError:
                 if self.config.on_pending == "raise":
@@ -302,11 +293,9 @@ class StatefulAgentLoop(TimerMethods):
         if after_begin is not None:
             await after_begin()  # the message is recorded (now, or by an earlier delivery)
         if start.existing is not None:
-            result = await self._result_of(start.existing, text)
-            if emit is not None:
-                emit(SendFinished(session_id=session_id, send_index=result.send_index,
-                                  result=result))
-            return result
+            if start.existing.status == "pending":
+                return await self._retry_pending(start.existing, text, emit)
+            return self._finished(await self._result_of(start.existing, text), emit)
         checkpoint("after_begin")
         assert start.lease is not None
         if emit is not None:
@@ -356,30 +345,82 @@ class StatefulAgentLoop(TimerMethods):
         await self._engine.remember(run.session_id, result)
         return result
 
-    async def _result_of(self, send: SendRecord, text: str) -> SendResult:
-        """The result of a send already made (an idempotent retry)."""
-        store = await self._get_store()
-        records = await store.read_messages(send.session_id, from_seq=send.first_seq)
-        tail = [decode_message(r.role, r.body) for r in records if r.send_index == send.send_index]
-        if tail and tail[0].text != text:
+    @staticmethod
+    def _finished(result: SendResult, emit: Emit | None) -> SendResult:
+        """``result``, reported to ``emit`` as the send's end."""
+        if emit is not None:
+            emit(SendFinished(session_id=result.session_id, send_index=result.send_index,
+                              result=result))
+        return result
+
+    @staticmethod
+    def _check_text(send: SendRecord, first: Message | None, text: str) -> None:
+        if first is not None and first.text != text:
             raise InvalidArgumentError(
                 f"request_key {send.request_key!r} was used for send #{send.send_index} with "
                 "different text; use a new key for a new message")
-        if send.status == "pending":
-            raise SendPendingError(
-                f"send #{send.send_index} with this request_key has not finished yet",
-                session_id=send.session_id, send_index=send.send_index)
+
+    async def _result_of(self, send: SendRecord, text: str) -> SendResult:
+        """The result of a send already finished (an idempotent retry)."""
+        store = await self._get_store()
+        records = await store.read_messages(send.session_id, from_seq=send.first_seq)
+        tail = [decode_message(r.role, r.body) for r in records if r.send_index == send.send_index]
+        self._check_text(send, tail[0] if tail else None, text)
         return SendResult(send.session_id, send.send_index, final_text(tail),
                           Usage.from_json(send.usage), send.rounds, send.stop_reason or "",
                           send.status, tuple(tail))
 
+    async def _retry_pending(self, send: SendRecord, text: str,
+                             emit: Emit | None) -> SendResult:
+        """A retry (the same ``request_key``) of a send that has not finished.
+
+        Whoever holds the session (the send's own process, still running; a process
+        resuming it; or a dead one, until its lease expires) is waited for, within
+        ``lease_wait``. If the send finished meanwhile, its result is returned. If it is
+        still pending, its process stopped: ``on_pending`` decides. ``resume`` finishes
+        it and returns its result, ``abort`` abandons it and returns the aborted send,
+        ``raise`` raises SendPendingError.
+        """
+        store = await self._get_store()
+        first = await store.read_messages(send.session_id, from_seq=send.first_seq, limit=1)
+        self._check_text(send, decode_message(first[0].role, first[0].body)
+                         if first else None, text)
+        store, claim = await self._claim(send.session_id, emit, send.send_index)
+        try:
+            current = await store.get_send(send.session_id, send.send_index)
+        except BaseException:
+            await asyncio.shield(store.release_lease(claim.lease))
+            raise
+        if current.status != "pending":  # its holder finished it while we waited
+            await store.release_lease(claim.lease)
+            return self._finished(await self._result_of(current, text), emit)
+        # Pending with the lease ours: this is the session's pending send.
+        policy = self.config.on_pending
+        if policy == "resume":
+            resumed = await self._resume_claimed(claim, emit)
+            assert resumed is not None
+            return resumed
+        if policy == "abort":
+            await self._abort_claimed(store, claim)
+            aborted = await store.get_send(send.session_id, send.send_index)
+            return self._finished(await self._result_of(aborted, text), emit)
+        await store.release_lease(claim.lease)
+        raise SendPendingError(
+            f"send #{send.send_index} of session {send.session_id!r} (request_key "
+            f"{send.request_key!r}) never finished: the process running it stopped. Call "
+            "loop.resume(session_id) to finish it, or set AgentLoopConfig(on_pending="
+            "'resume') so that retrying the send finishes it and returns its result",
+            session_id=send.session_id, send_index=send.send_index)
+
     # -- recovery ----------------------------------------------------------------------
 
-    async def _claim(self, session_id: str) -> tuple[Store, SessionClaim]:
+    async def _claim(self, session_id: str, emit: Emit | None = None,
+                     send_index: int | None = None) -> tuple[Store, SessionClaim]:
         store = await self._get_store()
         owner = self._owner()
         claim = await self._wait_for(
-            lambda: store.claim_session(session_id, owner=owner, ttl=self.config.lease_ttl))
+            lambda: store.claim_session(session_id, owner=owner, ttl=self.config.lease_ttl),
+            session_id, emit, send_index)
         return store, claim
 
     async def _pending_window(self, store: Store, claim: SessionClaim, *,
@@ -403,15 +444,19 @@ class StatefulAgentLoop(TimerMethods):
         ``safe_to_repeat``; the others get a stored result telling the model their
         outcome is unknown. ``on_event`` receives the events as they happen.
         """
-        _, claim = await self._claim(session_id)
-        return await self.resume_claimed(claim, on_event=on_event)
+        sink = self._sink(on_event)
+        _, claim = await self._claim(session_id, sink)
+        return await self._resume_claimed(claim, sink)
 
     async def resume_claimed(self, claim: SessionClaim, *,
                              on_event: Emit | None = None) -> SendResult | None:
         """Resume with a session lease already taken (as workers claim them)."""
+        return await self._resume_claimed(claim, self._sink(on_event))
+
+    async def _resume_claimed(self, claim: SessionClaim,
+                              on_event: Emit | None) -> SendResult | None:
         store = await self._get_store()
         session_id = claim.lease.session_id
-        on_event = self._sink(on_event)
         if claim.pending_send is None:
             await store.release_lease(claim.lease)
             return None
@@ -436,7 +481,7 @@ class StatefulAgentLoop(TimerMethods):
         The send stays pending (``resume`` will carry on from there). Returns how many
         results were written.
         """
-        store, claim = await self._claim(session_id)
+        store, claim = await self._claim(session_id, self._sink(None))
         try:
             if claim.pending_send is None:
                 return 0
@@ -455,7 +500,11 @@ class StatefulAgentLoop(TimerMethods):
 
         Returns ``False`` when there was no pending send.
         """
-        store, claim = await self._claim(session_id)
+        store, claim = await self._claim(session_id, self._sink(None))
+        return await self._abort_claimed(store, claim)
+
+    async def _abort_claimed(self, store: Store, claim: SessionClaim) -> bool:
+        session_id = claim.lease.session_id
         if claim.pending_send is None:
             await store.release_lease(claim.lease)
             return False

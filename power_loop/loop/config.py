@@ -40,7 +40,9 @@ class AgentLoopConfig:
             at once with SessionBusyError, ``None`` waits as long as it takes.
         on_pending: What ``send`` does when the session's previous send never
             finished (its process died): ``raise`` SendPendingError, ``resume`` it
-            first, or ``abort`` it first.
+            first, or ``abort`` it first. A retry with that send's own ``request_key``
+            waits out the dead process's lease, then raises, finishes the send and
+            returns its result, or aborts it and returns it (status ``aborted``).
         cache_sessions: Active windows kept in memory (0 disables the cache). The cache
             only saves reads: it is checked against the store on every send.
         representation: How finished sends appear in later requests

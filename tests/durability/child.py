@@ -7,10 +7,10 @@ crash answers exactly as the dead one would have. Tools append their side effect
 JSON Lines file, one line when they start and one when their effect is done, so the test
 can count executions across processes.
 
-The child writes what it did to ``out`` as JSON (results, the error if any, and every
-request its model received, as ``canonical_bytes()`` JSON) and exits with
-:data:`EXIT_OK`, :data:`EXIT_LEASE_LOST` or :data:`EXIT_ERROR`. A crash point
-(``POWER_LOOP_CRASH_AT``) or the test's own SIGKILL ends it with no output at all.
+The child writes what it did to ``out`` as JSON (results, the error if any, the lease
+waits it reported, and every request its model received, as ``canonical_bytes()`` JSON)
+and exits with :data:`EXIT_OK`, :data:`EXIT_LEASE_LOST` or :data:`EXIT_ERROR`. A crash
+point (``POWER_LOOP_CRASH_AT``) or the test's own SIGKILL ends it with no output at all.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 from power_loop import (
     AgentLoopConfig,
+    Event,
     LeaseLostError,
     LLMRequest,
     Message,
@@ -43,6 +44,7 @@ from power_loop import (
     reply,
     tool,
 )
+from power_loop.events import LeaseWait
 from power_loop.llm.messages import encode_message
 
 EXIT_OK = 0
@@ -62,7 +64,8 @@ class ChildArgs:
     Attributes:
         dsn, prefix: The store.
         session_id: The session every operation works on.
-        ops: Run in order: ``{"op": "send", "text": ...}``, ``{"op": "resume"}``,
+        ops: Run in order: ``{"op": "send", "text": ...}`` (and optionally
+            ``"request_key"``), ``{"op": "resume"}``,
             ``{"op": "wait", "path": ...}`` (until that file exists), ``{"op": "heal"}``,
             ``{"op": "abort"}``, or
             ``{"op": "race_begin", "sends": n}`` (see :func:`race_begin`).
@@ -211,7 +214,12 @@ async def race_begin(store: Store, session_id: str, sends: int,
 
 
 async def run(args: ChildArgs, report: dict[str, Any], llm: ScriptedLLM) -> None:
-    config = AgentLoopConfig(lease_ttl=args.lease_ttl,
+    def on_event(event: Event) -> None:
+        if isinstance(event, LeaseWait):
+            report["lease_waits"].append({"holder": event.holder, "reason": event.reason,
+                                          "send_index": event.send_index})
+
+    config = AgentLoopConfig(lease_ttl=args.lease_ttl, on_event=on_event,
                              on_pending=args.on_pending)  # type: ignore[arg-type]
     tools = make_tools(args.effects, args.tool_sleep, args.slow_tool)
     async with StatefulAgentLoop(llm=llm, dsn=args.dsn, table_prefix=args.prefix,
@@ -220,7 +228,8 @@ async def run(args: ChildArgs, report: dict[str, Any], llm: ScriptedLLM) -> None
             await asyncio.to_thread(wait_for_file, Path(args.gate))
         for op in args.ops:
             if op["op"] == "send":
-                result = await loop.send(op["text"], args.session_id)
+                result = await loop.send(op["text"], args.session_id,
+                                         request_key=op.get("request_key"))
             elif op["op"] == "resume":
                 resumed = await loop.resume(args.session_id)
                 if resumed is None:
@@ -254,7 +263,8 @@ def main(argv: list[str]) -> int:
     llm = ScriptedLLM(answer(
         args.tool, delay=args.model_delay,
         on_call=lambda: record(args.effects, {"event": "model", "pid": os.getpid()})))
-    report: dict[str, Any] = {"pid": os.getpid(), "results": [], "error": None}
+    report: dict[str, Any] = {"pid": os.getpid(), "results": [], "error": None,
+                              "lease_waits": []}
     code = EXIT_OK
     try:
         asyncio.run(run(args, report, llm))
