@@ -2,6 +2,7 @@
 
 from power_loop.events.types import (
     Event,
+    FoldFailed,
     FoldFinished,
     FoldStarted,
     RoundFinished,
@@ -24,6 +25,7 @@ from power_loop.events.types import (
 
 __all__ = [
     "Event",
+    "FoldFailed",
     "FoldFinished",
     "FoldStarted",
     "RoundFinished",
