@@ -124,7 +124,7 @@ async def test_a_failed_fold_is_journaled_and_the_next_send_redoes_it(store: Sto
     assert failed_at is not None, "the session should need a fold"
     assert (await store.get_session(sid)).pending_send is None
     events.clear()
-    result = await loop.send("after the failure", session_id=sid)
+    result = await loop.send(f"question {failed_at + 1}", session_id=sid)
     assert result.status == "done"
     folds = await store.list_folds(sid)
     fold_events = [(type(e), e.fold_index) for e in events
