@@ -19,6 +19,7 @@ from power_loop import (
     AgentLoopConfig,
     Event,
     FoldStrategy,
+    LLMRequest,
     LLMSummaryFold,
     NoteLimits,
     PowerLoopError,
@@ -27,8 +28,10 @@ from power_loop import (
     SendResult,
     StatefulAgentLoop,
     Store,
+    Usage,
 )
-from tests.context.support import is_fold_request
+from power_loop.llm.scripted import Turn
+from tests.context.support import is_fold_request, request_tokens
 from tests.loop.hostile import SEND_TIMEOUT, HostileLLM, assert_history_valid
 from tests.loop.support import lease_is_free
 
@@ -65,12 +68,18 @@ async def session_needing_fold(store: Store, kind: str, folder: HostileLLM,
     for i in range(FILL_SENDS):
         await filler.send(f"question {i}", session_id=sid)
     events: list[Event] = []
-    loop = StatefulAgentLoop(llm=ScriptedLLM(lambda request: "fine"), store=store,
+    loop = StatefulAgentLoop(llm=ScriptedLLM(_fine), store=store,
                              config=AgentLoopConfig(
                                  fold_strategy=fold or strategy(kind, folder),
                                  context_budget_tokens=BUDGET, notes=LIMITS,
                                  on_event=events.append))
     return Folding(loop, folder, sid, events)
+
+
+def _fine(request: LLMRequest) -> Turn:
+    # Usage as the loop estimates it keeps its calibration at 1: every send over the
+    # budget folds.
+    return Turn(text="fine", usage=Usage(input_tokens=request_tokens(request)))
 
 
 async def send_bounded(folding: Folding, text: str = "Hello") -> SendResult | PowerLoopError:
