@@ -32,7 +32,6 @@ from power_loop import (
     StopReason,
     Store,
     TextPart,
-    ToolCallPart,
     Usage,
 )
 from power_loop.context.fold import FOLD_FAILED, complete
@@ -81,7 +80,7 @@ async def test_a_stream_that_is_no_iterator_is_an_llm_error() -> None:
 
 async def test_an_odd_fold_answer_is_normalized() -> None:
     response = await fold_call(answer(Message("assistant", (TextPart("s\ud83d\ude00"),)),
-                                      usage=Usage(-5, 10**30), stop="weird"))  # type: ignore
+                                      usage=Usage(-5, 10**30), stop="weird"))
     assert response.message.text == "s\U0001f600"
     assert response.usage.input_tokens == 0 and response.stop_reason is StopReason.END_TURN
 
@@ -132,7 +131,7 @@ def test_a_summary_is_bounded_stored_as_read_back_and_never_empty() -> None:
 @pytest.mark.parametrize(("outcome", "problem"), [
     ("text", "not a FoldOutcome"), (FoldOutcome(5), "no summary text"),  # type: ignore
     (FoldOutcome("s", {"op": "add"}), "not a list"),  # type: ignore[arg-type]
-    (FoldOutcome("s", [1]), "not a mapping"),
+    (FoldOutcome("s", [1]), "not a mapping"),  # type: ignore[list-item]
     (FoldOutcome("s", [{"op": "drop"}]), "'add', 'update' or 'delete'"),
     (FoldOutcome("s", [{"op": "add", "text": "n"}] * 3), "already 2 notes"),
     (FoldOutcome("s", [{"op": "add", "text": "x" * 1_001}]), "at most 1000 characters"),

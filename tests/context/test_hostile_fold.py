@@ -146,7 +146,7 @@ OWN_OUTCOMES: dict[str, object] = {
     "empty summary": FoldOutcome(""),
     "NUL and surrogates": FoldOutcome("\x00\ud800\udfff end"),
     "ops not a list": FoldOutcome("s", 5),  # type: ignore[arg-type]
-    "op not a mapping": FoldOutcome("s", ["add"]),
+    "op not a mapping": FoldOutcome("s", ["add"]),  # type: ignore[list-item]
     "unknown op": FoldOutcome("s", [{"op": "drop"}]),
     "too many notes": FoldOutcome("s", [{"op": "add", "text": f"n{i}"} for i in range(9)]),
     "note too long": FoldOutcome("s", [{"op": "add", "text": "x" * 999}]),
