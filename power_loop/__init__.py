@@ -25,6 +25,7 @@ from power_loop.errors import (
     ConfigurationError,
     ConnectionLostError,
     DatabaseNotFoundError,
+    FoldError,
     HistoryInvariantError,
     IntegrityConflictError,
     InvalidArgumentError,
@@ -62,6 +63,7 @@ from power_loop.errors import (
 )
 from power_loop.events import (
     Event,
+    FoldFailed,
     FoldFinished,
     FoldStarted,
     RoundFinished,
@@ -122,6 +124,8 @@ __all__ = [
     "DatabaseNotFoundError",
     "EstimatingCounter",
     "Event",
+    "FoldError",
+    "FoldFailed",
     "FoldFinished",
     "FoldJob",
     "FoldOutcome",

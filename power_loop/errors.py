@@ -166,6 +166,16 @@ class InvalidArgumentError(PowerLoopError):
     code: ClassVar[str] = "invalid_argument"
 
 
+class FoldError(PowerLoopError):
+    """A fold strategy failed in a way of its own (it raised, or returned no usable fold).
+
+    A fold's model failing is an :class:`LLMError` instead. Either way the send goes on
+    with its history unfolded; the error is reported by a ``FoldFailed`` event.
+    """
+
+    code: ClassVar[str] = "fold_failed"
+
+
 class HistoryInvariantError(PowerLoopError):
     """A request about to go to the model breaks a pairing rule (a power_loop bug).
 

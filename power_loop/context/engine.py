@@ -16,6 +16,7 @@ brought up to date by reading only what is new; a cold loop builds the same byte
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from power_loop._faults import checkpoint
 from power_loop.context.fold import FoldJob, FoldStrategy, SendCost
 from power_loop.context.memory import MemoryProvider
 from power_loop.context.notes import NoteLimits, render_notes
+from power_loop.context.outcome import checked_outcome, error_record, fold_error
 from power_loop.context.representation import Representation
 from power_loop.context.tokens import (
     TokenCounter,
@@ -33,8 +35,9 @@ from power_loop.context.tokens import (
     count_messages,
     count_tools,
 )
-from power_loop.errors import HistoryInvariantError, InvalidArgumentError
-from power_loop.events.types import Event, FoldFinished, FoldStarted
+from power_loop.errors import HistoryInvariantError, InvalidArgumentError, PowerLoopError
+from power_loop.events.types import Event, FoldFailed, FoldFinished, FoldStarted
+from power_loop.llm.contract import is_process_exit
 from power_loop.llm.messages import Message, decode_message
 from power_loop.llm.service import LLMService, ToolSpec
 from power_loop.loop.results import SendResult
@@ -295,7 +298,11 @@ class ContextEngine:
                              llm: LLMService, system: str | None, tools: Sequence[ToolSpec],
                              tail: Sequence[Message], send_index: int,
                              emit: Emit | None) -> History:
-        """Fold whole sends until the request fits the budget (or nothing is left)."""
+        """Fold whole sends until the request fits the budget (or nothing is left).
+
+        A fold that fails (see :meth:`_fold`) ends the folding for this send: the send
+        goes on with the history as it stands.
+        """
         for _ in range(MAX_FOLDS_PER_SEND):
             if not self.over_budget(history, system, tools, tail):
                 return history
@@ -305,12 +312,24 @@ class ContextEngine:
             # output cap: set that much aside (at most half the room) before choosing.
             cap = getattr(self.fold_strategy, "max_summary_tokens", 0)
             reserve = max(summary, min(cap, room // 2))
-            history = await self._fold(store, history, lease, llm, send_index,
-                                       max(0, room - reserve), emit)
+            folded = await self._fold(store, history, lease, llm, send_index,
+                                      max(0, room - reserve), emit)
+            if folded is None:
+                break
+            history = folded
         return history
 
     async def _fold(self, store: Store, history: History, lease: Lease, llm: LLMService,
-                    send_index: int, room: int, emit: Emit | None) -> History:
+                    send_index: int, room: int, emit: Emit | None) -> History | None:
+        """Fold once; ``None`` when the fold failed (journaled ``failed``, reported).
+
+        The strategy's failure - whatever it or its model raises or returns, and note
+        operations the store refuses - never fails the send: history stays as it is
+        (the log is never touched), the journal entry is marked ``failed`` and the next
+        send over the budget tries again. A cancellation of the send or a process exit
+        during the fold marks it ``failed`` too, and gets through. The store's own
+        failures are raised (the send is left pending, as for any store failure).
+        """
         strategy = self.fold_strategy
         assert strategy is not None
         costs = [SendCost(s.send_index, s.tokens) for s in history.sends]
@@ -330,23 +349,37 @@ class ContextEngine:
                              strategy=strategy.name))
         records = await store.read_messages(sid, from_seq=folded[0].first_seq,
                                             limit=end_seq - folded[0].first_seq)
+        limits = self.notes or NoteLimits()
         job = FoldJob(sid, fold_index, [(i, msgs) for i, _, msgs in _group(records)],
                       history.fold.summary if history.fold else None, history.notes, llm,
-                      self.notes or NoteLimits())
-        outcome = await strategy.fold(job)
+                      limits)
+        # The summary may be as long as what it replaces (the folded sends and the old
+        # summary) or the room set aside for it, whichever is more: never longer.
+        replaced = sum(s.tokens for s in folded) + self._summary_tokens(history)
+        cap = max(replaced, getattr(strategy, "max_summary_tokens", 0) or 0)
+        try:
+            outcome = checked_outcome(await strategy.fold(job), strategy, notes=history.notes,
+                                      limits=limits, counter=self.counter,
+                                      max_summary_tokens=cap)
+        except BaseException as exc:
+            await self._fold_failed(store, lease, sid, send_index, fold_index,
+                                    fold_error(exc, strategy), exc, emit)
+            return None
         checkpoint("fold_answered")
-        if not isinstance(outcome.summary, str):
-            raise InvalidArgumentError(f"{type(strategy).__name__}.fold returned no summary text")
 
         async def commit(conn: Connection) -> list[Mapping[str, Any]]:
             applied = await store.commit_fold_txn(
                 conn, sid, lease.epoch, fold_index, outcome.summary, outcome.note_ops,
-                {**outcome.usage.to_json(), "calls": outcome.calls},
-                (self.notes or NoteLimits()).max_notes)
+                {**outcome.usage.to_json(), "calls": outcome.calls}, limits.max_notes)
             checkpoint("in_fold_commit")
             return applied
 
-        applied = await store.write(commit)
+        try:
+            applied = await store.write(commit)
+        except InvalidArgumentError as exc:  # rolled back: e.g. a note op the store refuses
+            await self._fold_failed(store, lease, sid, send_index, fold_index,
+                                    fold_error(exc, strategy), exc, emit)
+            return None
         if emit is not None:
             emit(FoldFinished(session_id=sid, send_index=send_index, fold_index=fold_index,
                               end_send=end_send, summary=outcome.summary,
@@ -357,3 +390,28 @@ class ContextEngine:
         history.notes = await store.list_notes(sid)
         history.unstored = [row for row in history.unstored if row[0] >= end_send]
         return history
+
+    async def _fold_failed(self, store: Store, lease: Lease, sid: str, send_index: int,
+                           fold_index: int, error: PowerLoopError, exc: BaseException,
+                           emit: Emit | None) -> None:
+        """Journal the fold ``failed`` and report it; re-raise a cancellation or an exit."""
+        task = asyncio.current_task()
+        stopping = is_process_exit(exc) or (isinstance(exc, asyncio.CancelledError)
+                                            and task is not None and task.cancelling() > 0)
+        if stopping:
+            # The send is being stopped: mark the fold failed whatever comes next, then
+            # let the cancellation (or exit) through.
+            try:
+                await asyncio.shield(store.fail_fold(sid, epoch=lease.epoch,
+                                                     fold_index=fold_index,
+                                                     error=error_record(error)))
+            except PowerLoopError:
+                pass  # left "started": the next fold replaces it, as after a crash
+            raise exc
+        await store.fail_fold(sid, epoch=lease.epoch, fold_index=fold_index,
+                              error=error_record(error))
+        log.warning("fold #%d of session %r failed; send #%d goes on with its history "
+                    "unfolded: %s", fold_index, sid, send_index, error.message)
+        if emit is not None:
+            emit(FoldFailed(session_id=sid, send_index=send_index, fold_index=fold_index,
+                            error=error))

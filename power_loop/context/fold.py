@@ -12,13 +12,22 @@ so a fold cut off by a crash is simply done again and a fold is never half-appli
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from power_loop.context.notes import NoteLedger, NoteLimits
-from power_loop.errors import InvalidArgumentError, PowerLoopError
+from power_loop.errors import InvalidArgumentError
+from power_loop.llm.contract import (
+    as_power_loop_error,
+    check_item,
+    checked_answer,
+    close_quietly,
+    is_process_exit,
+    protocol_error,
+)
 from power_loop.llm.messages import Message, ToolCallPart, ToolResultPart, Usage
 from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, ToolSpec
 from power_loop.store.context_ops import NoteRecord
@@ -121,15 +130,48 @@ def _message_lines(message: Message) -> list[str]:
     return lines
 
 
+FOLD_FAILED = ("The fold is journaled as failed and the send goes on with its history "
+               "unfolded; the next send over the budget folds again")
+"""What a failed fold leads to (the sentence ending its error's message)."""
+
+
 async def complete(llm: LLMService, request: LLMRequest) -> LLMResponse:
-    """Run one model call to its end and return the response."""
+    """Run one model call to its end and return the response, checked.
+
+    The service is held to the same contract as in a send (power_loop.llm.contract):
+    whatever it raises becomes an :class:`~power_loop.LLMError`, a stream of the wrong
+    shape or an answer power_loop cannot use an :class:`~power_loop.LLMResponseError`.
+    Only the cancellation of the caller and a process exit get through as they are.
+    """
     response: LLMResponse | None = None
-    async for item in llm.stream(request):
-        if isinstance(item, LLMResponse):
-            response = item
-    if response is None:
-        raise PowerLoopError(f"{type(llm).__name__}.stream ended without an LLMResponse")
-    return response
+    stream: object = None
+    try:
+        items = llm.stream(request)
+        stream = items
+        async for raw in items:
+            item = check_item(raw, llm, then=FOLD_FAILED)
+            if response is not None:
+                raise protocol_error(llm, "it yielded more after its LLMResponse",
+                                     then=FOLD_FAILED)
+            if isinstance(item, LLMResponse):
+                response = item
+        if response is None:
+            raise protocol_error(llm, "it ended without an LLMResponse", then=FOLD_FAILED)
+        return checked_answer(response, llm, then=FOLD_FAILED)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the send is being stopped
+        failure: BaseException = exc  # one the service met on its own: a failure
+    except BaseException as exc:
+        if is_process_exit(exc):
+            raise
+        failure = exc
+    error = as_power_loop_error(failure, llm, then=FOLD_FAILED)
+    await close_quietly(stream)
+    if error is failure:
+        raise error
+    raise error from failure
 
 
 class LLMSummaryFold:
@@ -283,7 +325,7 @@ class AgenticFold:
     def _run(call: ToolCallPart, ledger: NoteLedger) -> tuple[str, str | None]:
         try:
             args = json.loads(call.arguments or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to read
             return "Error: the arguments are not valid JSON.", None
         if not isinstance(args, dict):
             return "Error: the arguments must be a JSON object.", None
@@ -301,4 +343,5 @@ class AgenticFold:
                 return ledger.delete(args.get("note_id")), None
         except InvalidArgumentError as exc:
             return f"Error: {exc.message}", None
-        return f"Error: unknown tool {call.name!r}.", None
+        name = call.name if len(call.name) <= 64 else call.name[:64] + "..."
+        return f"Error: unknown tool {name!r}.", None

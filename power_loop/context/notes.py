@@ -76,9 +76,10 @@ class NoteLedger:
     def _known(self, note_id: object) -> int:
         # A JSON boolean is no note id, though Python counts True as 1.
         if isinstance(note_id, bool) or not isinstance(note_id, int):
-            raise InvalidArgumentError(f"a note id is an integer, not {note_id!r}")
+            raise InvalidArgumentError(f"a note id is an integer, not {_shown(note_id)}")
         if note_id not in self._existing:
-            raise InvalidArgumentError(f"there is no note #{note_id}")
+            shown = f"#{note_id}" if abs(note_id) < 10**18 else "with that id"
+            raise InvalidArgumentError(f"there is no note {shown}")
         return note_id
 
     def update(self, note_id: object, text: object) -> str:
@@ -93,6 +94,15 @@ class NoteLedger:
         del self._existing[note_id]
         self.ops.append({"op": "delete", "note_id": note_id})
         return f"Note #{note_id} deleted."
+
+
+def _shown(value: object) -> str:
+    """A model's value in an error it reads: short, and never too deep or big to print."""
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, str) and len(value) <= 40:
+        return repr(value)
+    return f"a {type(value).__name__}"
 
 
 async def _apply(op: Mapping[str, Any], tool_name: str) -> Mapping[str, Any]:

@@ -2,6 +2,7 @@
 
 from power_loop.events.types import (
     Event,
+    FoldFailed,
     FoldFinished,
     FoldStarted,
     LeaseWait,
@@ -25,6 +26,7 @@ from power_loop.events.types import (
 
 __all__ = [
     "Event",
+    "FoldFailed",
     "FoldFinished",
     "FoldStarted",
     "LeaseWait",

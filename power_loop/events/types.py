@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from power_loop.llm.messages import Usage
 
 if TYPE_CHECKING:  # the loop imports this module; a runtime import would be circular
+    from power_loop.errors import PowerLoopError
     from power_loop.loop.results import SendResult
 
 _counter = itertools.count(1)
@@ -137,6 +138,19 @@ class FoldFinished(Event):
     summary: str
     notes_written: int
     usage: Usage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FoldFailed(Event):
+    """A fold failed: it is journaled ``failed`` and the send goes on unfolded.
+
+    ``error`` is an :class:`~power_loop.LLMError` when the fold's model failed (an
+    :class:`~power_loop.LLMResponseError` when it broke the service contract), a
+    :class:`~power_loop.FoldError` when the strategy itself did.
+    """
+
+    fold_index: int
+    error: PowerLoopError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -39,6 +39,10 @@ RESERVED_META = frozenset({"partial", "synthetic", "stop_reason", "usage", "mode
                            "input_estimate", "dropped_tool_calls", "source"})
 """``meta`` keys the loop itself writes and reads: a service's own values are dropped."""
 _PROCESS_EXITS = (KeyboardInterrupt, SystemExit)
+SEND_FAILED = "The send is left pending: resume it to call the model again, or abort it"
+"""What a failed send call leads to (the sentence ending the error's message)."""
+SEND_BROKEN = "The send is left pending: fix the service and resume it, or abort it"
+"""What a send call that broke the contract leads to."""
 
 
 class HookFailed(Exception):
@@ -99,31 +103,36 @@ def is_process_exit(exc: BaseException) -> bool:
     return isinstance(exc, _PROCESS_EXITS)
 
 
-def as_power_loop_error(exc: BaseException, service: object) -> PowerLoopError:
-    """A service's failure as the error the send raises (a PowerLoopError is kept)."""
+def as_power_loop_error(exc: BaseException, service: object, *,
+                        then: str = SEND_FAILED) -> PowerLoopError:
+    """A service's failure as the error the send raises (a PowerLoopError is kept).
+
+    ``then`` ends the message: what the failure leads to (a fold says its own).
+    """
     if isinstance(exc, PowerLoopError):
         return exc
     name = service_name(service)
-    return LLMError(f"{name}.stream failed with {describe(exc)}. The send is left pending: "
-                    "resume it to call the model again, or abort it", provider=name)
+    return LLMError(f"{name}.stream failed with {describe(exc)}. {then}", provider=name)
 
 
-def protocol_error(service: object, problem: str) -> LLMResponseError:
+def protocol_error(service: object, problem: str, *,
+                   then: str = SEND_BROKEN) -> LLMResponseError:
     name = service_name(service)
     return LLMResponseError(
-        f"{name}.stream broke the LLMService contract: {problem}. The send is left pending: "
-        "fix the service and resume it, or abort it", provider=name)
+        f"{name}.stream broke the LLMService contract: {problem}. {then}", provider=name)
 
 
-def check_item(item: object, service: object) -> StreamItem:
+def check_item(item: object, service: object, *, then: str = SEND_BROKEN) -> StreamItem:
     """One streamed item, or raise :class:`LLMResponseError`."""
     if isinstance(item, TextDelta):
         if not isinstance(item.text, str):
-            raise protocol_error(service, f"a TextDelta's text is a {type(item.text).__name__}")
+            raise protocol_error(service, f"a TextDelta's text is a {type(item.text).__name__}",
+                                 then=then)
         return item
     if isinstance(item, (ToolCallDelta, LLMResponse)):
         return item
-    raise protocol_error(service, f"it yielded a {type(item).__name__}, not a stream item")
+    raise protocol_error(service, f"it yielded a {type(item).__name__}, not a stream item",
+                         then=then)
 
 
 def storable(text: str) -> str:
@@ -141,17 +150,19 @@ def storable(text: str) -> str:
     return text
 
 
-def checked_answer(response: LLMResponse, service: object) -> LLMResponse:
+def checked_answer(response: LLMResponse, service: object, *,
+                   then: str = SEND_BROKEN) -> LLMResponse:
     """The response with its message checked and normalized, or raise LLMResponseError."""
     message = response.message
     if not isinstance(message, Message):
-        raise protocol_error(service, f"the LLMResponse's message is a {type(message).__name__}")
+        raise protocol_error(service, f"the LLMResponse's message is a {type(message).__name__}",
+                             then=then)
     if message.role != "assistant":
         raise protocol_error(service, f"the answer's role is {_short(message.role)}, "
-                                      "not 'assistant'")
+                                      "not 'assistant'", then=then)
     if not isinstance(message.parts, (tuple, list)):
-        raise protocol_error(service, "the answer's parts are not a tuple")
-    parts = tuple(_checked_part(p, service) for p in message.parts)
+        raise protocol_error(service, "the answer's parts are not a tuple", then=then)
+    parts = tuple(_checked_part(p, service, then) for p in message.parts)
     meta = _checked_meta(message.meta)
     stop = response.stop_reason
     if not isinstance(stop, StopReason):
@@ -212,22 +223,23 @@ def _count(value: object) -> int:
     return min(max(value, 0), MAX_TOKENS)
 
 
-def _checked_part(part: object, service: object) -> Part:
+def _checked_part(part: object, service: object, then: str) -> Part:
     if isinstance(part, TextPart):
         if not isinstance(part.text, str):
-            raise protocol_error(service, "a TextPart's text is not a string")
+            raise protocol_error(service, "a TextPart's text is not a string", then=then)
         text = storable(part.text)
         return part if type(part) is TextPart and text is part.text else TextPart(text)
     if isinstance(part, ToolCallPart):
         fields = (part.id, part.name, part.arguments)
         if not all(isinstance(f, str) for f in fields):
             raise protocol_error(service, "a ToolCallPart's id, name and arguments must be "
-                                          "strings")
+                                          "strings", then=then)
         checked = tuple(map(storable, fields))
         if type(part) is ToolCallPart and all(map(operator.is_, checked, fields)):
             return part
         return ToolCallPart(*checked)
-    raise protocol_error(service, f"an answer cannot carry a {type(part).__name__}")
+    raise protocol_error(service, f"an answer cannot carry a {type(part).__name__}",
+                         then=then)
 
 
 def _checked_meta(meta: object) -> dict[str, Any]:

@@ -38,7 +38,9 @@ class FoldRecord:
 
     Attributes:
         fold_index: 0 for the first fold, then 1, 2...
-        status: ``started`` (in progress, or cut off by a crash) or ``done``.
+        status: ``started`` (in progress, or cut off by a crash), ``done``, or
+            ``failed`` (its strategy or model failed; ``usage["error"]`` says how). A
+            ``started`` or ``failed`` entry is replaced when the fold is done again.
         first_send, end_send: The sends folded: ``first_send <= index < end_send``
             (always whole sends; every earlier fold's sends are included again, since
             its summary is folded into the new one).
@@ -109,6 +111,9 @@ class ContextStatements:
         self.finish_fold = r(
             f"UPDATE {f} SET status = 'done', summary = ?, notes_written = ?, token_usage = ?, "
             "finished_at = {now} WHERE session_id = ? AND fold_index = ? AND status = 'started'")
+        self.fail_fold = r(
+            f"UPDATE {f} SET status = 'failed', token_usage = ?, finished_at = {{now}} "
+            "WHERE session_id = ? AND fold_index = ? AND status = 'started'")
         self.notes = r(f"SELECT note_id, body, created_at, updated_at FROM {nt} "
                        "WHERE session_id = ? ORDER BY note_id")
         self.note_count = r(f"SELECT COUNT(*), COALESCE(MAX(note_id), -1) FROM {nt} "
@@ -214,6 +219,21 @@ class ContextOps(SendOps):
             raise InvalidArgumentError(
                 f"fold #{fold_index} of session {session_id!r} is not started")
         return applied
+
+    async def fail_fold(self, session_id: str, *, epoch: int, fold_index: int,
+                        error: Mapping[str, Any]) -> bool:
+        """Mark a started fold ``failed`` (``error`` is kept as ``usage["error"]``), fenced.
+
+        Returns whether a started fold was marked (``False``: none is started).
+        """
+        usage = dump_json({"error": dict(error)})
+        return bool(await self.write(self._fail_fold_txn, check_id(session_id), epoch,
+                                     fold_index, usage))
+
+    async def _fail_fold_txn(self, conn: Connection, session_id: str, epoch: int,
+                             fold_index: int, usage: str) -> int:
+        await self._fence(conn, session_id, epoch)
+        return await conn.execute(self._ctx.fail_fold, [usage, session_id, fold_index])
 
     # -- notes -------------------------------------------------------------------------
 

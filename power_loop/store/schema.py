@@ -188,7 +188,8 @@ FOLDS = Table(
     (
         _c("session_id", ID),
         _c("fold_index", BIGINT),
-        # started -> done; a fold left "started" by a crash is simply done again.
+        # started -> done, or started -> failed; a fold left "started" by a crash, or
+        # "failed", is simply done again.
         _c("status", NAME),
         _c("strategy", NAME),
         _c("first_send", BIGINT),

@@ -1,9 +1,10 @@
 """The fold journal: a fold left ``started`` is redone by the next send, exactly once.
 
 A crash between ``begin_fold`` and its commit leaves a ``started`` row (made here with the
-store's own operations, under a lease of a "crashed" holder, or by a fold model that
-fails). Requests ignore it; the next send that needs a fold redoes it under the same
-index and commits it: one ``done`` fold per index, never a second one.
+store's own operations, under a lease of a "crashed" holder); a fold whose model fails is
+journaled ``failed`` and its send goes on unfolded. Requests ignore both; the next send
+that needs a fold redoes it under the same index and commits it: one ``done`` fold per
+index, never a second one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from power_loop import (
     AgentLoopConfig,
     Event,
+    FoldFailed,
     FoldFinished,
     FoldStarted,
     LLMRequest,
@@ -78,7 +80,7 @@ async def test_a_started_fold_is_redone_and_committed_once(store: Store) -> None
 
 
 class FailsOnce:
-    """A fold model whose first call fails (the fold is then left ``started``)."""
+    """A fold model whose first call fails (the fold is then journaled ``failed``)."""
 
     def __init__(self) -> None:
         self.failed = False
@@ -96,26 +98,34 @@ class FailsOnce:
             yield item
 
 
-async def test_a_failed_fold_leaves_the_send_pending_and_resume_redoes_it(store: Store,
-                                                                         ) -> None:
+async def test_a_failed_fold_is_journaled_and_the_next_send_redoes_it(store: Store) -> None:
     model = PlannedModel(plans(12))
     folder = FailsOnce()
-    loop = make_loop(store, model, SMALL, LLMSummaryFold(folder))
+    events: list[Event] = []
+    loop = StatefulAgentLoop(llm=model.llm, store=store, tools=[echo], config=AgentLoopConfig(
+        fold_strategy=LLMSummaryFold(folder), context_budget_tokens=SMALL,
+        on_event=events.append))
     sid = await loop.new_session()
     failed_at = None
     for i in range(12):
-        try:
-            await loop.send(f"question {i}", session_id=sid)
-        except ModelDown:
+        events.clear()
+        result = await loop.send(f"question {i}", session_id=sid)
+        assert result.status == "done", "a failed fold never fails the send"
+        failures = [e for e in events if isinstance(e, FoldFailed)]
+        if failures:
             failed_at = i
+            assert isinstance(failures[0].error, ModelDown)
+            assert [(f.fold_index, f.status) for f in await store.list_folds(sid)] == [
+                (0, "failed")]
+            assert (await store.list_folds(sid))[0].usage["error"]["code"] == ModelDown.code
+            assert await store.latest_fold(sid) is None
+            assert layout(model.requests[-1]).summary is None, "the send went on unfolded"
             break
     assert failed_at is not None, "the session should need a fold"
-    session = await store.get_session(sid)
-    assert session.pending_send == failed_at
-    assert [(f.fold_index, f.status) for f in await store.list_folds(sid)] == [(0, "started")]
-    events: list[Event] = []
-    result = await loop.resume(sid, on_event=events.append)
-    assert result is not None and result.status == "done"
+    assert (await store.get_session(sid)).pending_send is None
+    events.clear()
+    result = await loop.send(f"question {failed_at + 1}", session_id=sid)
+    assert result.status == "done"
     folds = await store.list_folds(sid)
     fold_events = [(type(e), e.fold_index) for e in events
                    if isinstance(e, (FoldStarted, FoldFinished))]
