@@ -1,13 +1,14 @@
 """Running one tool call so that nothing the tool does can wedge the send.
 
-The tool runs in a task of its own (a sync tool in a worker thread under it), awaited
-with a deadline. Whatever it raises (any exception, ``StopIteration``, ``SystemExit``,
-``KeyboardInterrupt``, ``GeneratorExit``, an exception group) is caught inside that task
-and becomes an error result; its type and traceback go to ``ToolCallFinished`` and to
-the ``power_loop.tools`` logger, never to the model. At the deadline the task is
-cancelled and abandoned: the send goes on at once and whatever the tool does later is
-discarded. Only the cancellation of the send itself propagates, after the tool has had
-up to :data:`CANCEL_GRACE` seconds to wind down.
+The tool runs in a task of its own (a sync tool in a thread of power_loop's own under it,
+see :mod:`power_loop.tools.threads`), awaited with a deadline; a sync tool's deadline
+counts from when its thread starts it. Whatever it raises (any exception,
+``StopIteration``, ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, an exception
+group) is caught inside that task and becomes an error result; its type and traceback
+go to ``ToolCallFinished`` and to the ``power_loop.tools`` logger, never to the model.
+At the deadline the task is cancelled and abandoned: the send goes on at once and
+whatever the tool does later is discarded. Only the cancellation of the send itself
+propagates, after the tool has had up to :data:`CANCEL_GRACE` seconds to wind down.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from power_loop.tools.rendering import (
     truncate,
     type_name,
 )
+from power_loop.tools.threads import AbandonedThreadsFull, Job, abandon, submit
 from power_loop.tools.tool import Tool
 
 log = logging.getLogger("power_loop.tools")
@@ -78,10 +80,18 @@ class _Ended:
 
 @dataclass(slots=True)
 class _Thread:
-    """The worker thread a sync tool is running in, while it runs."""
+    """The thread a sync tool runs in: ``started`` is set on the loop once it runs it."""
 
+    loop: asyncio.AbstractEventLoop
+    started: asyncio.Future[None]
     ident: int | None = None
     abandoned: bool = False
+    job: Job[Any] | None = None
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        if self.job is not None:
+            abandon(self.job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +106,22 @@ async def run_call(tool: Tool, call: ToolCallPart, arguments: Mapping[str, Any],
                    max_output_chars: int) -> ToolOutcome:
     """Run ``tool`` for ``call``; every outcome but the send's cancellation is returned.
 
-    ``deadline`` is in seconds from now (``None``: none); the call is abandoned there.
+    ``deadline`` is in seconds (``None``: none), from now or, for a sync tool, from when
+    its thread starts it; the call is abandoned there.
     """
-    thread = _Thread()
+    loop = asyncio.get_running_loop()
+    thread = _Thread(loop, loop.create_future())
     task = asyncio.create_task(_attempt(tool, arguments, context, max_output_chars, thread),
                                name=f"power_loop tool {tool.name}")
     try:
+        if deadline is not None and not inspect.iscoroutinefunction(tool.fn):
+            # The clock starts when the thread does: a loaded machine's scheduling delay
+            # is not the tool's time, and at the deadline its stack shows the tool.
+            first: set[asyncio.Future[Any]] = {task, thread.started}
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         done, _ = await asyncio.wait({task}, timeout=deadline)
     except asyncio.CancelledError:
-        thread.abandoned = True
+        thread.abandon()
         task.cancel()
         try:
             await asyncio.wait({task}, timeout=CANCEL_GRACE)
@@ -114,7 +131,7 @@ async def run_call(tool: Tool, call: ToolCallPart, arguments: Mapping[str, Any],
     if not done:
         assert deadline is not None
         where = _where(task, thread)
-        thread.abandoned = True
+        thread.abandon()
         task.cancel()
         _let_go(task, context)
         ended = _Ended(f"Error: tool {tool.name!r} did not finish within {deadline:g}s and was "
@@ -138,7 +155,15 @@ async def _attempt(tool: Tool, arguments: Mapping[str, Any], context: ToolContex
         if inspect.iscoroutinefunction(tool.fn):
             value = await tool.fn(**kwargs)
         else:
-            ran = await asyncio.to_thread(_run_in_thread, tool, kwargs, limit, thread)
+            try:
+                job = submit(_run_in_thread, tool, kwargs, limit, thread)
+            except AbandonedThreadsFull as exc:
+                return _Ended(f"Error: tool {tool.name!r} was not run: {exc.args[0]} earlier "
+                              "sync tool calls were abandoned at their deadlines and are still "
+                              "running in their threads, the most power_loop allows. Try "
+                              "again later.", True, qualified_name(exc))
+            thread.job = job
+            ran = await job.future
             if not isinstance(ran, _Awaitable):
                 return ran
             value = ran.value
@@ -160,6 +185,7 @@ def _run_in_thread(tool: Tool, kwargs: dict[str, Any], limit: int,
     # loop's future can hang it (StopIteration) or escape the loop (SystemExit).
     thread.ident = threading.get_ident()
     try:
+        thread.loop.call_soon_threadsafe(_set_started, thread.started)
         try:
             value = tool.fn(**kwargs)
         except BaseException as exc:
@@ -175,6 +201,11 @@ def _run_in_thread(tool: Tool, kwargs: dict[str, Any], limit: int,
         return _rendered(tool.name, value, limit)
     finally:
         thread.ident = None
+
+
+def _set_started(started: asyncio.Future[None]) -> None:
+    if not started.done():
+        started.set_result(None)
 
 
 def _raised(name: str, exc: BaseException) -> _Ended:

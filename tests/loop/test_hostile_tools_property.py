@@ -512,6 +512,9 @@ async def test_no_tool_behaviour_wedges_a_send(staged: tuple[StatefulAgentLoop, 
         assert seen.error_type == (None if rendered else plan.error_type), (
             plan, seen.error_type)
         if plan.in_traceback is not None:
+            # Holds however loaded the machine: a sync tool gets a thread at once (never
+            # queued behind abandoned ones) and its deadline counts from when that thread
+            # starts it, so the stack taken at the deadline is inside the body.
             assert seen.traceback is not None and plan.in_traceback in seen.traceback, (
                 plan, seen.traceback)
         if seen.traceback is not None:
