@@ -18,6 +18,7 @@ The tree::
     ├── ScriptExhaustedError            script_exhausted
     ├── StructuredOutputError           structured_output_invalid
     ├── ToolError                       tool_error
+    ├── FoldError                       fold_failed
     ├── LLMError                        llm_error
     │   ├── LLMRateLimitError           llm_rate_limited
     │   ├── LLMQuotaError               llm_quota_exceeded
@@ -57,6 +58,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLostError",
     "DatabaseNotFoundError",
+    "FoldError",
     "HistoryInvariantError",
     "IntegrityConflictError",
     "InvalidArgumentError",

@@ -64,6 +64,7 @@ FROZEN_CODES: dict[str, str] = {
     "PacketTooLargeError": "store_packet_too_large",
     "ScriptExhaustedError": "script_exhausted",
     "ToolError": "tool_error",
+    "FoldError": "fold_failed",
 }
 
 
