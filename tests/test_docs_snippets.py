@@ -34,6 +34,7 @@ import ast
 import asyncio
 import contextlib
 import gc
+import importlib
 import inspect
 import re
 import traceback
@@ -263,3 +264,22 @@ def test_server_dsns_become_sqlite_only_when_asked() -> None:
     assert "postgresql://" in _source(plain)
     assert _source(marked) == 'store = await open_store("server.db")\n'
 
+
+
+DOTTED = re.compile(r"`(power_loop(?:\.\w+)+)`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_dotted_name_the_prose_gives_resolves(page: Path) -> None:
+    # `power_loop.llm.provider.ProviderService` in a sentence is an import path too.
+    for dotted in DOTTED.findall(page.read_text(encoding="utf-8")):
+        parts = dotted.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                found: Any = importlib.import_module(".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                continue
+            for name in parts[cut:]:
+                assert hasattr(found, name), f"{page.name}: `{dotted}` does not resolve"
+                found = getattr(found, name)
+            break
