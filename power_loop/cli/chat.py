@@ -2,9 +2,10 @@
 
 The model is the one the environment configures (``POWER_LOOP_PROVIDER``,
 ``POWER_LOOP_API_KEY``, ``POWER_LOOP_MODEL``, ``POWER_LOOP_BASE_URL``), or an offline
-scripted one when no key is set. Kill the process at any moment and start it again with
-``--session ID``: an answer that was cut off is finished first, then the conversation
-goes on.
+scripted one when no key is set. Ctrl-C stops the answer being written and leaves: what
+came so far is stored, marked as cut off, and shown so when you come back. Kill the
+process instead at any moment and start it again with ``--session ID``: the answer that
+was cut off is finished first, then the conversation goes on.
 """
 
 from __future__ import annotations
@@ -79,14 +80,67 @@ def _print_event(event: Event) -> None:
         print(flush=True)
 
 
-async def _history(loop: StatefulAgentLoop, session_id: str, last: int | None = None) -> None:
+_CUT_OFF = {"cancelled": "[cut off by Ctrl-C]", "stream_error": "[cut off: the model failed]"}
+
+
+async def _history(loop: StatefulAgentLoop, session_id: str,
+                   last: int | None = None) -> list[str]:
+    """Print the session's messages (the last ``last``); return the cut-off marks shown."""
     items = await loop.history(session_id)
+    marks: list[str] = []
     for item in items[-last:] if last else items:
         message = item.message
         text = message.text or ", ".join(
             [f"call {c.name}({c.arguments})" for c in message.tool_calls]
             + [f"result {r.content[:80]}" for r in message.tool_results])
-        print(f"  {item.seq:>4}  {message.role:<9} {text}")
+        mark = _CUT_OFF.get(str(message.meta.get("partial")), "")
+        if mark:
+            marks.append(mark)
+        print(f"  {item.seq:>4}  {message.role:<9} {text}{' ' + mark if mark else ''}")
+    return marks
+
+
+class _Lines:
+    """Lines typed on stdin, read on the event loop itself.
+
+    No thread: after Ctrl-C at the prompt, a thread blocked in ``input()`` would keep
+    ``asyncio.run`` (or the interpreter's shutdown) waiting for a line that never comes.
+    """
+
+    def __init__(self) -> None:
+        self._fd = sys.stdin.fileno()
+        self._encoding = sys.stdin.encoding or "utf-8"
+        self._buffer = b""
+
+    async def read(self, prompt: str) -> str:
+        print(prompt, end="", flush=True)
+        while b"\n" not in self._buffer:
+            chunk = await self._chunk()
+            if not chunk:
+                if not self._buffer:
+                    raise EOFError
+                chunk = b"\n"  # a last line without its newline
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode(self._encoding, errors="replace")
+
+    async def _chunk(self) -> bytes:
+        running = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = running.create_future()
+
+        def readable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        try:
+            running.add_reader(self._fd, readable)
+        except (OSError, ValueError):  # a regular file (`< script.txt`): never blocks
+            return os.read(self._fd, 65536)
+        try:
+            await ready
+        finally:
+            running.remove_reader(self._fd)
+        return os.read(self._fd, 65536)
 
 
 async def _chat(args: argparse.Namespace) -> int:
@@ -104,7 +158,9 @@ async def _chat(args: argparse.Namespace) -> int:
                 raise SessionNotFoundError("new", session_id="")
             await loop.store.get_session(session_id)
             print(f"session {session_id} ({llm.model}); the latest messages:")
-            await _history(loop, session_id, last=6)
+            if await _history(loop, session_id, last=6):
+                print("  (an answer marked cut off stays as it was stored; ask again to "
+                      "get a whole one)")
             session = await loop.store.get_session(session_id)
             if session.pending_send is not None:
                 print(f"  an answer was cut off; finishing it (waiting up to {_LEASE_TTL:.0f}s "
@@ -116,10 +172,11 @@ async def _chat(args: argparse.Namespace) -> int:
             session_id = await loop.new_session(session_id=session_id)
             print(f"new session {session_id} ({llm.model})")
         print(_HELP)
+        lines = _Lines()
         while True:
             try:
-                line = await asyncio.to_thread(input, "you> ")
-            except EOFError:
+                line = await lines.read("you> ")
+            except (EOFError, OSError, ValueError):
                 print()
                 return 0
             text = line.strip()
@@ -134,15 +191,20 @@ async def _chat(args: argparse.Namespace) -> int:
                 print(f"  {session_id}")
                 continue
             print("agent> ", end="", flush=True)
-            async for event in loop.stream(text, session_id):
-                _print_event(event)
+            try:
+                async for event in loop.stream(text, session_id):
+                    _print_event(event)
+            except asyncio.CancelledError:  # Ctrl-C: the loop has stored the partial answer
+                print(f" {_CUT_OFF['cancelled']}\n  (stored as cut off; start again with "
+                      f"--session {session_id} to go on)", flush=True)
+                raise
 
 
 def _handle(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_chat(args))
     except KeyboardInterrupt:
-        print(file=sys.stderr)
+        print("\ninterrupted", file=sys.stderr)
         return 130
 
 

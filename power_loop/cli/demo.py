@@ -24,8 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from power_loop import errors
 from power_loop.cli.demo_agent import demo_model, real_model_configured
 from power_loop.cli.registry import Command, set_handler
+from power_loop.errors import PowerLoopError
 from power_loop.store.store import open_store
 
 _WIDTH = 78
@@ -51,11 +53,29 @@ def _child(step: str, dsn: str, session_id: str, workdir: Path) -> subprocess.Po
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
 
 
+def _child_error(event: dict[str, Any]) -> PowerLoopError:
+    """The typed error a child process reported, rebuilt to be raised here."""
+    found = getattr(errors, str(event.get("error")), None)
+    kind = found if isinstance(found, type) and issubclass(found, PowerLoopError) else (
+        PowerLoopError)
+    # Subclasses' constructors differ; the message, the details and the class (hence
+    # the code) are what the command line reports.
+    error = kind.__new__(kind)
+    PowerLoopError.__init__(error, event["message"], **event.get("details", {}))
+    for name, value in error.details.items():
+        setattr(error, name, value)
+    return error
+
+
 def _events(proc: subprocess.Popen[str]) -> Iterator[dict[str, Any]]:
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.strip():
-            yield json.loads(line)
+            event = json.loads(line)
+            if event["type"] == "Error":
+                proc.wait()
+                raise _child_error(event)
+            yield event
 
 
 class _Renderer:

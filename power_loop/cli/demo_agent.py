@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from power_loop.errors import PowerLoopError
 from power_loop.events.types import Event
 from power_loop.llm.env import create_llm_service_from_env
 from power_loop.llm.messages import Message
@@ -164,7 +165,15 @@ def _history_line(seq: int, send_index: int, message: Message) -> dict[str, Any]
 def main(argv: list[str]) -> None:
     step, dsn, session_id, workdir = argv
     started = time.monotonic()
-    asyncio.run(run_step(step, dsn, session_id, Path(workdir)))
+    try:
+        asyncio.run(run_step(step, dsn, session_id, Path(workdir)))
+    except PowerLoopError as exc:
+        # The parent re-raises it, so `power-loop demo` reports it as any command does
+        # (a wrong API key is the provider's error, not a crash of the demo).
+        _emit({"type": "Error", "error": type(exc).__name__, "message": exc.message,
+               "details": {k: v for k, v in exc.details.items()
+                           if isinstance(v, str | int | float | bool | None)}})
+        sys.exit(2)
     _emit({"type": "Exit", "seconds": round(time.monotonic() - started, 3)})
 
 
