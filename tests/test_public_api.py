@@ -14,8 +14,10 @@ import power_loop
 # change, which makes the decision visible in review.
 EXPECTED_ALL: list[str] = [
     "AgentLoopConfig",
+    "AgentSpec",
     "AgenticFold",
     "AnthropicService",
+    "ChildEvent",
     "ConfigurationError",
     "ConnectOptions",
     "ConnectionLostError",
@@ -78,6 +80,7 @@ EXPECTED_ALL: list[str] = [
     "SessionExistsError",
     "SessionNotFoundError",
     "SessionRecord",
+    "SessionTree",
     "StatefulAgentLoop",
     "StopReason",
     "StorageFullError",
@@ -114,8 +117,10 @@ EXPECTED_ALL: list[str] = [
 # promoting a name to stable is its own decision.
 EXPECTED_STABLE_API: list[str] = [
     "AgentLoopConfig",
+    "AgentSpec",
     "AgenticFold",
     "AnthropicService",
+    "ChildEvent",
     "ConfigurationError",
     "ConnectOptions",
     "ConnectionLostError",
@@ -178,6 +183,7 @@ EXPECTED_STABLE_API: list[str] = [
     "SessionExistsError",
     "SessionNotFoundError",
     "SessionRecord",
+    "SessionTree",
     "StatefulAgentLoop",
     "StopReason",
     "StorageFullError",

@@ -1,6 +1,7 @@
 """Typed events (and, later, hooks and sinks)."""
 
 from power_loop.events.types import (
+    ChildEvent,
     Event,
     FoldFinished,
     FoldStarted,
@@ -23,6 +24,7 @@ from power_loop.events.types import (
 )
 
 __all__ = [
+    "ChildEvent",
     "Event",
     "FoldFinished",
     "FoldStarted",

@@ -29,6 +29,7 @@ from power_loop.events.types import Event, SendFinished, SendStarted
 from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
 from power_loop.loop.config import AgentLoopConfig
+from power_loop.loop.delegation import Delegate, DelegationMethods
 from power_loop.loop.driver import (
     UNKNOWN_OUTCOME,
     Emit,
@@ -37,8 +38,8 @@ from power_loop.loop.driver import (
     encode,
     final_text,
     open_call_parts,
-    send_usage,
     synthetic_result,
+    usage_json,
 )
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
@@ -57,7 +58,7 @@ _HOST = socket.gethostname()
 _DONE = object()
 
 
-class StatefulAgentLoop(TimerMethods):
+class StatefulAgentLoop(TimerMethods, DelegationMethods):
     """Runs agent sends durably against a store.
 
     Args:
@@ -68,6 +69,8 @@ class StatefulAgentLoop(TimerMethods):
         tools: A :class:`ToolRegistry`, or tools and functions to put in one.
         table_prefix: With ``dsn``: the store's table prefix.
         schema: With ``dsn``: the schema policy.
+        agents: Agents the model may hand tasks to (:class:`~power_loop.AgentSpec`);
+            see docs/agents.md.
 
     Example::
 
@@ -81,7 +84,8 @@ class StatefulAgentLoop(TimerMethods):
                  config: AgentLoopConfig | None = None,
                  tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
                  table_prefix: str = "pl_",
-                 schema: SchemaPolicy = SchemaPolicy.AUTO_CREATE) -> None:
+                 schema: SchemaPolicy = SchemaPolicy.AUTO_CREATE,
+                 agents: Sequence[Delegate] | None = None) -> None:
         if (dsn is None) == (store is None):
             raise InvalidArgumentError("pass exactly one of dsn= or store=")
         self._llm = llm
@@ -102,6 +106,9 @@ class StatefulAgentLoop(TimerMethods):
         if cfg.timers is not None:
             for built_in in timer_tools(cfg.timers):
                 self.tools.register(built_in)
+        self._delegation = agents[0].delegation(agents, self) if agents else None
+        for built_in in self._delegation.tools() if self._delegation else ():
+            self.tools.register(built_in)
         self._engine = ContextEngine(
             representation=cfg.representation, fold_strategy=cfg.fold_strategy,
             budget_tokens=cfg.context_budget_tokens, counter=cfg.token_counter,
@@ -112,6 +119,11 @@ class StatefulAgentLoop(TimerMethods):
 
     def __repr__(self) -> str:
         return f"StatefulAgentLoop(llm={self._llm.model!r}, store={self._store!r})"
+
+    @property
+    def llm(self) -> LLMService:
+        """The model the loop calls."""
+        return self._llm
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -371,7 +383,8 @@ class StatefulAgentLoop(TimerMethods):
                 session_id=send.session_id, send_index=send.send_index)
         return SendResult(send.session_id, send.send_index, final_text(tail),
                           Usage.from_json(send.usage), send.rounds, send.stop_reason or "",
-                          send.status, tuple(tail))
+                          send.status, tuple(tail),
+                          children_usage=Usage.from_json(send.usage.get("children")))
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -416,10 +429,14 @@ class StatefulAgentLoop(TimerMethods):
             await store.release_lease(claim.lease)
             return None
         try:
-            send = await store.get_send(session_id, claim.pending_send)
+            runner = await self._runner_for(store, session_id)
+            if runner is None:
+                send = await store.get_send(session_id, claim.pending_send)
         except BaseException:
             await asyncio.shield(store.release_lease(claim.lease))
             raise
+        if runner is not None:  # an agent's session: its own tools and model
+            return await runner.resume_claimed(claim, on_event=on_event)
         if on_event is not None:
             on_event(SendStarted(session_id=session_id, send_index=send.send_index,
                                  source=send.source, resumed=True))
@@ -473,7 +490,7 @@ class StatefulAgentLoop(TimerMethods):
                 conn, session_id, send.send_index, encode(messages, send.send_index),
                 status="aborted", epoch=None, release=claim.lease, stop_reason="aborted",
                 rounds=sum(1 for m in tail if m.role == "assistant"),
-                usage=send_usage(tail).to_json(), error=None)
+                usage=usage_json(tail), error=None)
             await store.put_projections_txn(conn, session_id, projections)
 
         try:
