@@ -15,6 +15,7 @@ the dead one would have, and the root's answer is known in advance (:func:`expec
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ from power_loop.events.types import Event
 from power_loop.llm.messages import decode_message
 from power_loop.loop.driver import CANCEL_MEANS_RELEASE
 from power_loop.store.children import SessionTree, child_session_id
+from tests.durability.child import record
 
 Plan = tuple["Plan", ...]
 Path = tuple[int, ...]
@@ -92,6 +94,13 @@ class TreeModel:
     """While set, the agents' model calls fail (the root's do not)."""
     gate: asyncio.Event | None = None
     """If set, ``work`` waits for it (after recording its run)."""
+    effects: str | None = None
+    """If set, ``work`` also records its start and its effect in this JSON Lines file
+    (shared by processes)."""
+    tool_sleep: float = 0.0
+    """Seconds ``work`` takes between its start and its effect."""
+    safe: bool = False
+    """Declare ``work`` safe to repeat."""
 
     def __post_init__(self) -> None:
         self.llm = ScriptedLLM(self.script)
@@ -116,18 +125,23 @@ class TreeModel:
     def spec(self, **options: Any) -> AgentSpec:
         runs = self.runs
 
-        @tool
+        @tool(safe_to_repeat=self.safe)
         async def work(tag: str, ctx: ToolContext) -> str:
-            """Do a leaf's work (not safe to repeat).
+            """Do a leaf's work.
 
             Args:
                 tag: The leaf.
             """
-            runs.append({"tag": tag, "session_id": ctx.session_id, "call_id": ctx.call_id,
-                         "attempt": ctx.attempt})
+            facts = {"tag": tag, "session_id": ctx.session_id, "call_id": ctx.call_id,
+                     "attempt": ctx.attempt, "pid": os.getpid()}
+            runs.append(facts)
+            if self.effects is not None:
+                record(self.effects, {"event": "start", **facts})
             if self.gate is not None:
                 await self.gate.wait()
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.tool_sleep)
+            if self.effects is not None:
+                record(self.effects, {"event": "effect", **facts})
             return f"worked {tag}"
 
         return AgentSpec(WORKER, "Does one node of the plan.", "You are a worker.",
