@@ -147,6 +147,11 @@ class TreeModel:
         return AgentSpec(WORKER, "Does one node of the plan.", "You are a worker.",
                          tools=[work], **options)
 
+    def loop_on(self, dsn: str, **config: Any) -> StatefulAgentLoop:
+        """Like :meth:`loop`, on a store the loop opens itself."""
+        return StatefulAgentLoop(llm=self.llm, dsn=dsn, agents=[self.spec()],
+                                 config=AgentLoopConfig(**config))
+
     def loop(self, store: Store, **config: Any) -> StatefulAgentLoop:
         config.setdefault("max_agent_depth", 3)
         config.setdefault("max_agents_per_send", 3)

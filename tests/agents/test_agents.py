@@ -4,6 +4,7 @@ re-attachment after a crash, and workers finishing stranded trees."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from contextlib import aclosing
 
@@ -151,6 +152,13 @@ async def test_an_unknown_agent_is_a_tool_error(store: Store) -> None:
     assert (await loop.session_tree(root)).children == ()
 
 
+def test_spawn_agent_is_safe_to_repeat_and_not_cut_off_by_the_tool_timeout() -> None:
+    loop = TreeModel(((),)).loop_on(":memory:", tool_timeout=0.01)
+    spawn = loop.tools.get("spawn_agent")
+    assert spawn is not None and spawn.safe_to_repeat and spawn.timeout == math.inf
+    assert WORKER in spawn.description and "Does one node" in spawn.description
+
+
 def test_agent_specs_are_checked() -> None:
     with pytest.raises(InvalidArgumentError):
         AgentSpec("has space", "x")
@@ -249,8 +257,9 @@ async def test_a_parent_resumed_after_a_crash_reattaches_to_its_child(store: Sto
     await check_tree(store, plan, await store.session_tree(root))
 
 
+@pytest.mark.parametrize("concurrency", [1, 3])
 async def test_a_worker_finishes_a_stranded_parent_and_its_stranded_child(
-        store: Store) -> None:
+        store: Store, concurrency: int) -> None:
     plan: Plan = (((),), ())
     model = TreeModel(plan)
     root = await model.loop(store).new_session()
@@ -267,7 +276,7 @@ async def test_a_worker_finishes_a_stranded_parent_and_its_stranded_child(
     assert crashed is None and pending
     before = len(model.runs)
 
-    work = worker(store, model.loop(store), concurrency=3)
+    work = worker(store, model.loop(store), concurrency=concurrency)
     async with running(work):
         async def done() -> bool:
             return (await store.get_send(root, 0)).status == "done"
@@ -280,3 +289,43 @@ async def test_a_worker_finishes_a_stranded_parent_and_its_stranded_child(
     assert len(tags) == len(set(tags)) and len(tags) >= before  # no leaf's tool twice
     sessions = [n.session_id for n in tree.walk()]
     assert len(sessions) == len(set(sessions)) == 4
+
+
+async def test_a_parent_waits_for_the_child_a_worker_is_finishing(store: Store) -> None:
+    plan: Plan = ((),)
+    model = TreeModel(plan, safe=True)
+    root = await model.loop(store).new_session()
+
+    async def first(on_event: Emit) -> SendResult | None:
+        return await model.loop(store, on_event=on_event).send(ROOT_TASK, root)
+
+    at = await crash_point(store, plan, lambda e: isinstance(e, ChildEvent)
+                           and isinstance(e.event, ToolCallStarted))
+    assert await run_until(first, at) is None  # cut off inside the child's tool
+    (child,) = (await store.session_tree(root)).children
+    # The worker may take up only the child: the root is held (as by a live process).
+    holder = await store.acquire_lease(root, "someone-else", ttl=60)
+    model.gate = asyncio.Event()
+    work = worker(store, model.loop(store), concurrency=1)
+    async with running(work):
+        async def worker_runs_the_child() -> bool:
+            return len(model.runs) == 2
+        await eventually(worker_runs_the_child, "the worker to resume the child")
+        owner = (await store.get_session(child.session_id)).lease_owner
+        assert owner is not None and owner.startswith(work.name)
+        await store.release_lease(holder)
+        # A fresh process resumes the parent: its spawn_agent re-attaches and waits for
+        # the worker (the tool timeout does not apply to it), then takes the answer.
+        parent = asyncio.create_task(model.loop(store, tool_timeout=0.01).resume(root))
+
+        async def parent_claimed() -> bool:
+            return (await store.get_session(root)).lease_owner not in (None, holder.owner)
+        await eventually(parent_claimed, "the parent to be resumed")
+        model.gate.set()
+        result = await parent
+
+    assert result is not None and result.final_text == expected(plan)
+    assert [(r["attempt"], r["session_id"]) for r in model.runs] == [
+        (1, child.session_id), (2, child.session_id)]
+    assert work.stats.sends_resumed == 1
+    await check_tree(store, plan, await store.session_tree(root))
