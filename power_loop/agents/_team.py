@@ -107,12 +107,13 @@ class AgentTeam:
         if config is None:
             host = self._host.config
             # The parent's limits on tools, leases and output; nothing of its context
-            # setup (notes, folds, timers, memory): an agent's task is one send.
+            # setup (notes, folds, timers, memory). An agent's task is one send, so no
+            # window is worth caching for a next one.
             config = AgentLoopConfig(
                 max_output_tokens=host.max_output_tokens, tool_timeout=host.tool_timeout,
                 max_tool_output_chars=host.max_tool_output_chars,
                 max_parallel_tools=host.max_parallel_tools, lease_ttl=host.lease_ttl,
-                lease_wait=None, cache_sessions=host.cache_sessions)
+                lease_wait=None, cache_sessions=0)
         if spec.max_rounds is not None:
             config = replace(config, max_rounds=spec.max_rounds)
         return config
