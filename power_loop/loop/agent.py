@@ -421,7 +421,11 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
 
     async def resume_claimed(self, claim: SessionClaim, *,
                              on_event: Emit | None = None) -> SendResult | None:
-        """Resume with a session lease already taken (as workers claim them)."""
+        """Resume with a session lease already taken (as workers claim them).
+
+        A child session of one of the loop's agents is run by that agent's loop (its
+        model, tools and config).
+        """
         store = await self._get_store()
         session_id = claim.lease.session_id
         on_event = self._sink(on_event)

@@ -132,23 +132,21 @@ def final_text(tail: Sequence[Message]) -> str:
     return "".join(reversed(pieces))
 
 
-def send_usage(tail: Sequence[Message]) -> Usage:
-    """Tokens the send spent: its own model calls and its sub-agents' (``child_usage``)."""
-    total = Usage()
-    for message in tail:
-        if message.role == "assistant":
-            total = total + Usage.from_json(message.meta.get("usage"))
-        elif message.role == "tool" and "child_usage" in message.meta:
-            total = total + Usage.from_json(message.meta["child_usage"])
-    return total
-
-
 def children_usage(tail: Sequence[Message]) -> Usage:
-    """The part of :func:`send_usage` spent by the send's sub-agents."""
+    """Tokens the send's sub-agents spent (kept in their results' ``child_usage``)."""
     total = Usage()
     for message in tail:
         if message.role == "tool" and "child_usage" in message.meta:
             total = total + Usage.from_json(message.meta["child_usage"])
+    return total
+
+
+def send_usage(tail: Sequence[Message]) -> Usage:
+    """Tokens the send spent: its own model calls and its sub-agents'."""
+    total = children_usage(tail)
+    for message in tail:
+        if message.role == "assistant":
+            total = total + Usage.from_json(message.meta.get("usage"))
     return total
 
 
