@@ -5,6 +5,7 @@ hold are thin handles that rebuild what they need from it, so any process that c
 the database can carry a conversation on.
 """
 
+from power_loop.agents import AgentSpec, SessionTree
 from power_loop.context import (
     AgenticFold,
     EstimatingCounter,
@@ -62,6 +63,7 @@ from power_loop.errors import (
     TransientStoreError,
 )
 from power_loop.events import (
+    ChildEvent,
     Event,
     FoldFailed,
     FoldFinished,
@@ -128,8 +130,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentLoopConfig",
+    "AgentSpec",
     "AgenticFold",
     "AnthropicService",
+    "ChildEvent",
     "ConfigurationError",
     "ConnectOptions",
     "ConnectionLostError",
@@ -198,6 +202,7 @@ __all__ = [
     "SessionNotFoundError",
     "SessionParked",
     "SessionRecord",
+    "SessionTree",
     "StatefulAgentLoop",
     "StopReason",
     "StorageFullError",

@@ -27,6 +27,7 @@ from power_loop.cli.formatting import (
     when,
 )
 from power_loop.cli.registry import Action, Command, add_actions, set_handler
+from power_loop.cli.session_tree import configure_tree
 from power_loop.cli.store_access import (
     VERIFY_READS,
     VERIFY_WRITES,
@@ -285,6 +286,7 @@ _ACTIONS: tuple[Action, ...] = (
     ("import", "load a session written by `sessions export`", _configure_import),
     ("delete", "delete one session and everything it holds", _configure_delete),
     ("unpark", "let workers resume a parked session's send again", _configure_unpark),
+    ("tree", "show a session and the sub-agent sessions below it", configure_tree),
 )
 
 
@@ -295,13 +297,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="sessions",
-        help="list, show, export, import, delete or unpark sessions",
+        help="list, show, export, import, delete or unpark sessions; show their trees",
         description=(
             "Inspect and move sessions.\n\n"
-            "list, show, export, delete and unpark open the store with --schema verify: a\n"
-            "mistyped DSN or prefix fails with the DDL to run instead of creating\n"
-            "tables. import opens it with --schema auto_create, so an export can be\n"
-            "loaded into a brand-new database."),
+            "list, show, export, delete, unpark and tree open the store with --schema\n"
+            "verify: a mistyped DSN or prefix fails with the DDL to run instead of\n"
+            "creating tables. import opens it with --schema auto_create, so an export\n"
+            "can be loaded into a brand-new database."),
         epilog=(
             "examples:\n"
             "  export POWER_LOOP_DSN=postgresql://app@db/app\n"
@@ -311,7 +313,8 @@ COMMANDS: tuple[Command, ...] = (
             "  power-loop sessions export 6f1c0d -o 6f1c0d.jsonl\n"
             "  power-loop sessions import 6f1c0d.jsonl --dsn sqlite:///copy.db\n"
             "  power-loop sessions delete 6f1c0d\n"
-            "  power-loop sessions unpark 6f1c0d"),
+            "  power-loop sessions unpark 6f1c0d\n"
+            "  power-loop sessions tree 6f1c0d"),
         configure=_configure,
     ),
 )

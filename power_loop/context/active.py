@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from power_loop.events.types import Event
 from power_loop.store.store import Store
 
 
@@ -24,6 +25,11 @@ class ActiveRun:
     send_index: int
     epoch: int
     apply_note: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+    emit: Callable[[Event], None] | None = None
+    """The send's event sink (its stream, ``config.on_event``), if anyone listens."""
+    result_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Facts a tool leaves for its result's stored ``meta``, by call id (a sub-agent's
+    session and token usage): stored with the result, never shown to the model."""
 
 
 ACTIVE_RUN: ContextVar[ActiveRun | None] = ContextVar("power_loop_active_run", default=None)

@@ -1,6 +1,7 @@
 """Typed events (and, later, hooks and sinks)."""
 
 from power_loop.events.types import (
+    ChildEvent,
     Event,
     FoldFailed,
     FoldFinished,
@@ -25,6 +26,7 @@ from power_loop.events.types import (
 )
 
 __all__ = [
+    "ChildEvent",
     "Event",
     "FoldFailed",
     "FoldFinished",

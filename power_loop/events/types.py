@@ -256,3 +256,31 @@ class WorkerLostLease(Event):
     worker: str
     kind: str
     key: str
+
+
+# -- sub-agents --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildEvent(Event):
+    """An event of a sub-agent's session, carried on the stream of the send that
+    started it (and of that send's own parents).
+
+    ``session_id`` and ``send_index`` are the child's; ``event`` is what the child
+    emitted (its ``TextChunk``, ``ToolCallStarted``, ``SendFinished``...). A consumer
+    that only shows the parent's answer ignores these; a UI draws the tree from them.
+
+    Attributes:
+        depth: How far below the streamed send the child is: 1 for its children, 2 for
+            their children...
+        parent_session_id: The session whose tool call started the child.
+        call_id: That tool call.
+        agent: The child's agent name.
+        event: The child's own event.
+    """
+
+    depth: int
+    parent_session_id: str
+    call_id: str
+    agent: str
+    event: Event

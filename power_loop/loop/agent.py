@@ -23,6 +23,7 @@ from power_loop.events.types import Event, SendFinished, SendStarted
 from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
 from power_loop.loop.config import AgentLoopConfig
+from power_loop.loop.delegation import Delegate, DelegationMethods
 from power_loop.loop.driver import (
     UNKNOWN_OUTCOME,
     Emit,
@@ -31,8 +32,8 @@ from power_loop.loop.driver import (
     encode,
     final_text,
     open_call_parts,
-    send_usage,
     synthetic_result,
+    usage_json,
 )
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
@@ -52,7 +53,7 @@ _HOST = socket.gethostname()
 _DONE = object()
 
 
-class StatefulAgentLoop(TimerMethods):
+class StatefulAgentLoop(TimerMethods, DelegationMethods):
     """Runs agent sends durably against a store.
 
     Args:
@@ -63,6 +64,8 @@ class StatefulAgentLoop(TimerMethods):
         tools: A :class:`ToolRegistry`, or tools and functions to put in one.
         table_prefix: With ``dsn``: the store's table prefix.
         schema: With ``dsn``: the schema policy.
+        agents: Agents the model may hand tasks to (:class:`~power_loop.AgentSpec`);
+            see docs/agents.md.
 
     Example::
 
@@ -76,7 +79,8 @@ class StatefulAgentLoop(TimerMethods):
                  config: AgentLoopConfig | None = None,
                  tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
                  table_prefix: str = "pl_",
-                 schema: SchemaPolicy = SchemaPolicy.AUTO_CREATE) -> None:
+                 schema: SchemaPolicy = SchemaPolicy.AUTO_CREATE,
+                 agents: Sequence[Delegate] | None = None) -> None:
         if (dsn is None) == (store is None):
             raise InvalidArgumentError("pass exactly one of dsn= or store=")
         self._llm = llm
@@ -97,6 +101,9 @@ class StatefulAgentLoop(TimerMethods):
         if cfg.timers is not None:
             for built_in in timer_tools(cfg.timers):
                 self.tools.register(built_in)
+        self._delegation = agents[0].delegation(agents, self) if agents else None
+        for built_in in self._delegation.tools() if self._delegation else ():
+            self.tools.register(built_in)
         self._engine = ContextEngine(
             representation=cfg.representation, fold_strategy=cfg.fold_strategy,
             budget_tokens=cfg.context_budget_tokens, counter=cfg.token_counter,
@@ -107,6 +114,11 @@ class StatefulAgentLoop(TimerMethods):
 
     def __repr__(self) -> str:
         return f"StatefulAgentLoop(llm={self._llm.model!r}, store={self._store!r})"
+
+    @property
+    def llm(self) -> LLMService:
+        """The model the loop calls."""
+        return self._llm
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -368,7 +380,8 @@ class StatefulAgentLoop(TimerMethods):
         self._check_text(send, tail[0] if tail else None, text)
         return SendResult(send.session_id, send.send_index, final_text(tail),
                           Usage.from_json(send.usage), send.rounds, send.stop_reason or "",
-                          send.status, tuple(tail))
+                          send.status, tuple(tail),
+                          children_usage=Usage.from_json(send.usage.get("children")))
 
     async def _retry_pending(self, send: SendRecord, text: str,
                              emit: Emit | None) -> SendResult:
@@ -450,7 +463,11 @@ class StatefulAgentLoop(TimerMethods):
 
     async def resume_claimed(self, claim: SessionClaim, *,
                              on_event: Emit | None = None) -> SendResult | None:
-        """Resume with a session lease already taken (as workers claim them)."""
+        """Resume with a session lease already taken (as workers claim them).
+
+        A child session of one of the loop's agents is run by that agent's loop (its
+        model, tools and config).
+        """
         return await self._resume_claimed(claim, self._sink(on_event))
 
     async def _resume_claimed(self, claim: SessionClaim,
@@ -461,10 +478,14 @@ class StatefulAgentLoop(TimerMethods):
             await store.release_lease(claim.lease)
             return None
         try:
-            send = await store.get_send(session_id, claim.pending_send)
+            runner = await self._runner_for(store, session_id)
+            if runner is None:
+                send = await store.get_send(session_id, claim.pending_send)
         except BaseException:
             await asyncio.shield(store.release_lease(claim.lease))
             raise
+        if runner is not None:  # an agent's session: its own tools and model
+            return await runner.resume_claimed(claim, on_event=on_event)
         if on_event is not None:
             on_event(SendStarted(session_id=session_id, send_index=send.send_index,
                                  source=send.source, resumed=True))
@@ -522,7 +543,7 @@ class StatefulAgentLoop(TimerMethods):
                 conn, session_id, send.send_index, encode(messages, send.send_index),
                 status="aborted", epoch=None, release=claim.lease, stop_reason="aborted",
                 rounds=sum(1 for m in tail if m.role == "assistant"),
-                usage=send_usage(tail).to_json(), error=None)
+                usage=usage_json(tail), error=None)
             await store.put_projections_txn(conn, session_id, projections)
 
         try:

@@ -61,6 +61,11 @@ class AgentLoopConfig:
             offers no timer tools.
         on_event: Receives every event the loop emits (sends, folds, timers), streamed
             or not: a place for logs and metrics.
+        max_agent_depth: With ``agents=``: how deep a tree of sub-agents may grow (a
+            session's children are at depth 1, theirs at 2...).
+        max_agents_per_send: With ``agents=``: sub-agents one send may start.
+        max_parallel_agents: With ``agents=``: sub-agents of one send running at once
+            when the model starts several together.
     """
 
     system_prompt: str | None = None
@@ -86,6 +91,9 @@ class AgentLoopConfig:
     recall_max_chars: int = 8_000
     timers: TimerLimits | None = None
     on_event: Callable[[Event], None] | None = None
+    max_agent_depth: int = 3
+    max_agents_per_send: int = 8
+    max_parallel_agents: int = 4
 
     def __post_init__(self) -> None:
         def positive(name: str, value: float | None, *, allow_none: bool = False,
@@ -111,6 +119,9 @@ class AgentLoopConfig:
         positive("context_budget_tokens", self.context_budget_tokens, allow_none=True)
         positive("memory_budget_tokens", self.memory_budget_tokens, allow_zero=True)
         positive("recall_max_chars", self.recall_max_chars)
+        positive("max_agent_depth", self.max_agent_depth)
+        positive("max_agents_per_send", self.max_agents_per_send)
+        positive("max_parallel_agents", self.max_parallel_agents)
         if (self.fold_strategy is None) != (self.context_budget_tokens is None):
             raise InvalidArgumentError(
                 "AgentLoopConfig: a fold_strategy needs context_budget_tokens, and "

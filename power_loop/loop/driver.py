@@ -146,12 +146,31 @@ def final_text(tail: Sequence[Message]) -> str:
     return "".join(reversed(pieces))
 
 
-def send_usage(tail: Sequence[Message]) -> Usage:
+def children_usage(tail: Sequence[Message]) -> Usage:
+    """Tokens the send's sub-agents spent (kept in their results' ``child_usage``)."""
     total = Usage()
+    for message in tail:
+        if message.role == "tool" and "child_usage" in message.meta:
+            total = total + Usage.from_json(message.meta["child_usage"])
+    return total
+
+
+def send_usage(tail: Sequence[Message]) -> Usage:
+    """Tokens the send spent: its own model calls and its sub-agents'."""
+    total = children_usage(tail)
     for message in tail:
         if message.role == "assistant":
             total = total + Usage.from_json(message.meta.get("usage"))
     return total
+
+
+def usage_json(tail: Sequence[Message]) -> dict[str, Any]:
+    """A send's stored ``token_usage``: the total, and its sub-agents' part apart."""
+    stored: dict[str, Any] = send_usage(tail).to_json()
+    children = children_usage(tail)
+    if children.total_tokens:
+        stored["children"] = children.to_json()
+    return stored
 
 
 def open_call_parts(window: Window) -> list[ToolCallPart]:
@@ -191,6 +210,7 @@ class SendRun:
                                else deps.config.output_schema)
         self._fresh_calls: set[str] = set()
         self._done_results: dict[str, Message] = {}
+        self._result_meta: dict[str, dict[str, Any]] = {}  # filled by tools (ActiveRun)
         self._partial: list[str] = []
         self._lease_lost = False
         # Held by the renewer while it renews and by the writes that release the lease,
@@ -410,7 +430,8 @@ class SendRun:
 
     async def _run_tools(self) -> None:
         token = ACTIVE_RUN.set(ActiveRun(self._deps.store, self.session_id, self.send_index,
-                                         self.lease.epoch, self._apply_note))
+                                         self.lease.epoch, self._apply_note, self._emit,
+                                         self._result_meta))
         try:
             await self._run_tool_calls()
         finally:
@@ -455,7 +476,7 @@ class SendRun:
                             output=result.content, is_error=result.is_error,
                             duration=time.monotonic() - started,
                             error_type=outcome.error_type, traceback=outcome.traceback)
-            message = Message.tool_result(result)
+            message = Message.tool_result(result, **self._result_meta.pop(call.id, {}))
             self._done_results[call.id] = message
             return message
 
@@ -508,7 +529,7 @@ class SendRun:
                 conn, self.session_id, self.send_index,
                 encode(messages, self.send_index), status=status, epoch=None,
                 release=self.lease, stop_reason=stop_reason, rounds=rounds,
-                usage=usage.to_json(), error=None)
+                usage=usage_json(tail), error=None)
             await store.put_projections_txn(conn, self.session_id, projections)
             checkpoint("in_final_write")
 
@@ -522,7 +543,8 @@ class SendRun:
                                        self.window.messages, self.window.next_seq)
         text = final_text(tail)
         result = SendResult(self.session_id, self.send_index, text, usage, rounds,
-                            stop_reason, status, tuple(tail))
+                            stop_reason, status, tuple(tail),
+                            children_usage=children_usage(tail))
         if self._output_schema is not None and status == "done":
             output, problem = parse_output(text, self._output_schema)
             if problem is not None:

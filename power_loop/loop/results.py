@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,8 @@ class SendResult:
         status: ``done``, ``cancelled`` or ``aborted``.
         messages: The send's messages, the user's first.
         output: With an ``output_schema``: the answer parsed from JSON and validated.
+        children_usage: The part of ``usage`` spent by sub-agents the send started
+            (see docs/agents.md).
     """
 
     session_id: str
@@ -35,6 +37,7 @@ class SendResult:
     status: str = "done"
     messages: tuple[Message, ...] = ()
     output: Any = None
+    children_usage: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True, slots=True)

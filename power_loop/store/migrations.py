@@ -23,6 +23,7 @@ from power_loop.store.schema import (
     PROJECTIONS,
     SCHEMA_VERSION_TABLE,
     SENDS,
+    SESSION_LINKS,
     SESSIONS,
     TIMERS,
     Column,
@@ -63,6 +64,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, messages, sends, session leases", (SESSIONS, MESSAGES, SENDS)),
     Migration(2, "projections, fold journal, agent notes", (PROJECTIONS, FOLDS, NOTES)),
     Migration(3, "timers, resume attempts and parking", (TIMERS,)),
+    Migration(4, "child session links (sub-agents)", (SESSION_LINKS,)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -246,6 +246,28 @@ TIMERS = Table(
 )
 
 
+SESSION_LINKS = Table(
+    "session_links",
+    (
+        # The child: a session made by another session's send (a sub-agent; later, a
+        # workflow leaf). Its id is derived from the link, so the link is made once.
+        _c("session_id", ID),
+        _c("parent_id", ID),
+        _c("parent_send", BIGINT),
+        # The parent's tool call id (or a workflow step path) that made the child.
+        _c("parent_call", ID),
+        _c("kind", NAME),
+        # Which agent the child is: the loop that resumes it runs that agent's tools.
+        _c("name", ID),
+        _c("depth", INT),
+        _c("created_at", TS),
+    ),
+    primary_key=("session_id",),
+    indexes=(Index("parent", ("parent_id", "parent_send")),),
+    session_column="session_id",
+)
+
+
 class TableNames:
     """Prefixed, quoted table names for one store, as attributes (``names.messages``)."""
 

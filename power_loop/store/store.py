@@ -20,6 +20,7 @@ from power_loop.errors import (
     SchemaMissingError,
     SessionExistsError,
 )
+from power_loop.store.children import ChildOps
 from power_loop.store.core import not_found, ttl_us
 from power_loop.store.dsn import connect, dialect_for, parse_dsn
 from power_loop.store.migrations import (
@@ -46,7 +47,7 @@ from power_loop.store.statements import fetch, fetchone, message_from_row, sessi
 from power_loop.store.timer_ops import TimerOps
 
 
-class Store(TimerOps):
+class Store(ChildOps, TimerOps):
     """The durable home of every conversation. Get one with :func:`open_store`.
 
     Use it as an async context manager, or call :meth:`aclose`.

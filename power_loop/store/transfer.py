@@ -83,6 +83,10 @@ async def export_session(store: Store, names: TableNames,
 async def _pages(conn: Connection, render: Any, head: str, keys: list[str],
                  columns: tuple[str, ...], session_id: str) -> AsyncIterator[Any]:
     """Rows in primary-key order, read in keyset pages (one extra key column)."""
+    if not keys:  # keyed by the session alone: one row at most
+        for row in await conn.fetch(render(head), [session_id]):
+            yield row
+        return
     order = ", ".join(keys)
     if len(keys) != 1:
         for row in await conn.fetch(render(f"{head} ORDER BY {order}"), [session_id]):
