@@ -43,7 +43,7 @@ from power_loop.loop.driver import (
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
 from power_loop.loop.timing import TimerMethods
-from power_loop.loop.window import SessionCache, Window, load_window
+from power_loop.loop.window import Window, load_window
 from power_loop.store.migrations import SchemaPolicy
 from power_loop.store.port import Connection
 from power_loop.store.records import Lease, SendRecord, SessionClaim
@@ -106,7 +106,6 @@ class StatefulAgentLoop(TimerMethods):
             representation=cfg.representation, fold_strategy=cfg.fold_strategy,
             budget_tokens=cfg.context_budget_tokens, counter=cfg.token_counter,
             notes=cfg.notes, memory=cfg.memory, memory_budget_tokens=cfg.memory_budget_tokens)
-        self._histories: SessionCache[History] = SessionCache(cfg.cache_sessions)
         self._opening: asyncio.Lock | None = None
         self._limits = ToolLimits(self.config.tool_timeout, self.config.max_tool_output_chars)
 
@@ -147,6 +146,20 @@ class StatefulAgentLoop(TimerMethods):
         if self._owns_store and self._store is not None:
             store, self._store = self._store, None
             await store.aclose()
+
+    def _cached(self, store: Store, session_id: str) -> History | None:
+        """The session's history from the store's window cache (taken: this send owns
+        it until :meth:`_keep` puts it back)."""
+        if self.config.cache_sessions == 0:
+            return None
+        item = store.window_cache.take((session_id, *self._engine.cache_flavour()))
+        return item if isinstance(item, History) else None
+
+    def _keep(self, store: Store, history: History) -> None:
+        if self.config.cache_sessions == 0:
+            return
+        store.window_cache.put((history.session_id, *self._engine.cache_flavour()), history,
+                               history.cache_bytes())
 
     def _deps(self, store: Store) -> RunDeps:
         return RunDeps(store, self._llm, self.tools, self.config, self._limits, self._engine)
@@ -209,8 +222,8 @@ class StatefulAgentLoop(TimerMethods):
             upto_seq = (await store.get_send(session_id, upto_send)).first_seq
         history = await self._engine.history(store, session_id, session.incarnation,
                                              upto_send=upto_send, upto_seq=upto_seq,
-                                             cached=self._histories.take(session_id))
-        self._histories.put(session_id, history)
+                                             cached=self._cached(store, session_id))
+        self._keep(store, history)
 
     # -- sends -------------------------------------------------------------------------
 
@@ -316,7 +329,7 @@ class StatefulAgentLoop(TimerMethods):
             first_seq=start.first_seq, next_seq=start.first_seq, incarnation=start.incarnation,
             system_prompt=start.system_prompt, metadata=start.metadata, source=source,
             emit=emit, output_schema=output_schema, new_messages=[user])
-        return await self._run(run)
+        return await self._run(store, run)
 
     async def _prepare(self, store: Store, *, session_id: str, lease: Lease, send_index: int,
                        first_seq: int, next_seq: int, incarnation: str,
@@ -329,7 +342,7 @@ class StatefulAgentLoop(TimerMethods):
         try:
             history = await engine.history(store, session_id, incarnation,
                                            upto_send=send_index, upto_seq=first_seq,
-                                           cached=self._histories.take(session_id))
+                                           cached=self._cached(store, session_id))
             records = await store.read_messages(session_id, from_seq=first_seq,
                                                 limit=next_seq - first_seq) \
                 if next_seq > first_seq else []
@@ -345,14 +358,14 @@ class StatefulAgentLoop(TimerMethods):
                        emit=emit, source=source, metadata=metadata,
                        output_schema=output_schema)
 
-    async def _run(self, run: SendRun) -> SendResult:
+    async def _run(self, store: Store, run: SendRun) -> SendResult:
         try:
             result = await run.run()
         except BaseException:
             if run.settled:
-                self._histories.put(run.session_id, run.history)
+                self._keep(store, run.history)
             raise
-        self._histories.put(run.session_id, run.history)
+        self._keep(store, run.history)
         await self._engine.remember(run.session_id, result)
         return result
 
@@ -428,7 +441,7 @@ class StatefulAgentLoop(TimerMethods):
             first_seq=send.first_seq, next_seq=claim.next_seq, incarnation=claim.incarnation,
             system_prompt=claim.system_prompt, metadata=claim.metadata, source=send.source,
             emit=on_event)
-        return await self._run(run)
+        return await self._run(store, run)
 
     async def heal_pending(self, session_id: str) -> int:
         """Store a result for every tool call of the pending send that has none.
