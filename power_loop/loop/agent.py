@@ -47,7 +47,8 @@ from power_loop.loop.window import Window, load_window
 from power_loop.store.migrations import SchemaPolicy
 from power_loop.store.port import Connection
 from power_loop.store.records import Lease, SendRecord, SessionClaim
-from power_loop.store.store import Store, open_store
+from power_loop.store.shared import acquire_store, release_store
+from power_loop.store.store import Store
 from power_loop.timers.tools import timer_tools
 from power_loop.tools.registry import ToolLimits, ToolRegistry
 from power_loop.tools.tool import Tool
@@ -62,7 +63,10 @@ class StatefulAgentLoop(TimerMethods):
 
     Args:
         llm: The model (any :class:`~power_loop.LLMService`; ``ScriptedLLM`` offline).
-        dsn: Where the store is; the loop opens it and closes it in :meth:`aclose`.
+        dsn: Where the store is. Loops of one process naming the same DSN (and table
+            prefix and schema policy) in one event loop share one store, opened by the
+            first and closed by :meth:`aclose` of the last; the schema is checked once
+            per process. A web app may instead open a store at start-up and pass it.
         store: An open store to use instead (the caller closes it).
         config: Limits and policies.
         tools: A :class:`ToolRegistry`, or tools and functions to put in one.
@@ -122,8 +126,8 @@ class StatefulAgentLoop(TimerMethods):
         async with self._opening:
             if self._store is None:
                 assert self._dsn is not None
-                self._store = await open_store(self._dsn, table_prefix=self._table_prefix,
-                                               schema=self._schema)
+                self._store = await acquire_store(self._dsn, table_prefix=self._table_prefix,
+                                                  schema=self._schema)
         return self._store
 
     @property
@@ -142,10 +146,11 @@ class StatefulAgentLoop(TimerMethods):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the store if this loop opened it."""
+        """Release the store if this loop opened it from ``dsn=`` (the last loop of the
+        process on that DSN closes it)."""
         if self._owns_store and self._store is not None:
             store, self._store = self._store, None
-            await store.aclose()
+            await release_store(store)
 
     def _cached(self, store: Store, session_id: str) -> History | None:
         """The session's history from the store's window cache (taken: this send owns
