@@ -8,6 +8,7 @@ continues the conversation exactly where any other process left it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import socket
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from power_loop._faults import checkpoint
 from power_loop.context.engine import ContextEngine, History
-from power_loop.context.notes import note_tools
+from power_loop.context.notes import NoteLimits, note_tools
 from power_loop.context.recall import recall_tools
 from power_loop.errors import (
     InvalidArgumentError,
@@ -49,13 +50,28 @@ from power_loop.store.port import Connection
 from power_loop.store.records import Lease, SendRecord, SessionClaim
 from power_loop.store.shared import acquire_store, release_store
 from power_loop.store.store import Store
-from power_loop.timers.tools import timer_tools
+from power_loop.timers.tools import TimerLimits, timer_tools
 from power_loop.tools.registry import ToolLimits, ToolRegistry
 from power_loop.tools.tool import Tool
 
 T = TypeVar("T")
 _HOST = socket.gethostname()
 _DONE = object()
+
+
+@functools.lru_cache(maxsize=64)
+def _built_in_tools(notes: NoteLimits | None, recall_chars: int | None,
+                    timers: TimerLimits | None) -> tuple[Tool, ...]:
+    """The built-in tools a config asks for, built once per process (building a tool
+    costs about a millisecond: a loop per request must not pay it)."""
+    built: list[Tool] = []
+    if notes is not None:
+        built.extend(note_tools(notes))
+    if recall_chars is not None:
+        built.extend(recall_tools(recall_chars))
+    if timers is not None:
+        built.extend(timer_tools(timers))
+    return tuple(built)
 
 
 class StatefulAgentLoop(TimerMethods):
@@ -97,15 +113,10 @@ class StatefulAgentLoop(TimerMethods):
         self.config = config or AgentLoopConfig()
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
         cfg = self.config
-        if cfg.notes is not None:
-            for built_in in note_tools(cfg.notes):
-                self.tools.register(built_in)
-        if cfg.fold_strategy is not None or cfg.representation.stores_projections:
-            for built_in in recall_tools(cfg.recall_max_chars):
-                self.tools.register(built_in)
-        if cfg.timers is not None:
-            for built_in in timer_tools(cfg.timers):
-                self.tools.register(built_in)
+        recall = cfg.fold_strategy is not None or cfg.representation.stores_projections
+        for built_in in _built_in_tools(cfg.notes, cfg.recall_max_chars if recall else None,
+                                        cfg.timers):
+            self.tools.register(built_in)
         self._engine = ContextEngine(
             representation=cfg.representation, fold_strategy=cfg.fold_strategy,
             budget_tokens=cfg.context_budget_tokens, counter=cfg.token_counter,
