@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,12 +23,16 @@ from power_loop import (
     LLMRequest,
     LLMSummaryFold,
     NewMessage,
+    SchemaMissingError,
+    SchemaPolicy,
     ScriptedLLM,
     StatefulAgentLoop,
     Store,
+    open_store,
 )
 from power_loop.llm.messages import Message, encode_message
-from power_loop.store.shared import shared_stores
+from power_loop.store.schema import SCHEMA_VERSION_TABLE, drop_tables
+from power_loop.store.shared import forget_schema, shared_stores
 from power_loop.store.window_cache import WindowCache
 
 StoreOpener = Callable[..., Awaitable[Store]]
@@ -250,3 +255,29 @@ async def test_dsn_loops_share_one_store_per_event_loop(dsn: str, table_prefix: 
         assert d.store.window_cache.stats().hits >= 3
         history: list[Any] = await d.history(sid)
         assert len(history) == 10
+
+
+async def test_a_dsn_loop_per_request_checks_the_schema_once(dsn: str, table_prefix: str,
+                                                               store: Store) -> None:
+    """After the first open, dsn= loops skip the schema check: shown by a version table
+    dropped behind the process's back staying dropped (a check would recreate it)."""
+    def dsn_loop() -> StatefulAgentLoop:
+        return StatefulAgentLoop(llm=ScriptedLLM(model), dsn=dsn, table_prefix=table_prefix)
+
+    async with dsn_loop() as first:
+        sid = await first.new_session()
+        await first.send("hello", session_id=sid)
+    async with store.database.autocommit() as conn:
+        for statement in drop_tables(store.database.dialect, table_prefix,
+                                     [SCHEMA_VERSION_TABLE]):
+            await conn.execute(statement)
+    for text in ("second request", "third request"):
+        async with dsn_loop() as loop:
+            await loop.send(text, session_id=sid)
+    with pytest.raises(SchemaMissingError):
+        await open_store(dsn, table_prefix=table_prefix, schema=SchemaPolicy.VERIFY)
+    forget_schema(table_prefix)  # now the next dsn= loop checks, and repairs, the schema
+    async with dsn_loop() as loop:
+        await loop.send("fourth request", session_id=sid)
+    verified = await open_store(dsn, table_prefix=table_prefix, schema=SchemaPolicy.VERIFY)
+    await verified.aclose()
