@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 from power_loop.store.dsn import parse_dsn
@@ -35,16 +35,12 @@ KEPT_CACHES = 8
 
 _Key = tuple[str, str, SchemaPolicy, asyncio.AbstractEventLoop]
 
-
-@dataclass
-class _Entry:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    store: Store | None = None
-    refs: int = 0
-
-
 _guard = threading.Lock()
-_entries: dict[_Key, _Entry] = {}
+# Weak: a store every loop dropped unclosed is collected, and warns as any unclosed
+# store does (power_loop/store/unclosed.py), instead of living here for ever.
+_stores: dict[_Key, weakref.ref[Store]] = {}
+_refs: weakref.WeakKeyDictionary[Store, int] = weakref.WeakKeyDictionary()
+_locks: dict[_Key, asyncio.Lock] = {}
 _schema_ready: set[tuple[str, str]] = set()
 _caches: OrderedDict[tuple[str, str], WindowCache[Any]] = OrderedDict()
 
@@ -85,40 +81,39 @@ async def acquire_store(dsn: str, *, table_prefix: str = "pl_",
     """
     key = (dsn, table_prefix, schema, asyncio.get_running_loop())
     with _guard:
-        entry = _entries.get(key)
-        if entry is None:
-            entry = _entries[key] = _Entry()
-        entry.refs += 1
-    try:
-        async with entry.lock:
-            if entry.store is None:
-                entry.store = await _open(dsn, table_prefix, schema)
-            return entry.store
-    except BaseException:
+        for dead in [k for k, ref in _stores.items() if ref() is None]:
+            del _stores[dead]
+            _locks.pop(dead, None)
+        lock = _locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        ref = _stores.get(key)
+        store = ref() if ref is not None else None
+        if store is None:
+            store = await _open(dsn, table_prefix, schema)
+            with _guard:
+                _stores[key] = weakref.ref(store)
         with _guard:
-            entry.refs -= 1
-            if entry.refs == 0 and _entries.get(key) is entry:
-                del _entries[key]
-        raise
+            _refs[store] = _refs.get(store, 0) + 1
+        return store
 
 
 async def release_store(store: Store) -> None:
     """Give back a store from :func:`acquire_store`; the last release closes it."""
     with _guard:
-        for key, entry in _entries.items():
-            if entry.store is store:
-                entry.refs -= 1
-                if entry.refs > 0:
-                    return
-                del _entries[key]
-                break
+        left = _refs.get(store, 0) - 1
+        if left > 0:
+            _refs[store] = left
+            return
+        _refs.pop(store, None)
+        for key in [k for k, ref in _stores.items() if ref() is store]:
+            del _stores[key]
     await store.aclose()
 
 
 def shared_stores() -> int:
     """How many shared stores are open now, in every event loop (for tests and checks)."""
     with _guard:
-        return sum(1 for entry in _entries.values() if entry.store is not None)
+        return sum(1 for ref in _stores.values() if ref() is not None)
 
 
 def forget_schema(table_prefix: str) -> None:
