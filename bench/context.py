@@ -270,6 +270,7 @@ async def measure(backend: str, location: str, sends: int, window: int, budget: 
         result.fold_calls = sum(s.fold_calls for s in long.samples)
         result.send_calls = sum(s.send_calls for s in long.samples)
         result.notes = len(await store.list_notes(long.id))
+        timed.window_cache.clear()  # the store's cache is shared by its loops: empty it
         cold = await Session(make_loop(timed, model, budget), model, watch, long.id).send()
         result.cold_wall_us, result.cold_store_us = cold.wall_us, cold.store_us
         result.cold_tokens = cold.tokens

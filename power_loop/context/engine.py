@@ -38,7 +38,13 @@ from power_loop.context.tokens import (
 from power_loop.errors import HistoryInvariantError, InvalidArgumentError, PowerLoopError
 from power_loop.events.types import Event, FoldFailed, FoldFinished, FoldStarted
 from power_loop.llm.contract import is_process_exit
-from power_loop.llm.messages import Message, decode_message
+from power_loop.llm.messages import (
+    Message,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    decode_message,
+)
 from power_loop.llm.service import LLMService, ToolSpec
 from power_loop.loop.results import SendResult
 from power_loop.loop.window import check_next
@@ -63,6 +69,8 @@ class RenderedSend:
     tokens: int
     call_ids: frozenset[str] = frozenset()
     """The ids of the send's tool calls in the log (rendered or not)."""
+    nbytes: int = 0
+    """An estimate of the memory its rendered messages take (for the cache's bound)."""
 
 
 @dataclass(slots=True)
@@ -86,20 +94,31 @@ class History:
     flat: list[Message] = field(default_factory=list)
     """Every rendered send's messages, in order (kept as sends are added)."""
     tokens: int = 0
-    """The rendered sends' tokens, summed as they are added."""
+    """The rendered sends' tokens, summed as they are added (counted only by an engine
+    with a budget: nothing else reads them)."""
+    nbytes: int = 0
+    """An estimate of the memory the rendered sends take, summed as they are added."""
 
     def add(self, send: RenderedSend) -> None:
         """Append a rendered send (the flat prefix, token total and call ids follow)."""
         self.sends.append(send)
         self.flat.extend(send.messages)
         self.tokens += send.tokens
-        self.call_ids.update(send.call_ids)
+        self.nbytes += send.nbytes
+        if send.call_ids:
+            self.call_ids.update(send.call_ids)
 
     def keep(self, sends: list[RenderedSend]) -> None:
         """Keep only ``sends`` (after a fold)."""
         self.sends, self.flat, self.tokens, self.call_ids = [], [], 0, set()
+        self.nbytes = 0
         for send in sends:
             self.add(send)
+
+    def cache_bytes(self) -> int:
+        """The estimated memory held, as the store's window cache accounts it."""
+        summary = message_bytes(self.summary) if self.summary is not None else 0
+        return HISTORY_BYTES + self.nbytes + summary + 80 * len(self.call_ids)
 
     def prefix(self) -> list[Message]:
         """The summary, then every rendered send's messages (treat it as read-only)."""
@@ -108,14 +127,55 @@ class History:
 
 def _group(records: Sequence[MessageRecord]) -> list[tuple[int, int, list[Message]]]:
     """Messages grouped into (send_index, first_seq, messages), in order."""
+    return _group_rows([(r.seq, r.send_index, r.role, r.body) for r in records])
+
+
+def _group_rows(rows: Sequence[tuple[int, int, str, Any]],
+                ) -> list[tuple[int, int, list[Message]]]:
     groups: list[tuple[int, int, list[Message]]] = []
-    for record in records:
-        message = decode_message(record.role, record.body)
-        if groups and groups[-1][0] == record.send_index:
+    current = -1
+    for seq, send_index, role, body in rows:
+        message = decode_message(role, body)
+        if send_index == current:
             groups[-1][2].append(message)
         else:
-            groups.append((record.send_index, record.seq, [message]))
+            groups.append((send_index, seq, [message]))
+            current = send_index
     return groups
+
+
+def _plain_user(message: Message) -> bool:
+    """A user message of text alone (nothing for the pairing check to see)."""
+    return message.role == "user" and all(type(p) is TextPart for p in message.parts)
+
+
+HISTORY_BYTES = 1024
+"""What a cached history costs besides its messages (its objects, the cache entry)."""
+
+
+def message_bytes(message: Message) -> int:
+    """An estimate of the memory a decoded message holds (the cache's accounting).
+
+    Objects cost their CPython sizes (a message ~200 bytes, a part ~150, a meta mapping
+    ~400), strings their length plus their header; close enough to bound a cache.
+    """
+    total = 200 + (400 if message.meta else 0)
+    for part in message.parts:
+        if type(part) is TextPart:
+            total += 200 + len(part.text)
+        elif type(part) is ToolCallPart:
+            total += 300 + len(part.id) + len(part.name) + len(part.arguments)
+        elif type(part) is ToolResultPart:
+            total += 300 + len(part.call_id) + len(part.name) + len(part.content)
+    return total
+
+
+def _shape(obj: object) -> tuple[str, str, object, str]:
+    """What identifies a representation or counter for sharing cached histories:
+    its class, its version and its repr (an object without a repr of its own has its
+    address in it, so it never shares: safe, only slower)."""
+    kind = type(obj)
+    return kind.__module__, kind.__qualname__, getattr(obj, "version", None), repr(obj)
 
 
 class ContextEngine:
@@ -134,6 +194,14 @@ class ContextEngine:
         # Folds and notes are read from the store at each send only when something can
         # have written them: the default (verbatim, no folds) costs no extra reads.
         self.tracks_store = fold_strategy is not None or notes is not None
+        # Tokens are read only to decide folds: without a budget they are not counted.
+        self.counts_tokens = budget_tokens is not None
+
+    def cache_flavour(self) -> tuple[object, ...]:
+        """What a cached history depends on besides the store: engines that agree on
+        it build the same history from the same log, so they share cache entries."""
+        return ("history", self.tracks_store, self.counts_tokens,
+                _shape(self.representation), _shape(self.counter))
 
     # -- loading -----------------------------------------------------------------------
 
@@ -156,18 +224,23 @@ class ContextEngine:
 
     async def _extend(self, store: Store, history: History, upto_seq: int,
                       upto_send: int) -> None:
-        records = await store.read_messages(history.session_id, from_seq=history.next_seq,
-                                            limit=upto_seq - history.next_seq)
+        rows = await store.read_message_bodies(history.session_id, from_seq=history.next_seq,
+                                               limit=upto_seq - history.next_seq)
+        if len(rows) != upto_seq - history.next_seq:
+            raise HistoryInvariantError(
+                f"session {history.session_id!r}: expected messages {history.next_seq}.."
+                f"{upto_seq - 1}, the store returned {len(rows)}")
         projections: dict[int, tuple[int, Any]] = {}
         if self.representation.stores_projections:
             projections = await store.read_projections(history.session_id,
                                                         history.next_send, upto_send)
         open_calls: list[str] = []
-        groups = _group(records)
+        groups = _group_rows(rows)
         for send_index, first_seq, messages in groups:
             for offset, message in enumerate(messages):
-                check_next(message, open_calls, history.call_ids, history.session_id,
-                           first_seq + offset)
+                if open_calls or not _plain_user(message):
+                    check_next(message, open_calls, history.call_ids, history.session_id,
+                               first_seq + offset)
             stored = projections.get(send_index)
             projection = stored[1] if stored and stored[0] == self.representation.version else None
             if projection is None and self.representation.stores_projections:
@@ -186,9 +259,11 @@ class ContextEngine:
     def _append(self, history: History, send_index: int, first_seq: int,
                 messages: Sequence[Message], projection: Any) -> None:
         rendered = self.representation.render(send_index, messages, projection)
-        ids = frozenset(c.id for m in messages for c in m.tool_calls)
-        history.add(RenderedSend(send_index, first_seq, rendered,
-                                 count_messages(self.counter, rendered), ids))
+        ids = frozenset(p.id for m in messages if m.role == "assistant"
+                        for p in m.parts if type(p) is ToolCallPart)
+        tokens = count_messages(self.counter, rendered) if self.counts_tokens else 0
+        history.add(RenderedSend(send_index, first_seq, rendered, tokens, ids,
+                                 sum(message_bytes(m) for m in rendered)))
 
     @staticmethod
     def _summary(fold: FoldRecord | None) -> Message | None:

@@ -37,6 +37,10 @@ class EstimatingCounter:
     def count_text(self, text: str) -> int:
         return math.ceil(len(text) / self.chars_per_token) if text else 0
 
+    def __repr__(self) -> str:
+        # Equal reprs count alike: loops built with equal counters share cached windows.
+        return f"EstimatingCounter(chars_per_token={self.chars_per_token!r})"
+
 
 def count_message(counter: TokenCounter, message: Message) -> int:
     """Tokens of one message as a request carries it."""

@@ -226,6 +226,9 @@ def encode_message(message: Message) -> dict[str, Any]:
 
 def decode_message(role: str, body: Mapping[str, Any]) -> Message:
     """A stored body back into a :class:`Message`."""
+    fast = _decode_plain(role, body)
+    if fast is not None:
+        return fast
     if not isinstance(body, Mapping):
         raise InvalidArgumentError("a stored message body must be a JSON object")
     version = body.get("v")
@@ -239,4 +242,41 @@ def decode_message(role: str, body: Mapping[str, Any]) -> Message:
     if not isinstance(parts, list) or not isinstance(meta, Mapping):
         raise InvalidArgumentError("a stored message needs a 'parts' list and a 'meta' object")
     return Message(role, tuple(decode_part(p) for p in parts),  # type: ignore[arg-type]
+                   MappingProxyType(dict(meta)) if meta else _EMPTY)
+
+
+def _decode_plain(role: str, body: Any) -> Message | None:
+    """:func:`decode_message` for the common, well-formed body as the codec writes it
+    (a history's cold read decodes thousands); ``None`` sends anything else down the
+    checking path, which raises the precise error."""
+    if type(body) is not dict or body.get("v") != CODEC_VERSION or role not in ROLES:
+        return None
+    parts, meta = body.get("parts"), body.get("meta")
+    if type(parts) is not list or (meta and type(meta) is not dict):
+        return None
+    out: list[Part] = []
+    for data in parts:
+        if type(data) is not dict:
+            return None
+        kind = data.get("kind")
+        if kind == "text":
+            text = data.get("text")
+            if type(text) is not str:
+                return None
+            out.append(TextPart(text))
+        elif kind == "tool_call":
+            call_id, name, arguments = data.get("id"), data.get("name"), data.get("arguments")
+            if type(call_id) is not str or type(name) is not str or type(arguments) is not str:
+                return None
+            out.append(ToolCallPart(call_id, name, arguments))
+        elif kind == "tool_result":
+            call_id, name, content = data.get("call_id"), data.get("name"), data.get("content")
+            is_error = data.get("is_error", False)
+            if (type(call_id) is not str or type(name) is not str or type(content) is not str
+                    or type(is_error) is not bool):
+                return None
+            out.append(ToolResultPart(call_id, name, content, is_error))
+        else:
+            return None
+    return Message(role, tuple(out),  # type: ignore[arg-type]
                    MappingProxyType(dict(meta)) if meta else _EMPTY)

@@ -8,6 +8,7 @@ continues the conversation exactly where any other process left it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import uuid
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 from power_loop._faults import checkpoint
 from power_loop.context.engine import ContextEngine, History
-from power_loop.context.notes import note_tools
+from power_loop.context.notes import NoteLimits, note_tools
 from power_loop.context.recall import recall_tools
 from power_loop.errors import InvalidArgumentError, PowerLoopError, SendPendingError
 from power_loop.events.types import Event, SendFinished, SendStarted
@@ -39,12 +40,13 @@ from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
 from power_loop.loop.timing import TimerMethods
 from power_loop.loop.waiting import wait_for_lease
-from power_loop.loop.window import SessionCache, Window, load_window
+from power_loop.loop.window import Window, load_window
 from power_loop.store.migrations import SchemaPolicy
 from power_loop.store.port import Connection
 from power_loop.store.records import Lease, SendRecord, SessionClaim
-from power_loop.store.store import Store, open_store
-from power_loop.timers.tools import timer_tools
+from power_loop.store.shared import acquire_store, release_store
+from power_loop.store.store import Store
+from power_loop.timers.tools import TimerLimits, timer_tools
 from power_loop.tools.registry import ToolLimits, ToolRegistry
 from power_loop.tools.tool import Tool
 
@@ -53,12 +55,30 @@ _HOST = socket.gethostname()
 _DONE = object()
 
 
+@functools.lru_cache(maxsize=64)
+def _built_in_tools(notes: NoteLimits | None, recall_chars: int | None,
+                    timers: TimerLimits | None) -> tuple[Tool, ...]:
+    """The built-in tools a config asks for, built once per process (building a tool
+    costs about a millisecond: a loop per request must not pay it)."""
+    built: list[Tool] = []
+    if notes is not None:
+        built.extend(note_tools(notes))
+    if recall_chars is not None:
+        built.extend(recall_tools(recall_chars))
+    if timers is not None:
+        built.extend(timer_tools(timers))
+    return tuple(built)
+
+
 class StatefulAgentLoop(TimerMethods, DelegationMethods):
     """Runs agent sends durably against a store.
 
     Args:
         llm: The model (any :class:`~power_loop.LLMService`; ``ScriptedLLM`` offline).
-        dsn: Where the store is; the loop opens it and closes it in :meth:`aclose`.
+        dsn: Where the store is. Loops of one process naming the same DSN (and table
+            prefix and schema policy) in one event loop share one store, opened by the
+            first and closed by :meth:`aclose` of the last; the schema is checked once
+            per process. A web app may instead open a store at start-up and pass it.
         store: An open store to use instead (the caller closes it).
         config: Limits and policies.
         tools: A :class:`ToolRegistry`, or tools and functions to put in one.
@@ -92,15 +112,10 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
         self.config = config or AgentLoopConfig()
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
         cfg = self.config
-        if cfg.notes is not None:
-            for built_in in note_tools(cfg.notes):
-                self.tools.register(built_in)
-        if cfg.fold_strategy is not None or cfg.representation.stores_projections:
-            for built_in in recall_tools(cfg.recall_max_chars):
-                self.tools.register(built_in)
-        if cfg.timers is not None:
-            for built_in in timer_tools(cfg.timers):
-                self.tools.register(built_in)
+        recall = cfg.fold_strategy is not None or cfg.representation.stores_projections
+        for built_in in _built_in_tools(cfg.notes, cfg.recall_max_chars if recall else None,
+                                        cfg.timers):
+            self.tools.register(built_in)
         self._delegation = agents[0].delegation(agents, self) if agents else None
         for built_in in self._delegation.tools() if self._delegation else ():
             self.tools.register(built_in)
@@ -108,7 +123,6 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
             representation=cfg.representation, fold_strategy=cfg.fold_strategy,
             budget_tokens=cfg.context_budget_tokens, counter=cfg.token_counter,
             notes=cfg.notes, memory=cfg.memory, memory_budget_tokens=cfg.memory_budget_tokens)
-        self._histories: SessionCache[History] = SessionCache(cfg.cache_sessions)
         self._opening: asyncio.Lock | None = None
         self._limits = ToolLimits(self.config.tool_timeout, self.config.max_tool_output_chars)
 
@@ -130,8 +144,8 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
         async with self._opening:
             if self._store is None:
                 assert self._dsn is not None
-                self._store = await open_store(self._dsn, table_prefix=self._table_prefix,
-                                               schema=self._schema)
+                self._store = await acquire_store(self._dsn, table_prefix=self._table_prefix,
+                                                  schema=self._schema)
         return self._store
 
     @property
@@ -150,10 +164,25 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the store if this loop opened it."""
+        """Release the store if this loop opened it from ``dsn=`` (the last loop of the
+        process on that DSN closes it)."""
         if self._owns_store and self._store is not None:
             store, self._store = self._store, None
-            await store.aclose()
+            await release_store(store)
+
+    def _cached(self, store: Store, session_id: str) -> History | None:
+        """The session's history from the store's window cache (taken: this send owns
+        it until :meth:`_keep` puts it back)."""
+        if self.config.cache_sessions == 0:
+            return None
+        item = store.window_cache.take((session_id, *self._engine.cache_flavour()))
+        return item if isinstance(item, History) else None
+
+    def _keep(self, store: Store, history: History) -> None:
+        if self.config.cache_sessions == 0:
+            return
+        store.window_cache.put((history.session_id, *self._engine.cache_flavour()), history,
+                               history.cache_bytes())
 
     def _deps(self, store: Store) -> RunDeps:
         return RunDeps(store, self._llm, self.tools, self.config, self._limits, self._engine)
@@ -207,8 +236,8 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
             upto_seq = (await store.get_send(session_id, upto_send)).first_seq
         history = await self._engine.history(store, session_id, session.incarnation,
                                              upto_send=upto_send, upto_seq=upto_seq,
-                                             cached=self._histories.take(session_id))
-        self._histories.put(session_id, history)
+                                             cached=self._cached(store, session_id))
+        self._keep(store, history)
 
     # -- sends -------------------------------------------------------------------------
 
@@ -317,7 +346,7 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
             first_seq=start.first_seq, next_seq=start.first_seq, incarnation=start.incarnation,
             system_prompt=start.system_prompt, metadata=start.metadata, source=source,
             emit=emit, output_schema=output_schema, new_messages=[user])
-        return await self._run(run)
+        return await self._run(store, run)
 
     async def _prepare(self, store: Store, *, session_id: str, lease: Lease, send_index: int,
                        first_seq: int, next_seq: int, incarnation: str,
@@ -330,7 +359,7 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
         try:
             history = await engine.history(store, session_id, incarnation,
                                            upto_send=send_index, upto_seq=first_seq,
-                                           cached=self._histories.take(session_id))
+                                           cached=self._cached(store, session_id))
             records = await store.read_messages(session_id, from_seq=first_seq,
                                                 limit=next_seq - first_seq) \
                 if next_seq > first_seq else []
@@ -346,14 +375,14 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
                        emit=emit, source=source, metadata=metadata,
                        output_schema=output_schema)
 
-    async def _run(self, run: SendRun) -> SendResult:
+    async def _run(self, store: Store, run: SendRun) -> SendResult:
         try:
             result = await run.run()
         except BaseException:
             if run.settled:
-                self._histories.put(run.session_id, run.history)
+                self._keep(store, run.history)
             raise
-        self._histories.put(run.session_id, run.history)
+        self._keep(store, run.history)
         await self._engine.remember(run.session_id, result)
         return result
 
@@ -494,7 +523,7 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
             first_seq=send.first_seq, next_seq=claim.next_seq, incarnation=claim.incarnation,
             system_prompt=claim.system_prompt, metadata=claim.metadata, source=send.source,
             emit=on_event)
-        return await self._run(run)
+        return await self._run(store, run)
 
     async def heal_pending(self, session_id: str) -> int:
         """Store a result for every tool call of the pending send that has none.

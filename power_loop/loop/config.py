@@ -43,8 +43,10 @@ class AgentLoopConfig:
             first, or ``abort`` it first. A retry with that send's own ``request_key``
             waits out the dead process's lease, then raises, finishes the send and
             returns its result, or aborts it and returns it (status ``aborted``).
-        cache_sessions: Active windows kept in memory (0 disables the cache). The cache
-            only saves reads: it is checked against the store on every send.
+        cache_sessions: ``0`` keeps this loop from using the store's window cache
+            (any other value uses it). The cache belongs to the store, shared by its
+            loops and bounded by ``open_store(cache_bytes=...)``; it only saves reads:
+            it is checked against the store on every send.
         representation: How finished sends appear in later requests
             (``VerbatimRepresentation()`` by default, or ``ProjectedRepresentation()``).
         fold_strategy: How older history is compacted once over budget

@@ -9,15 +9,11 @@ by :class:`~power_loop.context.engine.ContextEngine`.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Generic, TypeVar
 
 from power_loop.errors import HistoryInvariantError
 from power_loop.llm.messages import Message, decode_message
 from power_loop.store.store import Store
-
-T = TypeVar("T")
 
 
 class Window:
@@ -106,29 +102,6 @@ def check_next(message: Message, open_calls: list[str], call_ids: set[str],
             raise HistoryInvariantError(f"{where}: tool call id {call.id!r} is used twice")
         call_ids.add(call.id)
         open_calls.append(call.id)
-
-
-class SessionCache(Generic[T]):
-    """Recently used per-session state, least recently used dropped first."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._items: OrderedDict[str, T] = OrderedDict()
-
-    def take(self, session_id: str) -> T | None:
-        """Remove and return the cached item (a send owns it while it runs)."""
-        return self._items.pop(session_id, None)
-
-    def put(self, session_id: str, item: T) -> None:
-        if self._capacity <= 0:
-            return
-        self._items[session_id] = item
-        self._items.move_to_end(session_id)
-        while len(self._items) > self._capacity:
-            self._items.popitem(last=False)
-
-    def drop(self, session_id: str) -> None:
-        self._items.pop(session_id, None)
 
 
 async def load_window(store: Store, session_id: str, start_seq: int, upto: int,

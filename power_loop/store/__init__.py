@@ -10,9 +10,11 @@ from power_loop.store.migrations import LATEST_VERSION, SchemaPolicy, render_ddl
 from power_loop.store.port import ColumnType, Connection, Database, Dialect, ErrorKind
 from power_loop.store.records import Lease, MessageRecord, NewMessage, SendRecord, SessionRecord
 from power_loop.store.store import Store, open_store
+from power_loop.store.window_cache import CacheStats, WindowCache
 
 __all__ = [
     "LATEST_VERSION",
+    "CacheStats",
     "ColumnType",
     "ConnectOptions",
     "Connection",
@@ -26,6 +28,7 @@ __all__ = [
     "SendRecord",
     "SessionRecord",
     "Store",
+    "WindowCache",
     "open_store",
     "redact_dsn",
     "render_ddl",

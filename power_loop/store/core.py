@@ -29,6 +29,7 @@ from power_loop.store.port import Connection, Database, Row
 from power_loop.store.records import MAX_TTL, NewMessage, check_count, check_name, dump_json
 from power_loop.store.schema import TableNames
 from power_loop.store.statements import SessionUpdate, Statements
+from power_loop.store.window_cache import WindowCache
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -63,6 +64,13 @@ class StoreCore:
         self._names = TableNames(db.dialect, table_prefix)
         self._sql = Statements(db, self._names)
         self._retries = retries
+        self._cache: WindowCache[Any] = WindowCache()
+
+    @property
+    def window_cache(self) -> WindowCache[Any]:
+        """The sessions' rendered windows, shared by every loop over this store (see
+        :mod:`power_loop.store.window_cache`; ``.stats()`` has its hit and miss counts)."""
+        return self._cache
 
     @property
     def backend(self) -> str:

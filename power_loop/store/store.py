@@ -39,12 +39,14 @@ from power_loop.store.records import (
     check_id,
     dump_json,
     from_us,
+    load_json,
     to_us,
 )
 from power_loop.store.schema import validate_prefix
 from power_loop.store.sends import busy_error
 from power_loop.store.statements import fetch, fetchone, message_from_row, session_from_row
 from power_loop.store.timer_ops import TimerOps
+from power_loop.store.window_cache import DEFAULT_CACHE_BYTES, WindowCache
 
 
 class Store(ChildOps, TimerOps):
@@ -178,6 +180,20 @@ class Store(ChildOps, TimerOps):
                                    [session_id, from_seq, limit])
         return [message_from_row(session_id, r) for r in rows]
 
+    async def read_message_bodies(self, session_id: str, *, from_seq: int,
+                                  limit: int) -> list[tuple[int, int, str, Any]]:
+        """``(seq, send_index, role, body)`` of up to ``limit`` messages from ``from_seq``.
+
+        The lean form of :meth:`read_messages` for building requests: the same indexed
+        range read, without the timestamps or the record objects.
+        """
+        check_id(session_id)
+        check_count(from_seq, "from_seq")
+        check_count(limit, "limit")
+        rows = await self.read(self._rows_of_session, self._sql.read_messages_limit,
+                               [session_id, from_seq, limit])
+        return [(int(r[0]), int(r[1]), r[2], load_json(r[3])) for r in rows]
+
     async def next_seq(self, session_id: str) -> int:
         """The seq the next message will get: a cheap token that changes on every append."""
         row = await self.read(fetchone, self._sql.next_seq, [check_id(session_id)])
@@ -292,6 +308,7 @@ async def open_store(
     command_timeout: float | None = None,
     busy_timeout: float | None = None,
     synchronous: str | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> Store:
     """Open the store behind ``dsn`` and apply the schema policy.
 
@@ -304,6 +321,9 @@ async def open_store(
         pool_min_size, pool_max_size, connect_timeout, command_timeout, busy_timeout,
             synchronous: see :class:`~power_loop.store.dsn.ConnectOptions`; these win
             over the DSN's query string.
+        cache_bytes: The bound of the store's window cache (each session's rendered
+            history, shared by every loop over this store), in estimated bytes;
+            ``0`` disables it. See :attr:`Store.window_cache`.
 
     Raises:
         InvalidIdentifierError: ``table_prefix`` is not a plain identifier.
@@ -311,6 +331,7 @@ async def open_store(
         SchemaMissingError: policy ``VERIFY`` found the tables missing (carries the DDL).
     """
     prefix = validate_prefix(table_prefix)
+    cache = WindowCache[Any](cache_bytes)
     if not isinstance(schema, SchemaPolicy):
         raise InvalidArgumentError(f"schema must be a SchemaPolicy, not {schema!r}")
     try:
@@ -330,4 +351,6 @@ async def open_store(
     except BaseException:
         await db.close()
         raise
-    return Store(db, prefix)
+    store = Store(db, prefix)
+    store._cache = cache
+    return store

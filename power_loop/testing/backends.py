@@ -8,6 +8,7 @@ from pathlib import Path
 
 from power_loop.store.migrations import session_tables
 from power_loop.store.schema import SCHEMA_VERSION_TABLE, drop_tables
+from power_loop.store.shared import forget_schema
 from power_loop.store.store import Store
 
 BACKENDS: tuple[str, ...] = ("sqlite", "postgresql", "mysql")
@@ -45,6 +46,7 @@ def fresh_prefix() -> str:
 
 async def drop_store_tables(store: Store) -> None:
     """Drop every table the store created (its prefix only)."""
+    forget_schema(store.table_prefix)  # loops from dsn= must check the schema again
     dialect = store.database.dialect
     async with store.database.autocommit() as conn:
         for statement in drop_tables(dialect, store.table_prefix,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import json
 import re
 import types
 import typing
@@ -25,6 +26,26 @@ MIN_OUTPUT_CHARS = 200
 
 
 __all__ = ["MIN_OUTPUT_CHARS", "Tool", "ToolError", "make_tool", "tool", "type_hints"]
+
+
+_VALIDATORS: dict[str, Callable[[Any], Any]] = {}
+_MAX_VALIDATORS = 1024
+
+
+def _compiled(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
+    """The compiled validator of a schema, shared by equal schemas: compiling costs
+    milliseconds, and a loop per request builds its tools (the built-in ones too) anew."""
+    try:
+        key = json.dumps(schema, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        return fastjsonschema.compile(dict(schema))
+    found = _VALIDATORS.get(key)
+    if found is None:
+        found = fastjsonschema.compile(dict(schema))
+        if len(_VALIDATORS) >= _MAX_VALIDATORS:
+            _VALIDATORS.clear()
+        _VALIDATORS[key] = found
+    return found
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +88,7 @@ class Tool:
             raise InvalidArgumentError(
                 f"tool {self.name!r}: max_output_chars must be at least {MIN_OUTPUT_CHARS}")
         try:
-            validator = fastjsonschema.compile(dict(self.parameters))
+            validator = _compiled(self.parameters)
         except fastjsonschema.JsonSchemaDefinitionException as exc:
             raise InvalidArgumentError(f"tool {self.name!r} has an invalid schema: {exc}") from exc
         object.__setattr__(self, "_validate", validator)

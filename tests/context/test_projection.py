@@ -188,6 +188,7 @@ async def test_deleted_projections_are_rebuilt_identically(store: Store) -> None
         sids.append(sid)
     await delete_projections(store, sids[1])
     assert await store.read_projections(sids[1], 0, 10) == {}
+    store.window_cache.clear()  # as a new process: the projections are rebuilt from the log
     requests = []
     for sid in sids:
         await projected_loop(store, model).send("last", session_id=sid)
@@ -212,6 +213,7 @@ async def test_projections_of_another_version_are_recomputed(store: Store) -> No
     stale = [(i, rep.version + 1, {"asked": "stale", "answered": "stale", "tools": []})
              for i in range(3)]
     await store.write(store.put_projections_txn, sids[1], stale)
+    store.window_cache.clear()  # as a new process: the projections are read, then replaced
     requests = []
     for sid in sids:
         await projected_loop(store, model).send("last", session_id=sid)
