@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +12,8 @@ from power_loop.context.notes import NoteLimits
 from power_loop.context.representation import Representation, VerbatimRepresentation
 from power_loop.context.tokens import EstimatingCounter, TokenCounter
 from power_loop.errors import InvalidArgumentError
+from power_loop.events._chain import check_hooks
+from power_loop.events.hooks import Hook
 from power_loop.events.types import Event
 from power_loop.timers.tools import TimerLimits
 from power_loop.tools.tool import MIN_OUTPUT_CHARS
@@ -61,6 +63,9 @@ class AgentLoopConfig:
             offers no timer tools.
         on_event: Receives every event the loop emits (sends, folds, timers), streamed
             or not: a place for logs and metrics.
+        hooks: Code of yours run at each send, model call, tool call and fold, in this
+            order; each may observe, change, veto or answer in place of what it wraps
+            (see :class:`~power_loop.Hooks` and docs/hooks.md).
     """
 
     system_prompt: str | None = None
@@ -86,6 +91,7 @@ class AgentLoopConfig:
     recall_max_chars: int = 8_000
     timers: TimerLimits | None = None
     on_event: Callable[[Event], None] | None = None
+    hooks: Sequence[Hook] = ()
 
     def __post_init__(self) -> None:
         def positive(name: str, value: float | None, *, allow_none: bool = False,
@@ -119,6 +125,7 @@ class AgentLoopConfig:
             from power_loop.loop.structured import validator_for
 
             validator_for(self.output_schema)
+        check_hooks(self.hooks)
         if self.on_pending not in ("raise", "resume", "abort"):
             raise InvalidArgumentError(
                 f"AgentLoopConfig.on_pending must be 'raise', 'resume' or 'abort', "

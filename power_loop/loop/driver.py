@@ -31,6 +31,8 @@ from power_loop._faults import checkpoint
 from power_loop.context.active import ACTIVE_RUN, ActiveRun
 from power_loop.context.engine import ContextEngine, History
 from power_loop.errors import LeaseLostError, PowerLoopError, StructuredOutputError
+from power_loop.events._chain import HookChain
+from power_loop.events.hooks import SendContext, Veto
 from power_loop.events.types import (
     Event,
     RoundFinished,
@@ -107,6 +109,7 @@ class RunDeps:
     config: AgentLoopConfig
     limits: ToolLimits
     engine: ContextEngine
+    hooks: HookChain | None = None
 
 
 def encode(messages: Sequence[Message], send_index: int) -> list[NewMessage]:
@@ -189,6 +192,7 @@ class SendRun:
         self._metadata = metadata
         self._output_schema = (output_schema if output_schema is not None
                                else deps.config.output_schema)
+        self._hooks = deps.hooks
         self._fresh_calls: set[str] = set()
         self._done_results: dict[str, Message] = {}
         self._partial: list[str] = []
@@ -310,7 +314,14 @@ class SendRun:
         estimate = (self._deps.engine.estimate(self.history, self._system, tools, rest)
                     if self._deps.engine.budget_tokens is not None else None)
         self._event(RoundStarted, round=rounds + 1)
-        response = await self._stream(request)
+        if self._hooks is None:
+            response = await self._stream(request)
+        else:
+            hooked = await self._hooks.model_call(self._hook_context(), request, self._stream)
+            if isinstance(hooked, Veto):
+                vetoed = Message.assistant(hooked.reason, synthetic="vetoed")
+                return await self._finish([*extra, vetoed], "vetoed")
+            response = hooked
         checkpoint("after_model_answer")
         message = self._annotate(response, final_round, estimate)
         self._event(UsageUpdated, usage=response.usage, total=spent + response.usage)
@@ -430,6 +441,16 @@ class SendRun:
         semaphore = asyncio.Semaphore(self._deps.config.max_parallel_tools)
 
         async def one(call: ToolCallPart) -> Message:
+            if self._hooks is None:
+                message = await run_one(call)
+            else:
+                message = await self._hooks.tool_call(
+                    self._tool_context(call), call, run_one, self._event,
+                    self._deps.limits.max_output_chars)
+            self._done_results[call.id] = message
+            return message
+
+        async def run_one(call: ToolCallPart) -> Message:
             fresh = call.id in self._fresh_calls
             found = self._deps.tools.get(call.name)
             if not fresh and found is not None and not found.safe_to_repeat:
@@ -442,12 +463,7 @@ class SendRun:
                 self._event(ToolCallStarted, call_id=call.id, name=call.name,
                             arguments=call.arguments, attempt=attempt)
                 started = time.monotonic()
-                context = ToolContext(
-                    session_id=self.session_id, send_index=self.send_index, call_id=call.id,
-                    tool_name=call.name, attempt=attempt,
-                    idempotency_key=ToolContext.key_for(self.session_id, self.send_index,
-                                                        call.id),
-                    session_metadata=self._metadata)
+                context = self._tool_context(call)
                 outcome = await self._deps.tools.run(call, context, self._deps.limits)
                 result = outcome.result
                 checkpoint("after_tool_ran")
@@ -455,9 +471,7 @@ class SendRun:
                             output=result.content, is_error=result.is_error,
                             duration=time.monotonic() - started,
                             error_type=outcome.error_type, traceback=outcome.traceback)
-            message = Message.tool_result(result)
-            self._done_results[call.id] = message
-            return message
+            return Message.tool_result(result)
 
         if len(calls) == 1:
             await self._append([await one(calls[0])])
@@ -484,6 +498,16 @@ class SendRun:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _hook_context(self) -> SendContext:
+        return SendContext(self.session_id, self.send_index, self.source, self._metadata)
+
+    def _tool_context(self, call: ToolCallPart) -> ToolContext:
+        return ToolContext(
+            session_id=self.session_id, send_index=self.send_index, call_id=call.id,
+            tool_name=call.name, attempt=1 if call.id in self._fresh_calls else 2,
+            idempotency_key=ToolContext.key_for(self.session_id, self.send_index, call.id),
+            session_metadata=self._metadata)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -523,6 +547,8 @@ class SendRun:
         text = final_text(tail)
         result = SendResult(self.session_id, self.send_index, text, usage, rounds,
                             stop_reason, status, tuple(tail))
+        if self._hooks is not None and status == "done":
+            await self._hooks.send_end(self._hook_context(), result)
         if self._output_schema is not None and status == "done":
             output, problem = parse_output(text, self._output_schema)
             if problem is not None:
