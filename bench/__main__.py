@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "loop": "agent sends/s, SQL per send, latency by history length, cold send, memory",
     "context": "a 5,000-send folding session: per-send latency, store share, request size",
     "worker": "timer fires/s and lateness through power-loop worker processes (1 and 3)",
+    "hooks": "what hooks cost a SQLite send: none, an empty list, observers; the floor",
 }
 """Benchmark name (the module ``bench.<name>``) and a one-line summary for ``--help``."""
 

@@ -62,7 +62,8 @@ RAISES: dict[str, Any] = {
     "GeneratorExit": lambda: GeneratorExit(),
     "own CancelledError": lambda: asyncio.CancelledError(),
     "ExceptionGroup": lambda: ExceptionGroup("many", [ValueError("a"), TypeError("b")]),
-    "PowerLoopError": lambda: SessionBusyError("busy", session_id="x"),
+    "PowerLoopError": lambda: SessionBusyError("busy", session_id="x", holder=None,
+                                               retry_after=1.0),
     "unprintable": lambda: Unprintable(),
 }
 
@@ -118,7 +119,7 @@ async def test_no_hook_behaviour_wedges_a_session(store: Store, point: str, nth:
         result = await loop.send("use k", session_id=sid)
         outcome = f"finished: {result.stop_reason}"
     except HookError as exc:
-        assert exc.point == point and exc.__cause__ is not None or kind in RETURNS
+        assert (exc.point == point and exc.__cause__ is not None) or kind in RETURNS
         outcome = "HookError"
     except SendVetoedError:
         assert point == "on_send_start"
