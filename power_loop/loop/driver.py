@@ -1,5 +1,8 @@
 """The send state machine: one model round after another until the send is finished.
 
+(Over 600 lines on purpose: the order of a send's writes, which every durability
+guarantee rests on, reads in this one module.)
+
 A run holds the session's lease and drives the send from whatever state the store says
 it is in, so finishing a fresh send and resuming one left by a dead process are the same
 code. At each step it looks at the send's persisted tail:
@@ -314,14 +317,11 @@ class SendRun:
         estimate = (self._deps.engine.estimate(self.history, self._system, tools, rest)
                     if self._deps.engine.budget_tokens is not None else None)
         self._event(RoundStarted, round=rounds + 1)
-        if self._hooks is None:
-            response = await self._stream(request)
-        else:
-            hooked = await self._hooks.model_call(self._hook_context(), request, self._stream)
-            if isinstance(hooked, Veto):
-                vetoed = Message.assistant(hooked.reason, synthetic="vetoed")
-                return await self._finish([*extra, vetoed], "vetoed")
-            response = hooked
+        response = (await self._stream(request) if self._hooks is None else
+                    await self._hooks.model_call(self._hook_context(), request, self._stream))
+        if isinstance(response, Veto):  # a hook's veto: its reason is the send's answer
+            vetoed = Message.assistant(response.reason, synthetic="vetoed")
+            return await self._finish([*extra, vetoed], "vetoed")
         checkpoint("after_model_answer")
         message = self._annotate(response, final_round, estimate)
         self._event(UsageUpdated, usage=response.usage, total=spent + response.usage)
@@ -441,12 +441,9 @@ class SendRun:
         semaphore = asyncio.Semaphore(self._deps.config.max_parallel_tools)
 
         async def one(call: ToolCallPart) -> Message:
-            if self._hooks is None:
-                message = await run_one(call)
-            else:
-                message = await self._hooks.tool_call(
-                    self._tool_context(call), call, run_one, self._event,
-                    self._deps.limits.max_output_chars)
+            message = await (run_one(call) if self._hooks is None else self._hooks.tool_call(
+                self._tool_context(call), call, run_one, self._event,
+                self._deps.limits.max_output_chars))
             self._done_results[call.id] = message
             return message
 
