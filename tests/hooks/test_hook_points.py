@@ -17,16 +17,28 @@ from power_loop import (
     LLMResponse,
     Message,
     Reply,
+    ScriptedLLM,
     SendVetoedError,
+    StatefulAgentLoop,
     StopReason,
     Store,
     ToolCallPart,
     ToolResultPart,
     Usage,
     Veto,
+    call_tools,
+    reply,
 )
 from power_loop.events._chain import HookChain
-from tests.hooks.support import FixedFold, Recorder, fill, history_of, make_loop, points
+from tests.hooks.support import (
+    FixedFold,
+    Recorder,
+    fill,
+    history_of,
+    make_lookup,
+    make_loop,
+    points,
+)
 from tests.loop.support import lease_is_free
 
 TOOL_SEND = ["on_send_start", "on_model_request", "on_model_response", "on_tool_start",
@@ -353,3 +365,23 @@ class SyncHook(Hooks):
 def test_a_bad_hook_is_refused_when_configured(hooks: Any) -> None:
     with pytest.raises(InvalidArgumentError):
         AgentLoopConfig(hooks=hooks)
+
+
+async def test_parallel_tool_calls_each_go_through_the_hooks(store: Store) -> None:
+    calls: list[str] = []
+
+    def act(point: str, ctx: Any, *rest: Any) -> Any:
+        if point == "on_tool_start" and json.loads(rest[0].arguments)["key"] == "b":
+            return Veto("not b")
+        return None
+
+    llm = ScriptedLLM([call_tools(("lookup", {"key": "a"}), ("lookup", {"key": "b"}),
+                                  ("lookup", {"key": "c"})), reply("ok")])
+    loop = StatefulAgentLoop(llm=llm, store=store, tools=[make_lookup(calls)],
+                             config=AgentLoopConfig(hooks=[Recorder([], act=act)]))
+    sid = await loop.new_session()
+    await loop.send("go", session_id=sid)
+    assert sorted(calls) == ["a", "c"]
+    results = [part for message in llm.requests[-1].messages for part in message.tool_results]
+    assert [(r.content, r.is_error) for r in results] == [
+        ("value of a", False), ("not b", True), ("value of c", False)]
