@@ -217,9 +217,7 @@ class HookChain:
             if isinstance(got, Veto):
                 raise FoldVetoedError(f"{type(hook).__name__}.on_fold_start vetoed fold "
                                       f"#{job.fold_index}: {_reason(got, hook, 'on_fold_start')}")
-            if not isinstance(got, FoldOutcome):
-                raise _wrong(hook, "on_fold_start", _kind(got))
-            outcome = got
+            outcome = _fold_outcome(got, hook, "on_fold_start")
             break
         if outcome is None:
             name = type(inner).__name__
@@ -234,9 +232,7 @@ class HookChain:
             got = await self._call(hook, "on_fold_end", job, outcome)
             if got is None:
                 continue
-            if not isinstance(got, FoldOutcome):
-                raise _wrong(hook, "on_fold_end", _kind(got))
-            outcome = got
+            outcome = _fold_outcome(got, hook, "on_fold_end")
         return outcome
 
 
@@ -302,6 +298,16 @@ def _answer(response: LLMResponse, hook: object, point: str, mark: str) -> LLMRe
     marked = Message(message.role, message.parts,
                      MappingProxyType({**message.meta, "hook": mark}))
     return LLMResponse(marked, checked.usage, checked.stop_reason, checked.model)
+
+
+def _fold_outcome(got: object, hook: object, point: str) -> FoldOutcome:
+    """A hook's fold outcome, of the right shape (the engine checks the rest, as a strategy's)."""
+    if not isinstance(got, FoldOutcome):
+        raise _wrong(hook, point, _kind(got))
+    if not isinstance(got.summary, str) or not isinstance(got.note_ops, (list, tuple)):
+        raise _wrong(hook, point, "a FoldOutcome whose summary is not a str or note_ops "
+                     "not a list")
+    return got
 
 
 def _result(got: object, call: ToolCallPart, hook: object, point: str,
