@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "context": "a 5,000-send folding session: per-send latency, store share, request size",
     "worker": "timer fires/s and lateness through power-loop worker processes (1 and 3)",
     "web": "a loop per request (dsn=, shared store), warm, new process: latency by history",
+    "hooks": "what hooks cost a SQLite send: none, an empty list, observers; the floor",
 }
 """Benchmark name (the module ``bench.<name>``) and a one-line summary for ``--help``."""
 

@@ -14,11 +14,14 @@ The tree::
     │   ├── MissingDriverError          missing_driver
     │   └── InvalidIdentifierError      invalid_identifier
     ├── InvalidArgumentError            invalid_argument
+    ├── FoldError                       fold_failed
+    │   └── FoldVetoedError             fold_vetoed
+    ├── HookError                       hook_failed
+    ├── SendVetoedError                 send_vetoed
     ├── HistoryInvariantError           history_invariant
     ├── ScriptExhaustedError            script_exhausted
     ├── StructuredOutputError           structured_output_invalid
     ├── ToolError                       tool_error
-    ├── FoldError                       fold_failed
     ├── LLMError                        llm_error
     │   ├── LLMRateLimitError           llm_rate_limited
     │   ├── LLMQuotaError               llm_quota_exceeded
@@ -59,7 +62,9 @@ __all__ = [
     "ConnectionLostError",
     "DatabaseNotFoundError",
     "FoldError",
+    "FoldVetoedError",
     "HistoryInvariantError",
+    "HookError",
     "IntegrityConflictError",
     "InvalidArgumentError",
     "InvalidDSNError",
@@ -83,6 +88,7 @@ __all__ = [
     "ScriptExhaustedError",
     "SendNotFoundError",
     "SendPendingError",
+    "SendVetoedError",
     "SessionBusyError",
     "SessionError",
     "SessionExistsError",
@@ -176,6 +182,54 @@ class FoldError(PowerLoopError):
     """
 
     code: ClassVar[str] = "fold_failed"
+
+
+class FoldVetoedError(FoldError):
+    """A hook's ``on_fold_start`` vetoed the fold: it is journaled ``failed`` with this code.
+
+    The send goes on with its history unfolded, as after any failed fold.
+    """
+
+    code: ClassVar[str] = "fold_vetoed"
+
+
+class HookError(PowerLoopError):
+    """A hook raised, or returned something its hook point cannot use.
+
+    The send ends with this error (chained to what the hook raised) and is left as
+    consistent as a crash at that point would leave it: nothing the hook touched is
+    half-written, the session's lease is released, and ``resume`` carries the send on
+    once the hook stops failing. Raised from ``on_send_end``, the send is already
+    stored finished and ``result`` holds it.
+
+    Attributes:
+        hook: The hook's class name.
+        point: The hook point (``on_model_request``...).
+        result: With ``on_send_end``: the finished send's result; else ``None``.
+    """
+
+    code: ClassVar[str] = "hook_failed"
+
+    def __init__(self, message: str, *, hook: str, point: str, result: Any = None) -> None:
+        super().__init__(message, hook=hook, point=point)
+        self.hook = hook
+        self.point = point
+        self.result = result
+
+
+class SendVetoedError(PowerLoopError):
+    """A hook's ``on_send_start`` vetoed the send: nothing was stored.
+
+    Attributes:
+        reason: The veto's reason, as the hook gave it.
+    """
+
+    code: ClassVar[str] = "send_vetoed"
+
+    def __init__(self, message: str, *, reason: str, session_id: str) -> None:
+        super().__init__(message, reason=reason, session_id=session_id)
+        self.reason = reason
+        self.session_id = session_id
 
 
 class HistoryInvariantError(PowerLoopError):

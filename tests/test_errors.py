@@ -32,6 +32,10 @@ FROZEN_CODES: dict[str, str] = {
     "InvalidIdentifierError": "invalid_identifier",
     "InvalidArgumentError": "invalid_argument",
     "HistoryInvariantError": "history_invariant",
+    "FoldError": "fold_failed",
+    "FoldVetoedError": "fold_vetoed",
+    "HookError": "hook_failed",
+    "SendVetoedError": "send_vetoed",
     "StructuredOutputError": "structured_output_invalid",
     "LLMError": "llm_error",
     "LLMRateLimitError": "llm_rate_limited",
@@ -64,7 +68,6 @@ FROZEN_CODES: dict[str, str] = {
     "PacketTooLargeError": "store_packet_too_large",
     "ScriptExhaustedError": "script_exhausted",
     "ToolError": "tool_error",
-    "FoldError": "fold_failed",
 }
 
 

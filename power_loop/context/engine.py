@@ -35,7 +35,12 @@ from power_loop.context.tokens import (
     count_messages,
     count_tools,
 )
-from power_loop.errors import HistoryInvariantError, InvalidArgumentError, PowerLoopError
+from power_loop.errors import (
+    HistoryInvariantError,
+    HookError,
+    InvalidArgumentError,
+    PowerLoopError,
+)
 from power_loop.events.types import Event, FoldFailed, FoldFinished, FoldStarted
 from power_loop.llm.contract import is_process_exit
 from power_loop.llm.messages import (
@@ -471,8 +476,10 @@ class ContextEngine:
                            emit: Emit | None) -> None:
         """Journal the fold ``failed`` and report it; re-raise a cancellation or an exit."""
         task = asyncio.current_task()
-        stopping = is_process_exit(exc) or (isinstance(exc, asyncio.CancelledError)
-                                            and task is not None and task.cancelling() > 0)
+        # A hook that failed ends the send (HookError), as at every other hook point.
+        stopping = is_process_exit(exc) or isinstance(exc, HookError) or (
+            isinstance(exc, asyncio.CancelledError) and task is not None
+            and task.cancelling() > 0)
         if stopping:
             # The send is being stopped: mark the fold failed whatever comes next, then
             # let the cancellation (or exit) through.

@@ -1,5 +1,6 @@
-"""Typed events (and, later, hooks and sinks)."""
+"""Typed events and hooks (and, later, sinks)."""
 
+from power_loop.events.hooks import Hook, Hooks, Reply, SendContext, Veto
 from power_loop.events.types import (
     ChildEvent,
     Event,
@@ -31,9 +32,13 @@ __all__ = [
     "FoldFailed",
     "FoldFinished",
     "FoldStarted",
+    "Hook",
+    "Hooks",
     "LeaseWait",
+    "Reply",
     "RoundFinished",
     "RoundStarted",
+    "SendContext",
     "SendFinished",
     "SendStarted",
     "SessionParked",
@@ -45,6 +50,7 @@ __all__ = [
     "ToolCallFinished",
     "ToolCallStarted",
     "UsageUpdated",
+    "Veto",
     "WorkerClaimed",
     "WorkerLostLease",
     "WorkerReleased",

@@ -20,6 +20,8 @@ from power_loop.context.engine import ContextEngine, History
 from power_loop.context.notes import NoteLimits, note_tools
 from power_loop.context.recall import recall_tools
 from power_loop.errors import InvalidArgumentError, PowerLoopError, SendPendingError
+from power_loop.events._chain import HookChain
+from power_loop.events.hooks import SendContext
 from power_loop.events.types import Event, SendFinished, SendStarted
 from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
@@ -119,8 +121,11 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
         self._delegation = agents[0].delegation(agents, self) if agents else None
         for built_in in self._delegation.tools() if self._delegation else ():
             self.tools.register(built_in)
+        self._hooks = HookChain.of(cfg.hooks)
         self._engine = ContextEngine(
-            representation=cfg.representation, fold_strategy=cfg.fold_strategy,
+            representation=cfg.representation,
+            fold_strategy=(self._hooks.fold_strategy(cfg.fold_strategy) if self._hooks
+                           else cfg.fold_strategy),
             budget_tokens=cfg.context_budget_tokens, counter=cfg.token_counter,
             notes=cfg.notes, memory=cfg.memory, memory_budget_tokens=cfg.memory_budget_tokens)
         self._opening: asyncio.Lock | None = None
@@ -185,7 +190,8 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
                                history.cache_bytes())
 
     def _deps(self, store: Store) -> RunDeps:
-        return RunDeps(store, self._llm, self.tools, self.config, self._limits, self._engine)
+        return RunDeps(store, self._llm, self.tools, self.config, self._limits, self._engine,
+                       self._hooks)
 
     @staticmethod
     def _owner() -> str:
@@ -311,12 +317,18 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
         if output_schema is not None:
             validator_for(output_schema)  # a bad schema is refused before anything is written
         emit = self._sink(emit)
+        reply = None
+        if self._hooks is not None:  # before anything is stored: a veto leaves no trace
+            text, reply = await self._hooks.send_start(SendContext(session_id, None, source),
+                                                       text)
         store = await self._get_store()
         user = Message.user(text) if source == "user" else Message.user(text, source=source)
+        first = [user] if reply is None else [
+            user, Message.assistant(reply, hook="short_circuit", stop_reason="short_circuit")]
         owner = self._owner()
 
         async def begin() -> Any:
-            return await store.begin_send(session_id, encode([user], 0), owner=owner,
+            return await store.begin_send(session_id, encode(first, 0), owner=owner,
                                           ttl=self.config.lease_ttl, source=source,
                                           request_key=request_key)
 
@@ -345,7 +357,7 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
             store, session_id=session_id, lease=start.lease, send_index=start.send_index,
             first_seq=start.first_seq, next_seq=start.first_seq, incarnation=start.incarnation,
             system_prompt=start.system_prompt, metadata=start.metadata, source=source,
-            emit=emit, output_schema=output_schema, new_messages=[user])
+            emit=emit, output_schema=output_schema, new_messages=first)
         return await self._run(store, run)
 
     async def _prepare(self, store: Store, *, session_id: str, lease: Lease, send_index: int,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +12,8 @@ from power_loop.context.notes import NoteLimits
 from power_loop.context.representation import Representation, VerbatimRepresentation
 from power_loop.context.tokens import EstimatingCounter, TokenCounter
 from power_loop.errors import InvalidArgumentError
+from power_loop.events._chain import check_hooks
+from power_loop.events.hooks import Hook
 from power_loop.events.types import Event
 from power_loop.timers.tools import TimerLimits
 from power_loop.tools.tool import MIN_OUTPUT_CHARS
@@ -68,6 +70,9 @@ class AgentLoopConfig:
         max_agents_per_send: With ``agents=``: sub-agents one send may start.
         max_parallel_agents: With ``agents=``: sub-agents of one send running at once
             when the model starts several together.
+        hooks: Code of yours run at each send, model call, tool call and fold, in this
+            order; each may observe, change, veto or answer in place of what it wraps
+            (see :class:`~power_loop.Hooks` and docs/hooks.md).
     """
 
     system_prompt: str | None = None
@@ -96,6 +101,7 @@ class AgentLoopConfig:
     max_agent_depth: int = 3
     max_agents_per_send: int = 8
     max_parallel_agents: int = 4
+    hooks: Sequence[Hook] = ()
 
     def __post_init__(self) -> None:
         def positive(name: str, value: float | None, *, allow_none: bool = False,
@@ -132,6 +138,7 @@ class AgentLoopConfig:
             from power_loop.loop.structured import validator_for
 
             validator_for(self.output_schema)
+        check_hooks(self.hooks)
         if self.on_pending not in ("raise", "resume", "abort"):
             raise InvalidArgumentError(
                 f"AgentLoopConfig.on_pending must be 'raise', 'resume' or 'abort', "

@@ -1,5 +1,8 @@
 """The send state machine: one model round after another until the send is finished.
 
+(Over 600 lines on purpose: the order of a send's writes, which every durability
+guarantee rests on, reads in this one module.)
+
 A run holds the session's lease and drives the send from whatever state the store says
 it is in, so finishing a fresh send and resuming one left by a dead process are the same
 code. At each step it looks at the send's persisted tail:
@@ -31,6 +34,8 @@ from power_loop._faults import checkpoint
 from power_loop.context.active import ACTIVE_RUN, ActiveRun
 from power_loop.context.engine import ContextEngine, History
 from power_loop.errors import LeaseLostError, PowerLoopError, StructuredOutputError
+from power_loop.events._chain import HookChain
+from power_loop.events.hooks import SendContext, Veto
 from power_loop.events.types import (
     Event,
     RoundFinished,
@@ -107,6 +112,7 @@ class RunDeps:
     config: AgentLoopConfig
     limits: ToolLimits
     engine: ContextEngine
+    hooks: HookChain | None = None
 
 
 def encode(messages: Sequence[Message], send_index: int) -> list[NewMessage]:
@@ -208,6 +214,7 @@ class SendRun:
         self._metadata = metadata
         self._output_schema = (output_schema if output_schema is not None
                                else deps.config.output_schema)
+        self._hooks = deps.hooks
         self._fresh_calls: set[str] = set()
         self._done_results: dict[str, Message] = {}
         self._result_meta: dict[str, dict[str, Any]] = {}  # filled by tools (ActiveRun)
@@ -330,7 +337,11 @@ class SendRun:
         estimate = (self._deps.engine.estimate(self.history, self._system, tools, rest)
                     if self._deps.engine.budget_tokens is not None else None)
         self._event(RoundStarted, round=rounds + 1)
-        response = await self._stream(request)
+        response = (await self._stream(request) if self._hooks is None else
+                    await self._hooks.model_call(self._hook_context(), request, self._stream))
+        if isinstance(response, Veto):  # a hook's veto: its reason is the send's answer
+            vetoed = Message.assistant(response.reason, synthetic="vetoed")
+            return await self._finish([*extra, vetoed], "vetoed")
         checkpoint("after_model_answer")
         message = self._annotate(response, final_round, estimate)
         self._event(UsageUpdated, usage=response.usage, total=spent + response.usage)
@@ -451,6 +462,13 @@ class SendRun:
         semaphore = asyncio.Semaphore(self._deps.config.max_parallel_tools)
 
         async def one(call: ToolCallPart) -> Message:
+            message = await (run_one(call) if self._hooks is None else self._hooks.tool_call(
+                self._tool_context(call), call, run_one, self._event,
+                self._deps.limits.max_output_chars))
+            self._done_results[call.id] = message
+            return message
+
+        async def run_one(call: ToolCallPart) -> Message:
             fresh = call.id in self._fresh_calls
             found = self._deps.tools.get(call.name)
             if not fresh and found is not None and not found.safe_to_repeat:
@@ -463,12 +481,7 @@ class SendRun:
                 self._event(ToolCallStarted, call_id=call.id, name=call.name,
                             arguments=call.arguments, attempt=attempt)
                 started = time.monotonic()
-                context = ToolContext(
-                    session_id=self.session_id, send_index=self.send_index, call_id=call.id,
-                    tool_name=call.name, attempt=attempt,
-                    idempotency_key=ToolContext.key_for(self.session_id, self.send_index,
-                                                        call.id),
-                    session_metadata=self._metadata)
+                context = self._tool_context(call)
                 outcome = await self._deps.tools.run(call, context, self._deps.limits)
                 result = outcome.result
                 checkpoint("after_tool_ran")
@@ -476,9 +489,7 @@ class SendRun:
                             output=result.content, is_error=result.is_error,
                             duration=time.monotonic() - started,
                             error_type=outcome.error_type, traceback=outcome.traceback)
-            message = Message.tool_result(result, **self._result_meta.pop(call.id, {}))
-            self._done_results[call.id] = message
-            return message
+            return Message.tool_result(result, **self._result_meta.pop(call.id, {}))
 
         if len(calls) == 1:
             await self._append([await one(calls[0])])
@@ -505,6 +516,16 @@ class SendRun:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _hook_context(self) -> SendContext:
+        return SendContext(self.session_id, self.send_index, self.source, self._metadata)
+
+    def _tool_context(self, call: ToolCallPart) -> ToolContext:
+        return ToolContext(
+            session_id=self.session_id, send_index=self.send_index, call_id=call.id,
+            tool_name=call.name, attempt=1 if call.id in self._fresh_calls else 2,
+            idempotency_key=ToolContext.key_for(self.session_id, self.send_index, call.id),
+            session_metadata=self._metadata)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -545,6 +566,8 @@ class SendRun:
         result = SendResult(self.session_id, self.send_index, text, usage, rounds,
                             stop_reason, status, tuple(tail),
                             children_usage=children_usage(tail))
+        if self._hooks is not None and status == "done":
+            await self._hooks.send_end(self._hook_context(), result)
         if self._output_schema is not None and status == "done":
             output, problem = parse_output(text, self._output_schema)
             if problem is not None:
