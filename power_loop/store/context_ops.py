@@ -167,14 +167,9 @@ class ContextOps(SendOps):
                 return first
 
             return await self.write(body)
-        sql = fused.finish_release.fenced
-        args = fused.finish_args(
-            [len(messages), session_id, send_index, lease.epoch],
-            [status, stop_reason, int(rounds), dump_json(dict(usage)), None],
-            session_id, send_index, messages,
-            ([int(i) for i, _, _ in projections],
-             [int(v) for _, v, _ in projections],
-             [dump_json(dict(b)) for _, _, b in projections]))
+        sql, args = fused.finish_release(
+            session_id, send_index, messages, lease.epoch,
+            [status, stop_reason, int(rounds), dump_json(dict(usage)), None], projections)
         if before_commit is not None:
             before_commit()
         row = await self.write_one(sql, args)

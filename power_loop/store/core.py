@@ -25,7 +25,7 @@ from power_loop.errors import (
     SessionNotFoundError,
     TransientStoreError,
 )
-from power_loop.store.fused import FusedStatements, message_body
+from power_loop.store.fused import fused_writes, message_body
 from power_loop.store.port import Connection, Database, Row
 from power_loop.store.records import MAX_TTL, NewMessage, check_count, check_name, dump_json
 from power_loop.store.schema import TableNames
@@ -48,6 +48,14 @@ def not_found(session_id: str) -> SessionNotFoundError:
     return SessionNotFoundError(f"session {session_id!r} does not exist", session_id=session_id)
 
 
+async def _rollback_quietly(conn: Connection) -> None:
+    """End the transaction a failed multi-statement text left open, if it can."""
+    try:
+        await conn.execute("ROLLBACK")
+    except PowerLoopError:
+        pass  # the connection is broken: the server rolls back as it drops it
+
+
 class StoreCore:
     """Connections, statements and transactions shared by all store operations."""
 
@@ -55,8 +63,7 @@ class StoreCore:
         self._db = db
         self._names = TableNames(db.dialect, table_prefix)
         self._sql = Statements(db, self._names)
-        self._fused = (FusedStatements(self._sql, db.dialect, self._names)
-                       if db.dialect.supports_writable_cte else None)
+        self._fused = fused_writes(self._sql, db.dialect, self._names)
         """The send path's writes as one statement each, where the engine allows it."""
         self._retries = retries
 
@@ -109,7 +116,12 @@ class StoreCore:
         for attempt in range(self._retries):
             try:
                 async with self._db.autocommit() as conn:
-                    return await conn.fetchone(sql, args)
+                    try:
+                        return await conn.fetchone(sql, args)
+                    except BaseException:
+                        if self._fused is not None and self._fused.rollback_on_error:
+                            await _rollback_quietly(conn)
+                        raise
             except TransientStoreError:
                 if attempt == self._retries - 1:
                     raise

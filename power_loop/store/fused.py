@@ -22,8 +22,7 @@ the statement's end, as it is to the transaction's end there.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from power_loop.errors import InvalidArgumentError
 from power_loop.store.port import ColumnType, Dialect
@@ -33,7 +32,6 @@ from power_loop.store.statements import (
     APPEND,
     APPEND_EXTEND,
     BEGIN_SEND,
-    FINISH_SEND,
     FINISH_SEND_RELEASE,
     SEND_COLUMNS,
     Statements,
@@ -42,12 +40,11 @@ from power_loop.store.statements import (
 _MESSAGE_INSERT = "INSERT INTO {m} (session_id, seq, send_index, role, body, created_at) "
 
 
-@dataclass(frozen=True, slots=True)
-class FusedWrite:
-    """One fused write in its unfenced and fenced forms (as :class:`SessionUpdate`)."""
+Fused = tuple[str, list[Any]]
+"""A fused write: its SQL and its arguments."""
 
-    plain: str
-    fenced: str
+Projections = Sequence[tuple[int, int, Mapping[str, Any]]]
+"""(send index, version, body) of each projection a send's end writes."""
 
 
 def message_body(message: NewMessage) -> dict[str, Any]:
@@ -76,11 +73,58 @@ def message_arrays(messages: Sequence[NewMessage],
     return indexes, roles, bodies
 
 
-class FusedStatements:
-    """The fused statements for one dialect and prefix, rendered once.
+class FusedWrites(Protocol):
+    """The send path's writes, each as one text sent in one round trip."""
 
-    Each ``*_args`` method lays the arguments out in the order of its statement's ``?``.
-    """
+    rollback_on_error: bool
+    """A failed text may leave its transaction open: send ``ROLLBACK`` after it."""
+
+    def begin_send(self, session_id: str, messages: Sequence[NewMessage], owner: str,
+                   ttl: int, source: str, request_key: str | None) -> Fused:
+        """Take the lease and open the send; returns the ``begin_send`` columns."""
+        ...
+
+    def append(self, session_id: str, messages: Sequence[NewMessage], epoch: int | None,
+               extend: int | None) -> Fused:
+        """Append (fenced when ``epoch`` is given); returns ``next_seq``."""
+        ...
+
+    def finish_release(self, session_id: str, send_index: int,
+                       messages: Sequence[NewMessage], epoch: int, outcome: Sequence[Any],
+                       projections: Projections) -> Fused:
+        """End the send, write its projections, release the lease (fenced by
+        ``epoch``); ``outcome`` is (status, stop reason, rounds, usage, error) as
+        stored. Returns ``next_seq``."""
+        ...
+
+
+def fused_writes(sql: Statements, dialect: Dialect, names: TableNames) -> FusedWrites | None:
+    """The dialect's one-round-trip writes, or ``None`` where it has none."""
+    if dialect.supports_writable_cte:
+        return CTEWrites(sql, dialect, names)
+    if dialect.supports_multi_statements:
+        from power_loop.store.scripted import ScriptWrites
+
+        return ScriptWrites(sql, dialect, names)
+    return None
+
+
+def _update_args(assign: Sequence[Any], session_id: str, where: Sequence[Any],
+                 epoch: int | None) -> list[Any]:
+    return [*assign, session_id, *where] + ([] if epoch is None else [epoch])
+
+
+def projection_arrays(projections: Projections) -> tuple[list[int], list[int], list[str]]:
+    """The projections as parallel lists (send indexes, versions, JSON bodies)."""
+    return ([int(i) for i, _, _ in projections], [int(v) for _, v, _ in projections],
+            [dump_json(dict(b)) for _, _, b in projections])
+
+
+class CTEWrites:
+    """Each write as one data-modifying ``WITH`` statement (PostgreSQL), rendered once;
+    the messages and projections travel as array parameters."""
+
+    rollback_on_error = False
 
     def __init__(self, sql: Statements, dialect: Dialect, names: TableNames) -> None:
         d, r = dialect, dialect.render
@@ -104,22 +148,21 @@ class FusedStatements:
             f"FROM s), m AS ({insert}SELECT {id_}, s.next_seq - ? + u.i - 1, "
             f"s.send_count - 1, u.role, u.body, {{now}} FROM s, {d.array_rows('u', text)}) "
             f"SELECT {BEGIN_SEND[2]} FROM s")
-        self.begin_send = r(update(BEGIN_SEND, fenced=False) + begin_tail)
-        self.begin_send_keyed = r(update(BEGIN_SEND, keyed, fenced=False) + begin_tail)
+        self._begin = r(update(BEGIN_SEND, fenced=False) + begin_tail)
+        self._begin_keyed = r(update(BEGIN_SEND, keyed, fenced=False) + begin_tail)
 
         # append: args: the update's, session id, message count, indexes, roles, bodies.
         rows = d.array_rows("u", [("send_index", ColumnType.BIGINT), *text])
         append_tail = (f", m AS ({insert}SELECT {id_}, s.next_seq - ? + u.i - 1, "
                        f"u.send_index, u.role, u.body, {{now}} FROM s, {rows}) "
                        "SELECT next_seq FROM s")
-        self.append = FusedWrite(r(update(APPEND, fenced=False) + append_tail),
-                                 r(update(APPEND, fenced=True) + append_tail))
-        self.append_extend = FusedWrite(r(update(APPEND_EXTEND, fenced=False) + append_tail),
-                                        r(update(APPEND_EXTEND, fenced=True) + append_tail))
+        self._append = {(extend, fenced): r(update(spec, fenced=fenced) + append_tail)
+                        for extend, spec in ((False, APPEND), (True, APPEND_EXTEND))
+                        for fenced in (False, True)}
 
-        # finish: args: the update's, the outcome (status, stop reason, rounds, usage,
-        # error), session id, send index, then session id, message count, send index,
-        # roles, bodies, then session id and the projections' indexes, versions, bodies.
+        # finish: args: the update's, the outcome, session id, send index, then session
+        # id, message count, send index, roles, bodies, then session id and the
+        # projections' indexes, versions, bodies.
         projections = d.upsert(
             names.raw("projections"), ("session_id", "send_index", "version", "body",
                                        "created_at"),
@@ -134,31 +177,34 @@ class FusedStatements:
             f"AND EXISTS (SELECT 1 FROM s)), m AS ({insert}SELECT {id_}, "
             f"s.next_seq - ? + u.i - 1, {big}, u.role, u.body, {{now}} FROM s, "
             f"{d.array_rows('u', text)}), p AS ({projections}) SELECT next_seq FROM s")
-        self.finish = FusedWrite(r(update(FINISH_SEND, fenced=False) + finish_tail),
-                                 r(update(FINISH_SEND, fenced=True) + finish_tail))
-        self.finish_release = FusedWrite(
-            r(update(FINISH_SEND_RELEASE, fenced=False) + finish_tail),
-            r(update(FINISH_SEND_RELEASE, fenced=True) + finish_tail))
+        self._finish_release = r(update(FINISH_SEND_RELEASE, fenced=True) + finish_tail)
 
-    @staticmethod
-    def begin_send_args(session_id: str, owner: str, ttl: int, source: str,
-                        request_key: str | None, messages: Sequence[NewMessage]) -> list[Any]:
+    def begin_send(self, session_id: str, messages: Sequence[NewMessage], owner: str,
+                   ttl: int, source: str, request_key: str | None) -> Fused:
         _, roles, bodies = message_arrays(messages, 0)
         n = len(messages)
-        keyed: list[Any] = [] if request_key is None else [session_id, request_key]
-        return [owner, ttl, n, session_id, *keyed, session_id, source, request_key, n,
-                session_id, n, roles, bodies]
+        if request_key is None:
+            sql, keyed = self._begin, []
+        else:
+            sql, keyed = self._begin_keyed, [session_id, request_key]
+        return sql, [owner, ttl, n, session_id, *keyed, session_id, source, request_key, n,
+                     session_id, n, roles, bodies]
 
-    @staticmethod
-    def append_args(update: Sequence[Any], session_id: str,
-                    messages: Sequence[NewMessage]) -> list[Any]:
+    def append(self, session_id: str, messages: Sequence[NewMessage], epoch: int | None,
+               extend: int | None) -> Fused:
         indexes, roles, bodies = message_arrays(messages)
-        return [*update, session_id, len(messages), indexes, roles, bodies]
+        n = len(messages)
+        assign = [n] if extend is None else [n, extend]
+        sql = self._append[extend is not None, epoch is not None]
+        return sql, [*_update_args(assign, session_id, (), epoch), session_id, n, indexes,
+                     roles, bodies]
 
-    @staticmethod
-    def finish_args(update: Sequence[Any], outcome: Sequence[Any], session_id: str,
-                    send_index: int, messages: Sequence[NewMessage],
-                    projections: tuple[list[int], list[int], list[str]]) -> list[Any]:
+    def finish_release(self, session_id: str, send_index: int,
+                       messages: Sequence[NewMessage], epoch: int, outcome: Sequence[Any],
+                       projections: Projections) -> Fused:
         _, roles, bodies = message_arrays(messages, send_index)
-        return [*update, *outcome, session_id, send_index, session_id, len(messages),
-                send_index, roles, bodies, session_id, *projections]
+        n = len(messages)
+        return self._finish_release, [
+            *_update_args([n], session_id, [send_index], epoch), *outcome, session_id,
+            send_index, session_id, n, send_index, roles, bodies, session_id,
+            *projection_arrays(projections)]

@@ -93,6 +93,11 @@ class Dialect:
     feeds ``INSERT`` statements) and :meth:`array_rows`: each write transaction of the send path is
     then one statement, run on its own (one round trip, atomic by itself)."""
 
+    supports_multi_statements: ClassVar[bool] = False
+    """The driver sends several ``;``-separated statements in one text, and the
+    connection returns the rows of the last one that returns rows: each write
+    transaction of the send path is then one ``BEGIN; ...; COMMIT`` text."""
+
     supports_row_locks: ClassVar[bool] = False
     """``SELECT ... FOR UPDATE`` locks rows; without it the engine locks the database."""
 

@@ -20,7 +20,7 @@ from power_loop.errors import (
     SessionBusyError,
 )
 from power_loop.store.core import StoreCore, ttl_us
-from power_loop.store.fused import FusedStatements
+from power_loop.store.fused import FusedWrites
 from power_loop.store.port import Connection, Row
 from power_loop.store.records import (
     Lease,
@@ -137,11 +137,10 @@ class SendOps(StoreCore):
         return await self.write(self._begin_send_txn, session_id, messages, owner,
                                 ttl_us(ttl), source, request_key)
 
-    async def _begin_send_fused(self, fused: FusedStatements, session_id: str,
+    async def _begin_send_fused(self, fused: FusedWrites, session_id: str,
                                 messages: Sequence[NewMessage], owner: str, ttl: int,
                                 source: str, request_key: str | None) -> SendStart:
-        args = fused.begin_send_args(session_id, owner, ttl, source, request_key, messages)
-        sql = fused.begin_send if request_key is None else fused.begin_send_keyed
+        sql, args = fused.begin_send(session_id, messages, owner, ttl, source, request_key)
         row = await self.write_one(sql, args)
         if row is None:
             return await self.read(self._begin_refused, session_id, request_key, sql)

@@ -151,13 +151,8 @@ class Store(TimerOps):
         fused = self._fused
         if fused is None:
             return await self.write(self._append_txn, session_id, messages, epoch, extend)
-        stmt = fused.append if extend is None else fused.append_extend
-        update: list[Any] = [len(messages)] if extend is None else [len(messages), extend]
-        update.append(session_id)
-        if epoch is not None:
-            update.append(epoch)
-        sql = stmt.plain if epoch is None else stmt.fenced
-        row = await self.write_one(sql, fused.append_args(update, session_id, messages))
+        sql, args = fused.append(session_id, messages, epoch, extend)
+        row = await self.write_one(sql, args)
         if row is None:
             raise await self.read(self._why_missed, session_id, epoch, None, sql)
         first = int(row[0]) - len(messages)

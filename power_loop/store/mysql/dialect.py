@@ -37,6 +37,7 @@ class MySQLDialect(Dialect):
     name: ClassVar[str] = "mysql"
     paramstyle: ClassVar[str] = "format"
     supports_update_returning: ClassVar[bool] = False
+    supports_multi_statements: ClassVar[bool] = True
     supports_row_locks: ClassVar[bool] = True
     supports_skip_locked: ClassVar[bool] = True
     transactional_ddl: ClassVar[bool] = False
