@@ -343,6 +343,11 @@ class CommitFloor:
             assert isinstance(raw, PostgresRaw | MySQLRaw)
             self._locks = [asyncio.Lock() for _ in range(len(raw.conns))]
 
+    def keep_tables(self) -> None:
+        """Leave the tables in place when closing (another process owns them)."""
+        assert isinstance(self._raw, SQLiteRaw | PostgresRaw | MySQLRaw)
+        self._raw.drops = []
+
     async def new_session(self) -> str:
         sid = f"commits-{uuid.uuid4().hex}"
         await self._raw.setup(self._new_session, [sid])
