@@ -7,6 +7,7 @@ asyncpg prepares and caches each statement on first use per connection.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -127,7 +128,10 @@ class PostgresDatabase:
     @asynccontextmanager
     async def _acquired(self) -> AsyncIterator[asyncpg.Connection]:
         try:
-            conn = await self._pool.acquire(timeout=self._acquire_timeout)
+            # asyncio.timeout, not acquire(timeout=): asyncpg would run each acquire as
+            # a task of its own (wait_for), a cost paid by every transaction.
+            async with asyncio.timeout(self._acquire_timeout):
+                conn = await self._pool.acquire()
         except Exception as exc:
             raise translate_error(_DIALECT, exc) from exc
         try:

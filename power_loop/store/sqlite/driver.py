@@ -51,8 +51,12 @@ def _is_busy(exc: BaseException) -> bool:
 
 
 def _on_thread(sql: str, params: Sequence[Any]) -> bool:
-    return sql.startswith(_SLOW) or any(
-        isinstance(p, (str, bytes)) and len(p) >= _LARGE for p in params)
+    if sql.startswith(_SLOW):
+        return True
+    for p in params:  # a plain loop: this runs for every statement
+        if isinstance(p, (str, bytes)) and len(p) >= _LARGE:
+            return True
+    return False
 
 
 class _Clock:
