@@ -11,7 +11,6 @@ import asyncio
 import os
 import random
 import socket
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -154,7 +153,7 @@ class StatefulAgentLoop(TimerMethods):
     @staticmethod
     def _owner() -> str:
         # One owner per send: two sends in one process must not share a lease.
-        return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        return f"{_HOST}:{os.getpid()}:{os.urandom(6).hex()}"
 
     async def _wait_for(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Retry ``attempt`` while the session is busy, within ``config.lease_wait``."""
