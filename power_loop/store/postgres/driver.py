@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -156,13 +156,33 @@ class PostgresDatabase:
                     pass
                 raise
 
-    @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[PostgresConnection]:
-        async with self._acquired() as conn:
-            yield PostgresConnection(conn, self._timeout)
+    def autocommit(self) -> AbstractAsyncContextManager[PostgresConnection]:
+        # A plain class: the send path's one-statement writes all come through here.
+        return _Pooled(self)
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+class _Pooled:
+    """A pooled connection outside any transaction, given back on exit."""
+
+    __slots__ = ("_conn", "_db")
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> PostgresConnection:
+        db = self._db
+        try:
+            async with asyncio.timeout(db._acquire_timeout):
+                self._conn = await db._pool.acquire()
+        except Exception as exc:
+            raise translate_error(_DIALECT, exc) from exc
+        return PostgresConnection(self._conn, db._timeout)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._db._pool.release(self._conn)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
