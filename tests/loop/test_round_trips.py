@@ -22,15 +22,21 @@ import pytest
 
 from bench.statements import Trace, trace_statements, transactions
 from power_loop import (
+    InvalidArgumentError,
+    LeaseLostError,
     LLMRequest,
+    Message,
+    NewMessage,
     ProjectedRepresentation,
     ScriptedLLM,
+    SessionBusyError,
     Store,
     Turn,
     call_tool,
     reply,
     tool,
 )
+from power_loop.llm.messages import encode_message
 from tests.loop.support import make_loop, stored_state
 
 
@@ -105,3 +111,64 @@ async def test_projections_ride_in_the_final_write(store: Store, backend: str) -
     assert transactions(trace).writing == 4
     projections = await store.read_projections(sid, 0, 3)
     assert sorted(projections) == [0, 1, 2]
+
+
+def user_message(text: str) -> list[NewMessage]:
+    return [NewMessage(0, "user", encode_message(Message.user(text)))]
+
+
+async def test_a_stale_one_trip_write_changes_nothing(store: Store) -> None:
+    sid = (await store.create_session()).id
+    start = await store.begin_send(sid, user_message("hi"), owner="first", ttl=30)
+    assert start.lease is not None
+    assert await store.release_lease(start.lease)
+    newer = await store.acquire_lease(sid, "second", ttl=30)
+    assert newer.epoch > start.lease.epoch
+    before = await stored_state(store, sid)
+    answer = [NewMessage(start.send_index, "assistant",
+                         encode_message(Message.assistant("late")))]
+    with pytest.raises(LeaseLostError):
+        await store.append_messages(sid, answer, epoch=start.lease.epoch, extend_lease=30)
+    with pytest.raises(LeaseLostError):
+        await store.close_send(sid, start.send_index, answer, lease=start.lease,
+                               status="done", stop_reason="end_turn", rounds=1, usage={},
+                               projections=[(start.send_index, 1, {"text": "late"})])
+    assert await stored_state(store, sid) == before
+    assert (await store.get_session(sid)).pending_send == start.send_index
+    assert (await store.get_send(sid, start.send_index)).status == "pending"
+    assert await store.read_projections(sid, 0, 10) == {}
+
+
+async def test_closing_a_send_that_is_not_pending_is_refused(store: Store) -> None:
+    sid = (await store.create_session()).id
+    start = await store.begin_send(sid, user_message("hi"), owner="first", ttl=30)
+    assert start.lease is not None
+    with pytest.raises(InvalidArgumentError):
+        await store.close_send(sid, start.send_index + 1, [], lease=start.lease,
+                               status="done", stop_reason="end_turn", rounds=0, usage={})
+    first = await store.close_send(
+        sid, start.send_index,
+        [NewMessage(start.send_index, "assistant", encode_message(Message.assistant("ok")))],
+        lease=start.lease, status="done", stop_reason="end_turn", rounds=1,
+        usage={"input_tokens": 3}, projections=[(start.send_index, 2, {"p": 1})])
+    assert first == 1
+    send = await store.get_send(sid, start.send_index)
+    assert (send.status, send.rounds, send.usage) == ("done", 1, {"input_tokens": 3})
+    assert await store.read_projections(sid, 0, 10) == {0: (2, {"p": 1})}
+    session = await store.get_session(sid)
+    assert (session.pending_send, session.lease_owner, session.next_seq) == (None, None, 2)
+
+
+async def test_a_request_key_opens_one_send(store: Store) -> None:
+    sid = (await store.create_session()).id
+    start = await store.begin_send(sid, user_message("hi"), owner="first", ttl=30,
+                                   request_key="key-1")
+    assert start.lease is not None and start.existing is None
+    again = await store.begin_send(sid, user_message("hi"), owner="second", ttl=30,
+                                   request_key="key-1")
+    assert again.lease is None and again.existing is not None
+    assert (again.send_index, again.first_seq) == (start.send_index, start.first_seq)
+    with pytest.raises(SessionBusyError):
+        await store.begin_send(sid, user_message("other"), owner="third", ttl=30,
+                               request_key="key-2")
+    assert [seq for seq, _, _, _ in await stored_state(store, sid)] == [0]
