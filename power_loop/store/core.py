@@ -113,6 +113,12 @@ class StoreCore:
     async def write_one(self, sql: str, args: Sequence[Any]) -> Row | None:
         """Run one statement on its own (its own transaction: one round trip), retried on
         transient failures as :meth:`write` is; return its first row."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # A cancellation requested before the write stops it before anything is
+            # sent: once the one round trip is under way, whether it committed is unknown
+            # until it answers (a transaction of several statements stops at its first).
+            await asyncio.sleep(0)
         for attempt in range(self._retries):
             try:
                 async with self._db.autocommit() as conn:
