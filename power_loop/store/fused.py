@@ -1,7 +1,14 @@
-"""The send path's write transactions, each folded into one statement.
+"""The send path's write transactions, each sent in one round trip.
 
-On engines with :attr:`~power_loop.store.port.Dialect.supports_writable_cte` (PostgreSQL),
-each write of a send is a single statement run on its own, so one round trip commits it:
+:func:`fused_writes` picks the form the engine allows: :class:`CTEWrites` here, one
+statement each, on engines with
+:attr:`~power_loop.store.port.Dialect.supports_writable_cte` (PostgreSQL);
+:class:`~power_loop.store.scripted.ScriptWrites`, one multi-statement text each, on
+engines with :attr:`~power_loop.store.port.Dialect.supports_multi_statements` (MySQL);
+none on SQLite, whose statements run inline (no round trips to save). The loop's writes
+(:meth:`Store.begin_send`, :meth:`Store.append_messages`, :meth:`Store.close_send`)
+take the fused form when there is one. On PostgreSQL each is a single statement run on
+its own, so one round trip commits it:
 
     WITH s AS (UPDATE sessions SET ... WHERE id = ? AND <condition> [AND <fence>]
                RETURNING ...),

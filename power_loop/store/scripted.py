@@ -45,12 +45,18 @@ from power_loop.store.statements import (
 _GUARD = "SET @pl_ok = ROW_COUNT()"
 
 
-def _rows(columns: Sequence[str], n: int) -> str:
-    """A derived table ``x`` of ``n`` rows of parameters with an ordinal ``i`` (from 0)."""
+def _rows(columns: Sequence[str], n: int) -> tuple[dict[str, str], str]:
+    """How a statement reads ``n`` rows of parameters: each column's expression (and
+    ``i``, the row's ordinal from 0), and what to add to its ``FROM``. One row (the
+    common case) is read straight from the parameters; more go through a derived table
+    ``x``. Either way the parameters come in the same order."""
+    if n == 1:
+        return {"i": "0", **dict.fromkeys(columns, "?")}, ""
     first = ", ".join(["0 AS i", *(f"? AS {c}" for c in columns)])
     rest = ", ".join("?" for _ in columns)
     parts = [f"SELECT {first}", *(f"SELECT {i}, {rest}" for i in range(1, n))]
-    return "(" + " UNION ALL ".join(parts) + ") x"
+    return {"i": "x.i", **{c: f"x.{c}" for c in columns}}, (
+        ", (" + " UNION ALL ".join(parts) + ") x")
 
 
 class ScriptWrites:
@@ -81,15 +87,17 @@ class ScriptWrites:
                       "'pending', ?, ?, next_seq - ?, {now}, NULL, NULL, 0, '{}', NULL "
                       f"FROM {s} WHERE id = ?{guard}"]
             if n:
-                parts.append(f"{insert}SELECT ?, s.next_seq - ? + x.i, s.send_count - 1, "
-                             f"x.role, x.body, {{now}} FROM {s} s, "
-                             f"{_rows(('role', 'body'), n)} WHERE s.id = ?{guard}")
+                x, rows = _rows(("role", "body"), n)
+                parts.append(f"{insert}SELECT ?, s.next_seq - ? + {x['i']}, s.send_count - 1, "
+                             f"{x['role']}, {x['body']}, {{now}} FROM {s} s{rows} "
+                             f"WHERE s.id = ?{guard}")
         elif kind == "append":
             assign, where, returning = APPEND_EXTEND if extend else APPEND
+            x, rows = _rows(("send_index", "role", "body"), n)
             parts += [self._sql.update_text(assign, where, fenced=fenced), _GUARD,
-                      f"{insert}SELECT ?, s.next_seq - ? + x.i, x.send_index, x.role, "
-                      f"x.body, {{now}} FROM {s} s, "
-                      f"{_rows(('send_index', 'role', 'body'), n)} WHERE s.id = ?{guard}"]
+                      f"{insert}SELECT ?, s.next_seq - ? + {x['i']}, {x['send_index']}, "
+                      f"{x['role']}, {x['body']}, {{now}} FROM {s} s{rows} "
+                      f"WHERE s.id = ?{guard}"]
         else:
             assign, where, returning = FINISH_SEND_RELEASE
             parts += [self._sql.update_text(assign, where, fenced=True), _GUARD,
@@ -97,17 +105,17 @@ class ScriptWrites:
                       "stop_reason = ?, rounds = ?, token_usage = ?, error = ? "
                       f"WHERE session_id = ? AND send_index = ?{guard}"]
             if n:
-                parts.append(f"{insert}SELECT ?, s.next_seq - ? + x.i, ?, x.role, x.body, "
-                             f"{{now}} FROM {s} s, {_rows(('role', 'body'), n)} "
-                             f"WHERE s.id = ?{guard}")
+                x, rows = _rows(("role", "body"), n)
+                parts.append(f"{insert}SELECT ?, s.next_seq - ? + {x['i']}, ?, {x['role']}, "
+                             f"{x['body']}, {{now}} FROM {s} s{rows} WHERE s.id = ?{guard}")
             if k:
+                x, rows = _rows(("send_index", "version", "body"), k)
                 parts.append(d.upsert(
                     self._projections, ("session_id", "send_index", "version", "body",
                                         "created_at"),
                     ("session_id", "send_index"), ("version", "body", "created_at"),
-                    source=(f"SELECT ?, x.send_index, x.version, x.body, {{now}} FROM "
-                            f"{_rows(('send_index', 'version', 'body'), k)} "
-                            f"WHERE @pl_ok > 0")))
+                    source=(f"SELECT ?, {x['send_index']}, {x['version']}, {x['body']}, "
+                            f"{{now}} FROM DUAL{rows} WHERE @pl_ok > 0")))
         parts += [f"SELECT {returning} FROM {s} WHERE id = ?{guard}", "COMMIT"]
         return d.render("; ".join(parts))
 

@@ -2,9 +2,11 @@
 
 A send is a row in ``sends`` plus its messages. ``pending_send`` on the session row
 points at the one send not yet finished, so a session has at most one, and a worker can
-find it with a single-table query. The loop's path uses the fused forms: one statement
-takes the lease and opens the send (:meth:`SendOps.begin_send`), one finishes the send
-and releases the lease (``finish_send(..., release=True)``).
+find it with a single-table query. The loop's path uses the fused forms: one session-row
+update takes the lease and opens the send (:meth:`SendOps.begin_send`), one finishes the
+send and releases the lease (:meth:`~power_loop.Store.close_send`). Where the engine
+allows it, each of these transactions is also one round trip
+(:mod:`power_loop.store.fused`).
 """
 
 from __future__ import annotations
