@@ -122,9 +122,11 @@ def _update_args(assign: Sequence[Any], session_id: str, where: Sequence[Any],
 
 
 def projection_arrays(projections: Projections) -> tuple[list[int], list[int], list[str]]:
-    """The projections as parallel lists (send indexes, versions, JSON bodies)."""
-    return ([int(i) for i, _, _ in projections], [int(v) for _, v, _ in projections],
-            [dump_json(dict(b)) for _, _, b in projections])
+    """The projections as parallel lists (send indexes, versions, JSON bodies), one per
+    send: a later one for the same send wins, as when they are written one by one."""
+    latest = {int(i): (int(v), b) for i, v, b in projections}
+    return (list(latest), [v for v, _ in latest.values()],
+            [dump_json(dict(b)) for _, b in latest.values()])
 
 
 class CTEWrites:

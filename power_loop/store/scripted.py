@@ -115,7 +115,8 @@ class ScriptWrites:
                                         "created_at"),
                     ("session_id", "send_index"), ("version", "body", "created_at"),
                     source=(f"SELECT ?, {x['send_index']}, {x['version']}, {x['body']}, "
-                            f"{{now}} FROM DUAL{rows} WHERE @pl_ok > 0")))
+                            f"{{now}} FROM {rows[2:] if rows else 'DUAL'} "
+                            "WHERE @pl_ok > 0")))
         parts += [f"SELECT {returning} FROM {s} WHERE id = ?{guard}", "COMMIT"]
         return d.render("; ".join(parts))
 
@@ -147,12 +148,13 @@ class ScriptWrites:
                        messages: Sequence[NewMessage], epoch: int, outcome: Sequence[Any],
                        projections: Projections) -> Fused:
         _, roles, bodies = message_arrays(messages, send_index)
-        n, k = len(messages), len(projections)
+        rows = projection_arrays(projections)
+        n, k = len(messages), len(rows[0])
         args: list[Any] = [n, session_id, send_index, epoch, *outcome, session_id, send_index]
         if n:
             args += [session_id, n, send_index, *_flat(roles, bodies), session_id]
         if k:
-            args += [session_id, *_flat(*projection_arrays(projections))]
+            args += [session_id, *_flat(*rows)]
         args.append(session_id)
         return self._text("finish", n, k, False, False, True), args
 

@@ -172,3 +172,26 @@ async def test_a_request_key_opens_one_send(store: Store) -> None:
         await store.begin_send(sid, user_message("other"), owner="third", ttl=30,
                                request_key="key-2")
     assert [seq for seq, _, _, _ in await stored_state(store, sid)] == [0]
+
+
+async def test_one_trip_writes_carry_many_messages_and_projections(store: Store) -> None:
+    sid = (await store.create_session()).id
+    users = [*user_message("a"), *user_message("b")]
+    start = await store.begin_send(sid, users, owner="first", ttl=30)
+    assert start.lease is not None
+    index = start.send_index
+    notes = [NewMessage(index, "assistant", {"n": i}) for i in range(3)]
+    assert await store.append_messages(sid, notes, epoch=start.lease.epoch,
+                                       extend_lease=30) == [2, 3, 4]
+    assert await store.append_messages(sid, [NewMessage(index, "tool", {"n": 9})]) == [5]
+    ends = [NewMessage(index, "assistant", {"end": i}) for i in range(2)]
+    first = await store.close_send(sid, index, ends, lease=start.lease, status="done",
+                                   stop_reason="end_turn", rounds=2, usage={},
+                                   projections=[(0, 1, {"p": 0}), (1, 1, {"p": 1}),
+                                                (index, 3, {"p": "x"})])
+    assert first == 6
+    assert [(seq, role, body) for seq, _, role, body in await stored_state(store, sid)][2:] \
+        == [(2, "assistant", {"n": 0}), (3, "assistant", {"n": 1}),
+            (4, "assistant", {"n": 2}), (5, "tool", {"n": 9}),
+            (6, "assistant", {"end": 0}), (7, "assistant", {"end": 1})]
+    assert await store.read_projections(sid, 0, 5) == {0: (3, {"p": "x"}), 1: (1, {"p": 1})}
