@@ -14,6 +14,7 @@ from collections.abc import Callable
 BENCHMARKS: dict[str, str] = {
     "store": "appends/s through Store.append_messages against the raw driver (the floor)",
     "loop": "agent sends/s, SQL per send, latency by history length, cold send, memory",
+    "concurrency": "no-tool sends from 1-64 sessions and 2 processes, client CPU per send",
     "context": "a 5,000-send folding session: per-send latency, store share, request size",
     "worker": "timer fires/s and lateness through power-loop worker processes (1 and 3)",
     "web": "a loop per request (dsn=, shared store), warm, new process: latency by history",

@@ -45,7 +45,7 @@ POOL_SIZE = 10
 
 _MYSQL_SETUP = (
     # power_loop's per-connection settings: the clock and the locking behaviour must match.
-    "SET time_zone = '+00:00', "
+    "SET time_zone = '+00:00', sql_notes = 0, "
     "sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,NO_ENGINE_SUBSTITUTION'",
     "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
 )

@@ -5,9 +5,10 @@ For each backend, with ``ScriptedLLM`` (no network) as the model:
 1. **Throughput**: ``--n`` sequential ``loop.send`` calls on one session with a warm
    loop, in three workloads: ``no_tool`` (the model answers), ``async_tool`` and
    ``sync_tool`` (the model calls one trivial tool, async or sync, then answers). Beside
-   it the floor (:mod:`bench.send_floor`): the same rows in the same transactions through
-   the raw driver. Each round starts a new session (one untimed send, so that the loop
-   has it cached),
+   it two floors (:mod:`bench.send_floor`): the same rows in the same transactions,
+   statement by statement, through the raw driver; and the physical limit of the durable
+   contract, one one-statement commit per durable write (two per no-tool send). Each
+   round starts a new session (one untimed send, so that the loop has it cached),
    rotating which side goes first; figures are medians over ``--repeat`` rounds.
 2. **SQL per send**: an untimed pass counts, at the driver (:mod:`bench.statements`),
    the statements of each send and how they group into transactions.
@@ -52,7 +53,13 @@ from bench.loop_report import (
     render,
 )
 from bench.machine import machine_facts
-from bench.send_floor import SendFloor, SendShape, open_send_floor
+from bench.send_floor import (
+    CommitFloor,
+    SendFloor,
+    SendShape,
+    open_commit_floor,
+    open_send_floor,
+)
 from bench.servers import Server, add_server_arguments, provision
 from bench.statements import trace_statements, transactions
 from bench.stopwatch import Stopwatch, TimedStore
@@ -177,8 +184,9 @@ async def timed_run(send: Callable[[], Awaitable[object]], n: int) -> tuple[floa
 class Sides:
     """Both sides of a workload, each able to start a session and send to it."""
 
-    def __init__(self, loop: StatefulAgentLoop, floor: SendFloor, shape: SendShape) -> None:
-        self.loop, self.floor, self.shape = loop, floor, shape
+    def __init__(self, loop: StatefulAgentLoop, floor: SendFloor, commits: CommitFloor,
+                 shape: SendShape) -> None:
+        self.loop, self.floor, self.commits, self.shape = loop, floor, commits, shape
 
     async def session(self, side: str) -> Callable[[], Awaitable[object]]:
         """A new session with one send made (a warm loop has it cached): its sender."""
@@ -187,17 +195,23 @@ class Sides:
 
             async def send() -> object:
                 return await loop.send(TEXT, sid)
-        else:
+        elif side == "floor":
             floor, shape, sid = self.floor, self.shape, await self.floor.new_session()
 
             async def send() -> object:
                 await floor.send(sid, shape)
                 return None
+        else:
+            commits, shape, sid = self.commits, self.shape, await self.commits.new_session()
+
+            async def send() -> object:
+                await commits.send(sid, shape)
+                return None
         await send()
         return send
 
 
-async def measure_throughput(store: Store, floor: SendFloor,
+async def measure_throughput(store: Store, floor: SendFloor, commits: CommitFloor,
                              opts: Options) -> list[Throughput]:
     """Sections 1 and 2: sends per second per side, then SQL per send."""
     sides: dict[str, Sides] = {}
@@ -207,14 +221,15 @@ async def measure_throughput(store: Store, floor: SendFloor,
         sid = await loop.new_session()
         for _ in range(opts.warmup):
             await loop.send(TEXT, sid)
-        sides[workload] = Sides(loop, floor, await shape_of(store, sid))
-        floor_send = await sides[workload].session("floor")
-        for _ in range(opts.warmup):
-            await floor_send()
+        sides[workload] = Sides(loop, floor, commits, await shape_of(store, sid))
+        for side in SIDES[1:]:
+            floor_send = await sides[workload].session(side)
+            for _ in range(opts.warmup):
+                await floor_send()
     results = [Throughput(w) for w in opts.workloads]
     for round_ in range(opts.repeat):
         _progress(f"{store.backend}: throughput round {round_ + 1}/{opts.repeat}")
-        order = SIDES[round_ % 2:] + SIDES[:round_ % 2]
+        order = SIDES[round_ % len(SIDES):] + SIDES[:round_ % len(SIDES)]
         for result in results:
             for side in order:
                 send = await sides[result.workload].session(side)
@@ -330,7 +345,11 @@ async def measure(backend: str, location: str, floor_location: str,
         floor = await open_send_floor(backend, floor_location, fresh_prefix())
         result.server = floor.server
         try:
-            result.throughput = await measure_throughput(store, floor, opts)
+            commits = await open_commit_floor(backend, floor_location, fresh_prefix())
+            try:
+                result.throughput = await measure_throughput(store, floor, commits, opts)
+            finally:
+                await commits.close()
         finally:
             await floor.close()
         sessions, for_memory = await build_sessions(store, opts)

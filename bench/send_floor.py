@@ -1,7 +1,8 @@
 """The send floor: the rows of one agent send written directly against each driver.
 
 A send writes what a ``StatefulAgentLoop.send`` writes, in the same transactions, with
-the same statements (``power_loop/store/statements.py``) on tables created by
+the same statements (``power_loop/store/statements.py``; on PostgreSQL and MySQL
+power_loop now folds each transaction into one round trip, the floor does not) on tables created by
 power_loop's DDL, and message bodies copied from a send power_loop made (:class:`SendShape`):
 
     txn 1   UPDATE sessions SET lease_epoch = lease_epoch + 1, lease_owner = ?,
@@ -28,12 +29,21 @@ tool, no encoding (the bodies are ready-made JSON text).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from bench.floor import MySQLRaw, PostgresRaw, Raw, SQLiteRaw, open_raw, session_insert
+from bench.floor import (
+    InlineSQLite,
+    MySQLRaw,
+    PostgresRaw,
+    Raw,
+    SQLiteRaw,
+    open_raw,
+    session_insert,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -306,6 +316,71 @@ class MySQLSendFloor(_Base):
                              (sid, row[0] - 1, index, "assistant", shape.answer))
         await cursor.execute(sql.end_send, ("done", shape.stop_reason, shape.rounds,
                                             shape.usage, None, sid, index))
+
+
+class CommitFloor:
+    """The physical limit of the durable contract: one one-statement commit per durable
+    write of a send (the user's message before the model call, each mid-send message,
+    the answer), each a lone ``INSERT`` of the message's row in autocommit, with its seq
+    counted here. No lease, no send row, no session update: nothing power_loop could
+    leave out and still keep its promises is left in.
+
+    ``slot`` picks the connection: slot ``i`` uses connection ``i`` modulo the pool's
+    size, one commit at a time on each (SQLite: its one connection).
+    """
+
+    def __init__(self, raw: Raw) -> None:
+        self._raw, self.server = raw, raw.server
+        self._new_session = session_insert(raw)
+        marks = ", ".join(raw.mark.format(n=n) for n in range(1, 6))
+        self._insert = (f"INSERT INTO {raw.table('messages')} (session_id, seq, send_index, "
+                        f"role, body, created_at) VALUES ({marks}, {raw.dialect.now_us})")
+        self._next: dict[str, tuple[int, int]] = {}  # session -> (next seq, next send)
+        self._sqlite: InlineSQLite | None = None
+        if isinstance(raw, SQLiteRaw):
+            self._sqlite, self._locks = raw.conn, [raw.lock]
+        else:
+            assert isinstance(raw, PostgresRaw | MySQLRaw)
+            self._locks = [asyncio.Lock() for _ in range(len(raw.conns))]
+
+    def keep_tables(self) -> None:
+        """Leave the tables in place when closing (another process owns them)."""
+        assert isinstance(self._raw, SQLiteRaw | PostgresRaw | MySQLRaw)
+        self._raw.drops = []
+
+    async def new_session(self) -> str:
+        sid = f"commits-{uuid.uuid4().hex}"
+        await self._raw.setup(self._new_session, [sid])
+        self._next[sid] = (0, 0)
+        return sid
+
+    async def send(self, session_id: str, shape: SendShape, slot: int = 0) -> None:
+        seq, index = self._next[session_id]
+        rows = [("user", shape.user), *shape.appends, ("assistant", shape.answer)]
+        for role, body in rows:
+            await self._commit(slot, (session_id, seq, index, role, body))
+            seq += 1
+        self._next[session_id] = (seq, index + 1)
+
+    async def _commit(self, slot: int, args: tuple[Any, ...]) -> None:
+        raw, lock = self._raw, self._locks[slot % len(self._locks)]
+        async with lock:
+            if self._sqlite is not None:
+                await self._sqlite.execute(self._insert, args)
+            elif isinstance(raw, PostgresRaw):
+                await raw.conns[slot % len(raw.conns)].execute(self._insert, *args)
+            else:
+                assert isinstance(raw, MySQLRaw)
+                await raw.cursors[slot % len(raw.cursors)].execute(self._insert, args)
+
+    async def close(self) -> None:
+        await self._raw.close()
+
+
+async def open_commit_floor(backend: str, location: str, prefix: str,
+                            size: int = 1) -> CommitFloor:
+    """A commit floor for ``backend`` with ``size`` connections (SQLite: one)."""
+    return CommitFloor(await open_raw(backend, location, prefix, size=size))
 
 
 async def open_send_floor(backend: str, location: str, prefix: str) -> SendFloor:

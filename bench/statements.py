@@ -37,10 +37,22 @@ _HOOKS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+def _keyword(statement: str) -> str:
+    word = statement.split(None, 1)[0].upper()
+    if word == "WITH":
+        # A data-modifying CTE (PostgreSQL's one-statement writes) is labelled by what
+        # its first part does: WITH(UPDATE) writes, a plain WITH reads.
+        head = statement.upper().split("(", 1)
+        inner = head[1].split(None, 1)[0] if len(head) > 1 and head[1].split() else ""
+        return f"WITH({inner})" if inner in _WRITES else word
+    return word
+
+
 def label(sql: object) -> str:
-    """The leading keyword of each statement in ``sql``: ``UPDATE``, ``BEGIN``..."""
+    """The leading keyword of each statement in ``sql``: ``UPDATE``, ``BEGIN``...; a
+    ``WITH`` whose first part writes is ``WITH(UPDATE)`` (or ``INSERT``...)."""
     text = sql.decode("utf-8", "replace") if isinstance(sql, bytes | bytearray) else str(sql)
-    words = [part.split(None, 1)[0].upper() for part in text.split(";") if part.strip()]
+    words = [_keyword(part) for part in text.split(";") if part.strip()]
     return "+".join(words) or "(empty)"
 
 
@@ -176,24 +188,32 @@ class Transactions:
     """Transactions holding no writing statement."""
 
 
+def _writes(word: str) -> bool:
+    return word in _WRITES or word.startswith("WITH(")
+
+
 def transactions(trace: Iterable[tuple[int, str]]) -> Transactions:
     """Group a trace into transactions, per connection, ``BEGIN``/``START`` to
-    ``COMMIT``/``ROLLBACK``; statements outside one are each their own transaction."""
+    ``COMMIT``/``ROLLBACK`` (also inside one multi-statement text, as MySQL's writes
+    are sent); a statement outside one is its own transaction."""
     open_: dict[int, bool] = {}  # connection -> whether its open transaction wrote
     writing = reading = 0
     for conn, name in trace:
         words = name.split("+")
-        writes = any(word in _WRITES for word in words)
-        if words[0] in _OPEN:
-            open_[conn] = False
-        elif words[0] in _CLOSE:
-            wrote = open_.pop(conn, None)
-            if wrote is not None:
+        if conn not in open_ and not _OPEN.intersection(words):
+            if words[0] not in _SETTINGS:
+                wrote = any(_writes(word) for word in words)
                 writing, reading = writing + wrote, reading + (not wrote)
-        elif conn in open_:
-            open_[conn] = open_[conn] or writes
-        elif words[0] not in _SETTINGS:
-            writing, reading = writing + writes, reading + (not writes)
+            continue
+        for word in words:
+            if word in _OPEN:
+                open_[conn] = False
+            elif word in _CLOSE:
+                if conn in open_:
+                    wrote = open_.pop(conn)
+                    writing, reading = writing + wrote, reading + (not wrote)
+            elif conn in open_:
+                open_[conn] = open_[conn] or _writes(word)
     for wrote in open_.values():
         writing, reading = writing + wrote, reading + (not wrote)
     return Transactions(writing, reading)

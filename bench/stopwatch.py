@@ -24,7 +24,7 @@ import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -112,8 +112,20 @@ class TimedDatabase:
             # COMMIT (or ROLLBACK) and giving the connection back.
             watch.port += time.perf_counter() - start
 
-    def autocommit(self) -> AbstractAsyncContextManager[Connection]:
-        return self._inner.autocommit()
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Connection]:
+        # The send path's one-statement writes (PostgreSQL, MySQL) run here.
+        watch = self._watch
+        start = time.perf_counter()
+        try:
+            async with self._inner.autocommit() as conn:
+                watch.port += time.perf_counter() - start
+                try:
+                    yield TimedConnection(conn, watch)
+                finally:
+                    start = time.perf_counter()
+        finally:
+            watch.port += time.perf_counter() - start
 
     async def close(self) -> None:
         await self._inner.close()

@@ -118,7 +118,10 @@ class Message:
 
     @property
     def tool_calls(self) -> tuple[ToolCallPart, ...]:
-        return tuple(p for p in self.parts if isinstance(p, ToolCallPart))
+        parts = self.parts
+        if len(parts) == 1 and type(parts[0]) is TextPart:
+            return ()  # most messages: asked for several times per send
+        return tuple(p for p in parts if isinstance(p, ToolCallPart))
 
     @property
     def tool_results(self) -> tuple[ToolResultPart, ...]:

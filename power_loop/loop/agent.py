@@ -11,7 +11,6 @@ import asyncio
 import functools
 import os
 import socket
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -196,7 +195,7 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
     @staticmethod
     def _owner() -> str:
         # One owner per send: two sends in one process must not share a lease.
-        return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        return f"{_HOST}:{os.getpid()}:{os.urandom(6).hex()}"
 
     async def _wait_for(self, attempt: Callable[[], Awaitable[T]], session_id: str,
                         emit: Emit | None, send_index: int | None = None) -> T:

@@ -73,7 +73,6 @@ from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.results import SendResult
 from power_loop.loop.structured import parse_output
 from power_loop.loop.window import Window, load_window
-from power_loop.store.port import Connection
 from power_loop.store.records import Lease, NewMessage
 from power_loop.store.store import Store
 from power_loop.tools.context import ToolContext
@@ -188,6 +187,10 @@ def open_call_parts(window: Window) -> list[ToolCallPart]:
         if message.role == "assistant" and message.tool_calls:
             return [c for c in message.tool_calls if c.id in waiting]
     return []
+
+
+def _in_final_write() -> None:
+    checkpoint("in_final_write")
 
 
 class SendRun:
@@ -544,19 +547,13 @@ class SendRun:
         store = self._deps.store
 
         projections = self._deps.engine.projection_rows(self.history, self.send_index, tail)
-
-        async def body(conn: Connection) -> None:
-            await store.finish_send_txn(
-                conn, self.session_id, self.send_index,
-                encode(messages, self.send_index), status=status, epoch=None,
-                release=self.lease, stop_reason=stop_reason, rounds=rounds,
-                usage=usage_json(tail), error=None)
-            await store.put_projections_txn(conn, self.session_id, projections)
-            checkpoint("in_final_write")
-
         async with self._lease_lock:
             self._stopped = True
-            await store.write(body)
+            await store.close_send(
+                self.session_id, self.send_index, encode(messages, self.send_index),
+                lease=self.lease, status=status, stop_reason=stop_reason, rounds=rounds,
+                usage=usage_json(tail), projections=projections,
+                before_commit=_in_final_write)
             self.settled = True
         self.window.extend(messages)
         # The next send of this session starts from here without reading anything back.

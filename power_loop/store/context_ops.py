@@ -8,7 +8,7 @@ scratchpad. Every write is fenced by the session lease's epoch, like messages ar
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,9 @@ from typing import Any
 from power_loop.errors import InvalidArgumentError
 from power_loop.store.port import Connection, Database, Row
 from power_loop.store.records import (
+    Lease,
     MessageRecord,
+    NewMessage,
     check_count,
     check_id,
     check_name,
@@ -140,6 +142,47 @@ class ContextOps(SendOps):
     async def _fence(self, conn: Connection, session_id: str, epoch: int) -> None:
         """Lock the session row for this transaction, or raise LeaseLostError."""
         await self._update_session(conn, self._sql.touch, session_id, [], epoch=epoch)
+
+    async def close_send(self, session_id: str, send_index: int,
+                         messages: Sequence[NewMessage], *, lease: Lease, status: str,
+                         stop_reason: str | None, rounds: int, usage: Mapping[str, Any],
+                         projections: Sequence[tuple[int, int, Mapping[str, Any]]] = (),
+                         before_commit: Callable[[], None] | None = None) -> int:
+        """End the pending send with its last messages, outcome and projections, and
+        release ``lease``: one transaction, one statement where the engine folds it
+        (:mod:`power_loop.store.fused`). Returns the first new seq.
+
+        Args:
+            before_commit: Called inside the transaction before its commit (where the
+                write is one statement, just before it is sent).
+
+        Raises:
+            LeaseLostError: the lease's epoch is stale, or the lease was released.
+        """
+        fused = self._fused
+        if fused is None:
+            async def body(conn: Connection) -> int:
+                first = await self.finish_send_txn(
+                    conn, session_id, send_index, messages, status=status, epoch=None,
+                    release=lease, stop_reason=stop_reason, rounds=rounds, usage=usage,
+                    error=None)
+                await self.put_projections_txn(conn, session_id, projections)
+                if before_commit is not None:
+                    before_commit()
+                return first
+
+            return await self.write(body)
+        sql, args = fused.finish_release(
+            session_id, send_index, messages, lease.epoch,
+            [status, stop_reason, int(rounds), dump_json(dict(usage)), None], projections)
+        if before_commit is not None:
+            before_commit()
+        row = await self.write_one(sql, args)
+        if row is None:
+            raise await self.read(
+                self._why_missed, session_id, lease.epoch,
+                lambda state: self._not_pending(session_id, send_index, state), sql)
+        return int(row[0]) - len(messages)
 
     # -- projections -------------------------------------------------------------------
 

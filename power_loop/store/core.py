@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from power_loop.errors import (
@@ -25,6 +25,7 @@ from power_loop.errors import (
     SessionNotFoundError,
     TransientStoreError,
 )
+from power_loop.store.fused import fused_writes, message_body
 from power_loop.store.port import Connection, Database, Row
 from power_loop.store.records import MAX_TTL, NewMessage, check_count, check_name, dump_json
 from power_loop.store.schema import TableNames
@@ -44,16 +45,16 @@ def ttl_us(ttl: float) -> int:
     return int(ttl * 1_000_000)
 
 
-def _body(message: NewMessage) -> dict[str, Any]:
-    if not isinstance(message, NewMessage) or not isinstance(message.body, Mapping):
-        raise InvalidArgumentError(
-            f"messages must be NewMessage(send_index, role, body) with a mapping body, not "
-            f"{message!r:.80}")
-    return dict(message.body)
-
-
 def not_found(session_id: str) -> SessionNotFoundError:
     return SessionNotFoundError(f"session {session_id!r} does not exist", session_id=session_id)
+
+
+async def _rollback_quietly(conn: Connection) -> None:
+    """End the transaction a failed multi-statement text left open, if it can."""
+    try:
+        await conn.execute("ROLLBACK")
+    except PowerLoopError:
+        pass  # the connection is broken: the server rolls back as it drops it
 
 
 class StoreCore:
@@ -63,6 +64,8 @@ class StoreCore:
         self._db = db
         self._names = TableNames(db.dialect, table_prefix)
         self._sql = Statements(db, self._names)
+        self._fused = fused_writes(self._sql, db.dialect, self._names)
+        """The send path's writes as one statement each, where the engine allows it."""
         self._retries = retries
         self._cache: WindowCache[Any] = WindowCache()
 
@@ -115,6 +118,30 @@ class StoreCore:
                 await asyncio.sleep(random.uniform(0, 0.005 * 2 ** attempt))
         raise AssertionError("unreachable")
 
+    async def write_one(self, sql: str, args: Sequence[Any]) -> Row | None:
+        """Run one statement on its own (its own transaction: one round trip), retried on
+        transient failures as :meth:`write` is; return its first row."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # A cancellation requested before the write stops it before anything is
+            # sent: once the one round trip is under way, whether it committed is unknown
+            # until it answers (a transaction of several statements stops at its first).
+            await asyncio.sleep(0)
+        for attempt in range(self._retries):
+            try:
+                async with self._db.autocommit() as conn:
+                    try:
+                        return await conn.fetchone(sql, args)
+                    except BaseException:
+                        if self._fused is not None and self._fused.rollback_on_error:
+                            await _rollback_quietly(conn)
+                        raise
+            except TransientStoreError:
+                if attempt == self._retries - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.005 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
     async def _update_session(self, conn: Connection, stmt: SessionUpdate, session_id: str,
                               assign: Sequence[Any], where: Sequence[Any] = (),
                               *, epoch: int | None = None,
@@ -137,21 +164,28 @@ class StoreCore:
                 sql, args) else None
         if row is not None:
             return row
+        raise await self._why_missed(conn, session_id, epoch, refused, sql)
+
+    async def _why_missed(self, conn: Connection, session_id: str, epoch: int | None,
+                          refused: Callable[[Row], PowerLoopError] | None,
+                          sql: str) -> Exception:
+        """Why a session-row update (``sql``) matched no row, from the row's state: the
+        error to raise."""
         state = await conn.fetchone(self._sql.session_state, [session_id])
         if state is None:
-            raise not_found(session_id)
+            return not_found(session_id)
         if epoch is not None and int(state[0]) != epoch:
-            raise LeaseLostError(
+            return LeaseLostError(
                 f"session {session_id!r} was taken over (lease epoch {int(state[0])}, "
                 f"this writer holds {epoch}); nothing was written",
                 session_id=session_id, epoch=epoch)
         if epoch is not None and state[2] is None:
-            raise LeaseLostError(
+            return LeaseLostError(
                 f"the lease on session {session_id!r} (epoch {epoch}) was released; "
                 "nothing was written", session_id=session_id, epoch=epoch)
         if refused is not None:
-            raise refused(state)
-        raise AssertionError(f"session update matched no row: {sql}")
+            return refused(state)
+        return AssertionError(f"session update matched no row: {sql}")
 
     async def _require_session(self, conn: Connection, session_id: str) -> None:
         if await conn.fetchone(self._sql.next_seq, [session_id]) is None:
@@ -172,7 +206,7 @@ class StoreCore:
         rows = [(session_id, first_seq + i,
                  check_count(msg.send_index if send_index is None else send_index,
                              "send_index"),
-                 check_name(msg.role, "role"), dump_json(_body(msg)))
+                 check_name(msg.role, "role"), dump_json(message_body(msg)))
                 for i, msg in enumerate(messages)]
         if len(rows) == 1:
             await conn.execute(self._sql.insert_message, rows[0])

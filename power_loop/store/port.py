@@ -88,6 +88,16 @@ class Dialect:
     supports_update_returning: ClassVar[bool] = False
     """``UPDATE ... RETURNING`` is available (saves a round trip after an update)."""
 
+    supports_writable_cte: ClassVar[bool] = False
+    """Data-modifying statements in ``WITH`` (an ``UPDATE ... RETURNING`` that
+    feeds ``INSERT`` statements) and :meth:`array_rows`: each write transaction of the send path is
+    then one statement, run on its own (one round trip, atomic by itself)."""
+
+    supports_multi_statements: ClassVar[bool] = False
+    """The driver sends several ``;``-separated statements in one text, and the
+    connection returns the rows of the last one that returns rows: each write
+    transaction of the send path is then one ``BEGIN; ...; COMMIT`` text."""
+
     supports_row_locks: ClassVar[bool] = False
     """``SELECT ... FOR UPDATE`` locks rows; without it the engine locks the database."""
 
@@ -147,21 +157,32 @@ class Dialect:
 
     def upsert(
         self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str],
-        expressions: Mapping[str, str] | None = None,
+        expressions: Mapping[str, str] | None = None, source: str | None = None,
     ) -> str:
         """``INSERT`` that updates ``update`` columns when a row with ``key`` exists.
 
         With an empty ``update`` the statement inserts or does nothing. ``expressions``
-        gives SQL to use instead of a ``?`` for some columns (``{now}``...).
+        gives SQL to use instead of a ``?`` for some columns (``{now}``...); ``source``,
+        a query to insert the rows of instead of ``VALUES``.
         """
         cols = ", ".join(self.quote(c) for c in columns)
         marks = ", ".join((expressions or {}).get(c, "?") for c in columns)
+        rows = source if source is not None else f"VALUES ({marks})"
         keys = ", ".join(self.quote(c) for c in key)
-        head = f"INSERT INTO {self.quote(table)} ({cols}) VALUES ({marks}) ON CONFLICT ({keys}) DO "
+        head = f"INSERT INTO {self.quote(table)} ({cols}) {rows} ON CONFLICT ({keys}) DO "
         if not update:
             return head + "NOTHING"
         sets = ", ".join(f"{self.quote(c)} = excluded.{self.quote(c)}" for c in update)
         return head + f"UPDATE SET {sets}"
+
+    def array_rows(self, alias: str, columns: Sequence[tuple[str, ColumnType]]) -> str:
+        """A ``FROM`` item ``alias`` with one row per element of parallel array
+        parameters (one ``?`` per column, in order, each bound to a list), its columns
+        named as given, plus ``i``, the element's 1-based position.
+
+        Only engines with :attr:`supports_writable_cte` implement it.
+        """
+        raise NotImplementedError
 
     def create_index(self, name: str, table: str, columns: Sequence[str], unique: bool) -> str:
         """An idempotent ``CREATE INDEX``."""

@@ -41,20 +41,33 @@ def to_us(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
 def _check_keys(value: Any) -> None:
     """Refuse object keys JSON would silently turn into strings (1 -> "1")."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    raise InvalidArgumentError(
-                        f"JSON object keys must be strings, not {type(key).__name__} {key!r}")
-                if isinstance(child, (dict, list, tuple)):
-                    stack.append(child)
-        elif isinstance(item, (list, tuple)):
-            stack.extend(c for c in item if isinstance(c, (dict, list, tuple)))
+    # Exact types first (what the codec builds), subclasses through isinstance, as the
+    # encoder itself treats them.
+    kind = type(value)
+    if kind is dict or (kind is not list and kind is not tuple and isinstance(value, dict)):
+        for key, child in value.items():
+            if type(key) is not str and not isinstance(key, str):
+                raise InvalidArgumentError(
+                    f"JSON object keys must be strings, not {type(key).__name__} {key!r}")
+            if type(child) in _SCALARS:
+                continue
+            if isinstance(child, _CONTAINERS):
+                _check_keys(child)
+    elif kind is list or kind is tuple or isinstance(value, (list, tuple)):
+        for child in value:
+            if type(child) not in _SCALARS and isinstance(child, _CONTAINERS):
+                _check_keys(child)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ENCODE_SORTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                                  sort_keys=True).encode
 
 
 def dump_json(value: Any, *, sort_keys: bool = False) -> str:
@@ -66,12 +79,14 @@ def dump_json(value: Any, *, sort_keys: bool = False) -> str:
     there: a high and a low surrogate written as two code points read back as the one
     character they encode.) Object keys must be strings.
     """
-    _check_keys(value)
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                          sort_keys=sort_keys)
+        _check_keys(value)
+        text = (_ENCODE_SORTED if sort_keys else _ENCODE)(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"value cannot be stored as JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgumentError("value cannot be stored as JSON: it nests too deeply "
+                                   "(or contains itself)") from None
     if not text.isascii():
         try:
             text.encode("utf-8")

@@ -2,14 +2,16 @@
 
 A send is a row in ``sends`` plus its messages. ``pending_send`` on the session row
 points at the one send not yet finished, so a session has at most one, and a worker can
-find it with a single-table query. The loop's path uses the fused forms: one statement
-takes the lease and opens the send (:meth:`SendOps.begin_send`), one finishes the send
-and releases the lease (``finish_send(..., release=True)``).
+find it with a single-table query. The loop's path uses the fused forms: one session-row
+update takes the lease and opens the send (:meth:`SendOps.begin_send`), one finishes the
+send and releases the lease (:meth:`~power_loop.Store.close_send`). Where the engine
+allows it, each of these transactions is also one round trip
+(:mod:`power_loop.store.fused`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from power_loop.errors import (
@@ -20,6 +22,7 @@ from power_loop.errors import (
     SessionBusyError,
 )
 from power_loop.store.core import StoreCore, ttl_us
+from power_loop.store.fused import FusedWrites
 from power_loop.store.port import Connection, Row
 from power_loop.store.records import (
     Lease,
@@ -58,6 +61,17 @@ def _pending(session_id: str, state: Row) -> SendPendingError:
     return SendPendingError(
         f"session {session_id!r} has unfinished send #{state[1]}; resume, heal or abort it "
         "first", session_id=session_id, send_index=int(state[1]))
+
+
+def _begin_refused(session_id: str) -> Callable[[Row], PowerLoopError]:
+    """Why ``begin_send``'s update matched no row, from the row's state."""
+
+    def refused(state: Row) -> PowerLoopError:
+        if state[1] is not None and not _lease_held(state):
+            return _pending(session_id, state)
+        return busy_error(session_id, state)
+
+    return refused
 
 
 def _lease_held(state: Row) -> bool:
@@ -119,8 +133,38 @@ class SendOps(StoreCore):
         check_name(source, "source")
         if request_key is not None:
             check_id(request_key, "request_key")
+        if self._fused is not None:
+            return await self._begin_send_fused(self._fused, session_id, messages, owner,
+                                                ttl_us(ttl), source, request_key)
         return await self.write(self._begin_send_txn, session_id, messages, owner,
                                 ttl_us(ttl), source, request_key)
+
+    async def _begin_send_fused(self, fused: FusedWrites, session_id: str,
+                                messages: Sequence[NewMessage], owner: str, ttl: int,
+                                source: str, request_key: str | None) -> SendStart:
+        sql, args = fused.begin_send(session_id, messages, owner, ttl, source, request_key)
+        row = await self.write_one(sql, args)
+        if row is None:
+            return await self.read(self._begin_refused, session_id, request_key, sql)
+        return self._started(session_id, owner, messages, row)
+
+    async def _begin_refused(self, conn: Connection, session_id: str,
+                             request_key: str | None, sql: str) -> SendStart:
+        """Why a fused ``begin_send`` wrote nothing: the request key was used (then the
+        send it opened), else the lease or the pending send (raised)."""
+        if request_key is not None:
+            existing = await self._send_by_key(conn, session_id, request_key)
+            if existing is not None:
+                return SendStart(None, existing.send_index, existing.first_seq, None,
+                                 existing=existing)
+        raise await self._why_missed(conn, session_id, None, _begin_refused(session_id), sql)
+
+    @staticmethod
+    def _started(session_id: str, owner: str, messages: Sequence[NewMessage],
+                 row: Row) -> SendStart:
+        lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
+        return SendStart(lease, int(row[2]) - 1, int(row[3]) - len(messages),
+                         load_json(row[4]), row[5], load_json(row[6]))
 
     async def _begin_send_txn(self, conn: Connection, session_id: str,
                               messages: Sequence[NewMessage], owner: str, ttl: int,
@@ -130,18 +174,13 @@ class SendOps(StoreCore):
             if existing is not None:
                 return SendStart(None, existing.send_index, existing.first_seq, None,
                                  existing=existing)
-
-        def refused(state: Row) -> PowerLoopError:
-            if state[1] is not None and not _lease_held(state):
-                return _pending(session_id, state)
-            return busy_error(session_id, state)
-
         row = await self._update_session(conn, self._sql.begin_send, session_id,
-                                         [owner, ttl, len(messages)], refused=refused)
-        index, first = int(row[2]) - 1, int(row[3]) - len(messages)
-        await self._open_send(conn, session_id, index, first, messages, source, request_key)
-        lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
-        return SendStart(lease, index, first, load_json(row[4]), row[5], load_json(row[6]))
+                                         [owner, ttl, len(messages)],
+                                         refused=_begin_refused(session_id))
+        start = self._started(session_id, owner, messages, row)
+        await self._open_send(conn, session_id, start.send_index, start.first_seq, messages,
+                              source, request_key)
+        return start
 
     async def _open_send(self, conn: Connection, session_id: str, index: int, first: int,
                          messages: Sequence[NewMessage], source: str,

@@ -28,6 +28,21 @@ _TAKE_LEASE = "lease_epoch = lease_epoch + 1, lease_owner = ?, lease_expires_at 
 _LEASE_FREE = " AND (lease_owner IS NULL OR lease_expires_at < {now})"
 _RELEASE = "lease_owner = NULL, lease_expires_at = NULL"
 
+# Session-row updates of the send path as (assignments, extra condition, returned
+# columns); the fused statements (power_loop/store/fused.py) build on them too.
+APPEND = ("next_seq = next_seq + ?", "", "next_seq")
+APPEND_EXTEND = ("next_seq = next_seq + ?, lease_expires_at = {now} + ?", "", "next_seq")
+BEGIN_SEND = (
+    f"{_TAKE_LEASE}, pending_send = send_count, send_count = send_count + 1, "
+    "next_seq = next_seq + ?",
+    f"{_LEASE_FREE} AND pending_send IS NULL",
+    "lease_epoch, lease_expires_at, send_count, next_seq, system_prompt, incarnation, metadata")
+FINISH_SEND = ("pending_send = NULL, resume_attempts = 0, parked_at = NULL, "
+               "next_seq = next_seq + ?", " AND pending_send = ?", "next_seq")
+FINISH_SEND_RELEASE = (f"pending_send = NULL, resume_attempts = 0, parked_at = NULL, "
+                       f"next_seq = next_seq + ?, {_RELEASE}", " AND pending_send = ?",
+                       "next_seq")
+
 
 @dataclass(frozen=True, slots=True)
 class SessionUpdate:
@@ -55,13 +70,19 @@ class Statements:
         release clears the owner.
         """
         r, s = self._dialect.render, self._sessions
-        base = f"UPDATE {s} SET {assign}, updated_at = {{now}} WHERE id = ?{where}"
         tail = f" RETURNING {returning}" if self.returning else ""
         return SessionUpdate(
-            plain=r(base + tail),
-            fenced=r(base + " AND lease_owner IS NOT NULL AND lease_epoch = ?" + tail),
+            plain=r(self.update_text(assign, where) + tail),
+            fenced=r(self.update_text(assign, where, fenced=True) + tail),
             select=r(f"SELECT {returning} FROM {s} WHERE id = ?"),
         )
+
+    def update_text(self, assign: str, where: str, *, fenced: bool = False) -> str:
+        """The unrendered ``UPDATE`` of :meth:`update_statement`, without ``RETURNING``:
+        arguments ``assign``'s, the session id, ``where``'s, then (fenced) the epoch."""
+        fence = " AND lease_owner IS NOT NULL AND lease_epoch = ?" if fenced else ""
+        return (f"UPDATE {self._sessions} SET {assign}, updated_at = {{now}} "
+                f"WHERE id = ?{where}{fence}")
 
     def __init__(self, db: Database, names: TableNames) -> None:
         d = db.dialect
@@ -90,9 +111,8 @@ class Statements:
             for t in reversed(session_tables())
         ]
         # -- messages
-        self.append = update("next_seq = next_seq + ?", "", "next_seq")
-        self.append_extend = update("next_seq = next_seq + ?, lease_expires_at = {now} + ?",
-                                    "", "next_seq")
+        self.append = update(*APPEND)
+        self.append_extend = update(*APPEND_EXTEND)
         self.insert_message = r(
             f"INSERT INTO {m} (session_id, seq, send_index, role, body, created_at) "
             "VALUES (?, ?, ?, ?, ?, {now})")
@@ -120,18 +140,9 @@ class Statements:
         self.start_send = update(
             "pending_send = send_count, send_count = send_count + 1, next_seq = next_seq + ?",
             " AND pending_send IS NULL", "send_count, next_seq")
-        self.begin_send = update(
-            f"{_TAKE_LEASE}, pending_send = send_count, send_count = send_count + 1, "
-            "next_seq = next_seq + ?",
-            f"{_LEASE_FREE} AND pending_send IS NULL",
-            "lease_epoch, lease_expires_at, send_count, next_seq, system_prompt, incarnation, "
-            "metadata")
-        self.finish_send = update(
-            "pending_send = NULL, resume_attempts = 0, parked_at = NULL, "
-            "next_seq = next_seq + ?", " AND pending_send = ?", "next_seq")
-        self.finish_send_release = update(
-            f"pending_send = NULL, resume_attempts = 0, parked_at = NULL, "
-            f"next_seq = next_seq + ?, {_RELEASE}", " AND pending_send = ?", "next_seq")
+        self.begin_send = update(*BEGIN_SEND)
+        self.finish_send = update(*FINISH_SEND)
+        self.finish_send_release = update(*FINISH_SEND_RELEASE)
         self.pause_send = update(
             f"next_seq = next_seq + ?, {_RELEASE}", " AND pending_send = ?", "next_seq")
         self.insert_send = r(

@@ -150,8 +150,16 @@ class Store(ChildOps, TimerOps):
             return []
         if extend_lease is not None and epoch is None:
             raise InvalidArgumentError("extend_lease needs the lease's epoch")
-        return await self.write(self._append_txn, session_id, messages, epoch,
-                                None if extend_lease is None else ttl_us(extend_lease))
+        extend = None if extend_lease is None else ttl_us(extend_lease)
+        fused = self._fused
+        if fused is None:
+            return await self.write(self._append_txn, session_id, messages, epoch, extend)
+        sql, args = fused.append(session_id, messages, epoch, extend)
+        row = await self.write_one(sql, args)
+        if row is None:
+            raise await self.read(self._why_missed, session_id, epoch, None, sql)
+        first = int(row[0]) - len(messages)
+        return list(range(first, first + len(messages)))
 
     async def _append_txn(self, conn: Connection, session_id: str,
                           messages: Sequence[NewMessage], epoch: int | None,

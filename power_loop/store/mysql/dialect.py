@@ -37,6 +37,7 @@ class MySQLDialect(Dialect):
     name: ClassVar[str] = "mysql"
     paramstyle: ClassVar[str] = "format"
     supports_update_returning: ClassVar[bool] = False
+    supports_multi_statements: ClassVar[bool] = True
     supports_row_locks: ClassVar[bool] = True
     supports_skip_locked: ClassVar[bool] = True
     transactional_ddl: ClassVar[bool] = False
@@ -54,17 +55,18 @@ class MySQLDialect(Dialect):
 
     def upsert(
         self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str],
-        expressions: Mapping[str, str] | None = None,
+        expressions: Mapping[str, str] | None = None, source: str | None = None,
     ) -> str:
         cols = ", ".join(self.quote(c) for c in columns)
         marks = ", ".join((expressions or {}).get(c, "?") for c in columns)
+        rows = source if source is not None else f"VALUES ({marks})"
         # VALUES(col) is accepted by both engines (MySQL 8 deprecates it in favour of a
         # row alias that MariaDB does not parse); a self-assignment means "do nothing".
         if update:
             sets = ", ".join(f"{self.quote(c)} = VALUES({self.quote(c)})" for c in update)
         else:
             sets = f"{self.quote(key[0])} = {self.quote(key[0])}"
-        return (f"INSERT INTO {self.quote(table)} ({cols}) VALUES ({marks}) "
+        return (f"INSERT INTO {self.quote(table)} ({cols}) {rows} "
                 f"ON DUPLICATE KEY UPDATE {sets}")
 
     def migration_lock(self, key: int) -> tuple[str | None, str | None]:

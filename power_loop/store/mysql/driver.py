@@ -150,10 +150,17 @@ class MySQLConnection:
         if many:
             await self._cursor.executemany(sql, params)
             return None
-        count = await self._cursor.execute(sql, tuple(params))
-        if rows:
-            return [_decoded(r) for r in await self._cursor.fetchall()]
-        return count
+        cursor = self._cursor
+        count = await cursor.execute(sql, tuple(params))
+        if not rows:
+            while await cursor.nextset():  # a multi-statement text: read every result
+                pass
+            return count
+        found = await cursor.fetchall() if cursor.description else ()
+        while await cursor.nextset():
+            if cursor.description:  # the last statement that returns rows is the answer
+                found = await cursor.fetchall()
+        return [_decoded(r) for r in found]
 
     async def _run(self, sql: str, params: Sequence[Any], *, many: bool = False,
                    rows: bool = False) -> Any:
@@ -308,7 +315,10 @@ async def connect(parsed: ParsedDSN) -> MySQLDatabase:
             charset="utf8mb4",
             autocommit=True,
             connect_timeout=options.connect_timeout,
-            client_flag=CLIENT.FOUND_ROWS,
+            # MULTI_STATEMENTS: a write transaction of the send path is one text
+            # (power_loop/store/scripted.py); values are escaped by the driver, and the
+            # texts are built only from validated identifiers.
+            client_flag=CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS,
             pool_recycle=3600,
             **target,
         )

@@ -30,6 +30,7 @@ class PostgresDialect(Dialect):
     name: ClassVar[str] = "postgresql"
     paramstyle: ClassVar[str] = "numeric"
     supports_update_returning: ClassVar[bool] = True
+    supports_writable_cte: ClassVar[bool] = True
     supports_row_locks: ClassVar[bool] = True
     supports_skip_locked: ClassVar[bool] = True
     transactional_ddl: ClassVar[bool] = True
@@ -40,6 +41,11 @@ class PostgresDialect(Dialect):
 
     def column_type(self, kind: ColumnType) -> str:
         return _TYPES[kind]
+
+    def array_rows(self, alias: str, columns: Sequence[tuple[str, ColumnType]]) -> str:
+        arrays = ", ".join(f"CAST(? AS {_TYPES[kind]}[])" for _, kind in columns)
+        names = ", ".join(name for name, _ in columns)
+        return f"unnest({arrays}) WITH ORDINALITY AS {alias}({names}, i)"
 
     def migration_lock(self, key: int) -> tuple[str | None, str | None]:
         # Transaction-scoped: released by the COMMIT that publishes the schema.

@@ -7,9 +7,10 @@ asyncpg prepares and caches each statement on first use per connection.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -178,7 +179,10 @@ class PostgresDatabase:
     @asynccontextmanager
     async def _acquired(self) -> AsyncIterator[asyncpg.Connection]:
         try:
-            conn = await self._pool.acquire(timeout=self._acquire_timeout)
+            # asyncio.timeout, not acquire(timeout=): asyncpg would run each acquire as
+            # a task of its own (wait_for), a cost paid by every transaction.
+            async with asyncio.timeout(self._acquire_timeout):
+                conn = await self._pool.acquire()
         except Exception as exc:
             raise _failure(exc, parsed=self._parsed) from exc
         try:
@@ -203,10 +207,9 @@ class PostgresDatabase:
                     pass
                 raise
 
-    @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[PostgresConnection]:
-        async with self._acquired() as conn:
-            yield PostgresConnection(conn, self._timeout)
+    def autocommit(self) -> AbstractAsyncContextManager[PostgresConnection]:
+        # A plain class: the send path's one-statement writes all come through here.
+        return _Pooled(self)
 
     async def close(self) -> None:
         self._unclosed.detach()
@@ -216,6 +219,27 @@ class PostgresDatabase:
             # asyncpg gives each connection command_timeout to close politely; past
             # that, they are cut (the server rolls back what they had open).
             self._pool.terminate()
+
+
+class _Pooled:
+    """A pooled connection outside any transaction, given back on exit."""
+
+    __slots__ = ("_conn", "_db")
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> PostgresConnection:
+        db = self._db
+        try:
+            async with asyncio.timeout(db._acquire_timeout):
+                self._conn = await db._pool.acquire()
+        except Exception as exc:
+            raise translate_error(_DIALECT, exc) from exc
+        return PostgresConnection(self._conn, db._timeout)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._db._pool.release(self._conn)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:

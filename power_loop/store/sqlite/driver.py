@@ -24,7 +24,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,8 +123,12 @@ def _is_busy(exc: BaseException) -> bool:
 
 
 def _on_thread(sql: str, params: Sequence[Any]) -> bool:
-    return sql.startswith(_SLOW) or any(
-        isinstance(p, (str, bytes)) and len(p) >= _LARGE for p in params)
+    if sql.startswith(_SLOW):
+        return True
+    for p in params:  # noqa: SIM110 (a plain loop: any() with a generator costs more)
+        if isinstance(p, (str, bytes)) and len(p) >= _LARGE:
+            return True
+    return False
 
 
 class _Clock:
@@ -179,17 +183,36 @@ class SQLiteConnection:
         self._clock = handle.clock
         self._busy_timeout = busy_timeout
 
+    # execute and fetch run the common case (a statement with small values, the
+    # database not busy) inline, with no closure and no await: they are most of a send.
+
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return await self._run(lambda: self._raw.execute(sql, params).rowcount,
-                               _on_thread(sql, params))
+        threaded = _on_thread(sql, params)
+        if not threaded:
+            self._clock.tick()
+            try:
+                count: int = self._raw.execute(sql, params).rowcount
+                return count
+            except Exception as exc:
+                if not _is_busy(exc):
+                    raise _failure(exc, self._path) from exc
+        return await self._retry(lambda: self._raw.execute(sql, params).rowcount, threaded)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._run(lambda: self._raw.executemany(sql, rows),
                         any(_on_thread(sql, row) for row in rows))
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return await self._run(lambda: self._raw.execute(sql, params).fetchall(),
-                               _on_thread(sql, params))
+        threaded = _on_thread(sql, params)
+        if not threaded:
+            self._clock.tick()
+            try:
+                rows: list[Row] = self._raw.execute(sql, params).fetchall()
+                return rows
+            except Exception as exc:
+                if not _is_busy(exc):
+                    raise _failure(exc, self._path) from exc
+        return await self._retry(lambda: self._raw.execute(sql, params).fetchall(), threaded)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self.fetch(sql, params)
@@ -198,13 +221,18 @@ class SQLiteConnection:
     async def _run(self, run: Callable[[], _T], threaded: bool) -> _T:
         """``run()`` here (or on a worker thread when it may take long); while the
         database is busy, again after a pause, until the busy timeout runs out."""
-        self._clock.tick()
         if not threaded:
+            self._clock.tick()
             try:
                 return run()  # the common case: no lock to wait for, no await at all
             except Exception as exc:
                 if not _is_busy(exc):
                     raise _failure(exc, self._path) from exc
+        return await self._retry(run, threaded)
+
+    async def _retry(self, run: Callable[[], _T], threaded: bool) -> _T:
+        """``run()`` on a worker thread (``threaded``), or again here after it found the
+        database busy, pausing between attempts, until the busy timeout runs out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._busy_timeout
         pause, waited = 0.001, not threaded
@@ -244,13 +272,13 @@ class SQLiteDatabase:
         for reader in readers:
             self._readers.put_nowait(reader)
 
-    @asynccontextmanager
-    async def transaction(self, *, write: bool = True) -> AsyncIterator[SQLiteConnection]:
+    def transaction(self, *, write: bool = True) -> AbstractAsyncContextManager[SQLiteConnection]:
         if write or not self._all_readers:
-            begin = "BEGIN IMMEDIATE" if write else "BEGIN"
-            async with self._write_lock, self._transaction(self._writer, begin) as c:
-                yield c
-            return
+            return _WriterTransaction(self, "BEGIN IMMEDIATE" if write else "BEGIN")
+        return self._reader_transaction()
+
+    @asynccontextmanager
+    async def _reader_transaction(self) -> AsyncIterator[SQLiteConnection]:
         reader = await self._readers.get()
         try:
             async with self._transaction(reader, "BEGIN") as c:
@@ -303,6 +331,45 @@ def _let_go(handles: list[_Handle]) -> None:
 
 def _stop_thread() -> object:
     return aiosqlite.core._STOP_RUNNING_SENTINEL
+class _WriterTransaction:
+    """A transaction on the writer connection, under the writer lock: what
+    :meth:`SQLiteDatabase._transaction` does, as a plain class (every write of a send
+    goes through here)."""
+
+    __slots__ = ("_begin", "_conn", "_db")
+
+    def __init__(self, db: SQLiteDatabase, begin: str) -> None:
+        self._db, self._begin = db, begin
+
+    async def __aenter__(self) -> SQLiteConnection:
+        db = self._db
+        await db._write_lock.acquire()
+        conn = SQLiteConnection(db._writer, db._busy_timeout)
+        try:
+            # The suspension point _transaction explains.
+            await asyncio.sleep(0)
+            await conn.execute(self._begin)
+        except BaseException:
+            conn.rollback()
+            db._write_lock.release()
+            raise
+        self._conn = conn
+        return conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
+        conn = self._conn
+        try:
+            if kind is not None:
+                conn.rollback()  # on this thread, at once: nothing can come in between
+                return
+            try:
+                await conn.execute("COMMIT")
+            except BaseException:
+                conn.rollback()
+                raise
+        finally:
+            self._db._write_lock.release()
 
 
 async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> _Handle:
