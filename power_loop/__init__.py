@@ -5,6 +5,7 @@ hold are thin handles that rebuild what they need from it, so any process that c
 the database can carry a conversation on.
 """
 
+from power_loop.approvals import WaitRecord, ask_user_tool
 from power_loop.context import (
     AgenticFold,
     EstimatingCounter,
@@ -51,6 +52,7 @@ from power_loop.errors import (
     SessionError,
     SessionExistsError,
     SessionNotFoundError,
+    SessionWaitingError,
     StorageFullError,
     StoreAuthenticationError,
     StoreError,
@@ -58,6 +60,8 @@ from power_loop.errors import (
     StoreFileError,
     StructuredOutputError,
     TransientStoreError,
+    WaitDecidedError,
+    WaitNotFoundError,
 )
 from power_loop.events import (
     Event,
@@ -179,6 +183,7 @@ __all__ = [
     "SessionExistsError",
     "SessionNotFoundError",
     "SessionRecord",
+    "SessionWaitingError",
     "StatefulAgentLoop",
     "StopReason",
     "StorageFullError",
@@ -205,6 +210,10 @@ __all__ = [
     "Usage",
     "UsageUpdated",
     "VerbatimRepresentation",
+    "WaitDecidedError",
+    "WaitNotFoundError",
+    "WaitRecord",
+    "ask_user_tool",
     "call_tool",
     "call_tools",
     "create_llm_service_from_env",

@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mappi
 from typing import Any, TypeVar
 
 from power_loop._faults import checkpoint
+from power_loop.approvals.methods import ApprovalMethods
 from power_loop.context.engine import ContextEngine, History
 from power_loop.context.notes import note_tools
 from power_loop.context.recall import recall_tools
@@ -57,7 +58,7 @@ _HOST = socket.gethostname()
 _DONE = object()
 
 
-class StatefulAgentLoop(TimerMethods):
+class StatefulAgentLoop(ApprovalMethods, TimerMethods):
     """Runs agent sends durably against a store.
 
     Args:
@@ -292,7 +293,8 @@ class StatefulAgentLoop(TimerMethods):
             try:
                 start = await self._wait_for(begin)
                 break
-            except SendPendingError:
+            except SendPendingError as exc:
+                await self._refuse_if_waiting(exc)  # SessionWaitingError: it waits on a person
                 if self.config.on_pending == "raise":
                     raise
                 if self.config.on_pending == "resume":

@@ -53,6 +53,7 @@ from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReas
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.results import SendResult
 from power_loop.loop.structured import parse_output
+from power_loop.loop.waiting import hold
 from power_loop.loop.window import Window, load_window
 from power_loop.store.port import Connection
 from power_loop.store.records import Lease, NewMessage
@@ -176,6 +177,8 @@ class SendRun:
         self._output_schema = (output_schema if output_schema is not None
                                else deps.config.output_schema)
         self._fresh_calls: set[str] = set()
+        self.decided: dict[str, Message] = {}
+        """Results of calls a person decided (see :mod:`power_loop.loop.waiting`)."""
         self._done_results: dict[str, Message] = {}
         self._partial: list[str] = []
         self._lease_lost = False
@@ -254,6 +257,9 @@ class SendRun:
         config = self._deps.config
         while True:
             if self.window.open_calls:
+                waiting = await hold(self, open_call_parts(self.window))
+                if waiting is not None:
+                    return waiting
                 await self._run_tools()
                 continue
             tail = self._tail()
@@ -390,6 +396,8 @@ class SendRun:
         semaphore = asyncio.Semaphore(self._deps.config.max_parallel_tools)
 
         async def one(call: ToolCallPart) -> Message:
+            if call.id in self.decided:
+                return self.decided[call.id]
             fresh = call.id in self._fresh_calls
             found = self._deps.tools.get(call.name)
             if not fresh and found is not None and not found.safe_to_repeat:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from power_loop.llm.messages import Message, Usage
+from power_loop.store.waits import WaitRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +21,14 @@ class SendResult:
         usage: Tokens spent by every model call of the send.
         rounds: Model calls made.
         stop_reason: ``end_turn``, ``max_rounds``, ``token_budget``, ``max_tokens``
-            (cut and out of continuations), ``refusal``, ``cancelled``, ``aborted``.
-        status: ``done``, ``cancelled`` or ``aborted``.
+            (cut and out of continuations), ``refusal``, ``cancelled``, ``aborted``;
+            ``awaiting_approval`` or ``awaiting_input`` while it waits on a person.
+        status: ``done``, ``cancelled``, ``aborted``, or ``waiting`` (the send is paused
+            until the calls in ``waiting`` are decided; see docs/human-in-the-loop.md).
         messages: The send's messages, the user's first.
         output: With an ``output_schema``: the answer parsed from JSON and validated.
+        waiting: What a ``waiting`` send waits on: pass each ``wait_id`` (the call's
+            id) to ``approve``, ``reject`` or ``answer``.
     """
 
     session_id: str
@@ -35,6 +40,7 @@ class SendResult:
     status: str = "done"
     messages: tuple[Message, ...] = ()
     output: Any = None
+    waiting: tuple[WaitRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

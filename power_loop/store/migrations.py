@@ -25,6 +25,7 @@ from power_loop.store.schema import (
     SENDS,
     SESSIONS,
     TIMERS,
+    WAITS,
     Column,
     Index,
     Table,
@@ -63,6 +64,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, messages, sends, session leases", (SESSIONS, MESSAGES, SENDS)),
     Migration(2, "projections, fold journal, agent notes", (PROJECTIONS, FOLDS, NOTES)),
     Migration(3, "timers, resume attempts and parking", (TIMERS,)),
+    Migration(4, "waits for approvals and answers, timer kinds", (WAITS,)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
