@@ -238,9 +238,9 @@ TIMERS = Table(
         _c("last_error", JSON, null=True),
         _c("created_at", TS),
         _c("updated_at", TS),
-        # What a fire does: deliver ``message`` to the session (``message``), or end an
+        # What a fire does: deliver ``message`` to the session (``deliver``), or end an
         # unanswered wait (``expiry``: ``message`` holds the wait's id).
-        _c("kind", NAME, since=4, default="message"),
+        _c("kind", NAME, since=4, default="deliver"),
     ),
     primary_key=("timer_id",),
     indexes=(Index("due", ("status", "due_at")), Index("session", ("session_id",))),

@@ -41,7 +41,7 @@ TIMER_STATUSES = ("scheduled", "done", "cancelled", "parked")
 _TIMER_COLUMNS = ("timer_id, session_id, message, status, due_at, every_us, missed, "
                   "fire_count, attempts, claim_owner, claim_epoch, last_error, created_at, "
                   "updated_at, kind")
-TIMER_KINDS = frozenset({"message", "expiry"})
+TIMER_KINDS = frozenset({"deliver", "expiry"})
 _FREE = "(claim_owner IS NULL OR claim_expires_at < {now})"
 _SESSION_FREE = "(lease_owner IS NULL OR lease_expires_at < {now})"
 
@@ -59,7 +59,7 @@ class TimerRecord:
             or ``skip`` (a slot more than one period late does not fire).
         fire_count: Fires delivered so far (the next fire's number).
         attempts: Claims of the current fire that did not deliver it.
-        kind: ``message`` (a fire sends ``message`` to the session) or ``expiry`` (a
+        kind: ``deliver`` (a fire sends ``message`` to the session) or ``expiry`` (a
             fire rejects the unanswered wait whose id is ``message``).
     """
 
@@ -77,7 +77,7 @@ class TimerRecord:
     last_error: Mapping[str, Any] | None
     created_at: datetime
     updated_at: datetime
-    kind: str = "message"
+    kind: str = "deliver"
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +211,7 @@ class TimerOps(ContextOps):
                              every: float | None = None, missed: str = "fire_once",
                              timer_id: str | None = None, epoch: int | None = None,
                              max_scheduled: int | None = None,
-                             kind: str = "message") -> TimerRecord:
+                             kind: str = "deliver") -> TimerRecord:
         """Schedule ``message`` for ``session_id`` at ``at`` or after ``delay`` seconds.
 
         Scheduling again with a ``timer_id`` that exists returns that timer unchanged.
@@ -222,7 +222,7 @@ class TimerOps(ContextOps):
             epoch: Fence the write with the session lease (an agent scheduling its own
                 wake-up during a send).
             max_scheduled: Refuse when the session already has this many scheduled.
-            kind: ``message`` or ``expiry`` (see :class:`TimerRecord`).
+            kind: ``deliver`` or ``expiry`` (see :class:`TimerRecord`).
         """
         check_id(session_id)
         if not isinstance(message, str) or not message:
@@ -250,7 +250,7 @@ class TimerOps(ContextOps):
     async def _schedule_txn(self, conn: Connection, session_id: str, message: str, tid: str,
                             at_us: int | None, delay_us: int | None, every_us: int | None,
                             missed: str, epoch: int | None,
-                            max_scheduled: int | None, kind: str = "message") -> TimerRecord:
+                            max_scheduled: int | None, kind: str = "deliver") -> TimerRecord:
         if epoch is not None:
             await self._update_session(conn, self._sql.touch, session_id, [], epoch=epoch)
         else:
