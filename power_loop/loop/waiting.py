@@ -28,6 +28,7 @@ from power_loop.events.types import SendFinished, ToolCallFinished
 from power_loop.llm.messages import Message, ToolCallPart, ToolResultPart
 from power_loop.loop.results import SendResult
 from power_loop.store.waits import NewWait, WaitRecord, waits_of
+from power_loop.tools.registry import truncate
 from power_loop.tools.tool import Tool
 
 if TYPE_CHECKING:
@@ -132,7 +133,10 @@ async def hold(run: SendRun, calls: Sequence[ToolCallPart]) -> SendResult | None
 
 def _decide(run: SendRun, call: ToolCallPart, text: str, is_error: bool,
             why: str | None) -> None:
-    """Give ``call`` its result without running it."""
+    """Give ``call`` its result without running it (capped like a tool's output)."""
+    found = run._deps.tools.get(call.name)
+    text = truncate(text, (found.max_output_chars if found is not None else None)
+                    or run._deps.limits.max_output_chars)
     run.decided[call.id] = Message.tool_result(ToolResultPart(call.id, call.name, text,
                                                               is_error))
     run._event(ToolCallFinished, call_id=call.id, name=call.name, output=text,
