@@ -20,6 +20,7 @@ from power_loop import (
     PowerLoopError,
     ScriptedLLM,
     StatefulAgentLoop,
+    Tool,
     ToolContext,
     Turn,
     call_tool,
@@ -39,7 +40,7 @@ def model(request: LLMRequest) -> Turn:
     return call_tool(TOOL, {"tag": last.text})
 
 
-def make_tool(effects: str) -> object:
+def make_tool(effects: str) -> Tool:
     @tool(name=TOOL, requires_approval=True)
     async def transfer(tag: str, ctx: ToolContext) -> str:
         """Move money (needs approval).
