@@ -48,7 +48,7 @@ async def test_show_then_decide_from_the_command_line(tmp_path: Path) -> None:
     assert again.returncode == 2 and again.stderr.startswith("error [wait_already_decided]")
 
     answered = await run_cli("sessions", "answer", sid, ask.wait_id, "-", "--app", APP,
-                             "--dsn", db, "--json", stdin="Lisbon".encode())
+                             "--dsn", db, "--json", stdin=b"Lisbon")
     assert answered.returncode == 0, answered.stderr
     outcome = json.loads(answered.stdout)
     assert outcome["status"] == "done" and outcome["waiting"] == []

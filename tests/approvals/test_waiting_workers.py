@@ -3,11 +3,14 @@ decision recorded without continuing is finished by a worker."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from conformance.waiting import eventually
 from power_loop import ScriptedLLM, Store, WaitDecidedError, call_tool, tool
 from power_loop.store.waits import expiry_timer_id, waits_of
+from power_loop.testing import drop_store_tables, fresh_prefix
 from tests.loop.support import make_loop
 from tests.workers.inproc import running, worker
 
@@ -95,3 +98,25 @@ async def test_a_decision_in_time_cancels_the_expiry(store: Store) -> None:
     timer = await store.get_timer(expiry_timer_id(sid, call.wait_id))
     assert timer is not None and timer.status == "cancelled"
     assert RUNS == [1]
+
+
+async def test_a_waiting_session_moves_with_export_and_import(
+        store: Store, open_more: Any) -> None:
+    loop = make_loop(store, model(), [launch])
+    sid = await loop.new_session()
+    (call,) = (await loop.send("go", sid)).waiting
+    lines = [line async for line in store.export_session(sid)]
+    assert any('"table":"waits"' in line for line in lines)
+    assert any('"kind":"expiry"' in line for line in lines)
+    other = await open_more(table_prefix=fresh_prefix())
+    try:
+        moved = make_loop(other, model(), [launch])
+        await other.import_session(lines)
+        assert [w.wait_id for w in await moved.waiting_for(sid)] == [call.wait_id]
+        result = await moved.approve(sid, call.wait_id)
+        assert result is not None and result.final_text == "after: launched 1"
+        assert RUNS == [1]
+        again = [line async for line in other.export_session(sid)]
+        assert any('"status":"executing"' in line for line in again)
+    finally:
+        await drop_store_tables(other)
