@@ -416,8 +416,8 @@ class WaitDecidedError(SessionError):
 
     Attributes:
         wait_id: The call id.
-        status: What it is now: ``approved``, ``rejected``, ``answered``, ``expired``,
-            ``executing`` or ``abandoned``.
+        status: The decision it has: ``approved``, ``rejected``, ``answered`` or
+            ``expired``; or ``abandoned`` (its send was aborted).
     """
 
     code: ClassVar[str] = "wait_already_decided"

@@ -33,7 +33,7 @@ class ApprovalMethods:
     resume: Callable[..., Awaitable[SendResult | None]]
 
     async def approve(self, session_id: str, call_id: str, *,
-                      resume: bool = True) -> SendResult | None:
+                      resume: bool = True) -> SendResult:
         """Approve a waiting tool call; the send then goes on.
 
         The decision is recorded first, with a conditional write: of several processes
@@ -44,7 +44,8 @@ class ApprovalMethods:
         Returns:
             The send's result: finished, or ``waiting`` again (other calls of the round
             are still undecided, or the model asked for another approval). With
-            ``resume=False``, ``None``: a worker finishes the send.
+            ``resume=False`` the send is left for a worker to continue, and the result
+            is the send as it stands (``pending``, or ``waiting`` on the rest).
 
         Raises:
             WaitNotFoundError: the session waits on no call with this id.
@@ -56,7 +57,7 @@ class ApprovalMethods:
         return await self._go_on(decided, resume)
 
     async def reject(self, session_id: str, call_id: str, *, reason: str | None = None,
-                     resume: bool = True) -> SendResult | None:
+                     resume: bool = True) -> SendResult:
         """Reject a waiting tool call: it never runs, and the model reads ``reason``.
 
         Otherwise like :meth:`approve`.
@@ -66,7 +67,7 @@ class ApprovalMethods:
         return await self._go_on(decided, resume)
 
     async def answer(self, session_id: str, call_id: str, text: str, *,
-                     resume: bool = True) -> SendResult | None:
+                     resume: bool = True) -> SendResult:
         """Answer an ``ask_user`` question: ``text`` becomes the call's result.
 
         Otherwise like :meth:`approve`.
@@ -81,12 +82,10 @@ class ApprovalMethods:
 
     # -- internals -----------------------------------------------------------------------
 
-    async def _go_on(self, decided: Decided, resume: bool) -> SendResult | None:
+    async def _go_on(self, decided: Decided, resume: bool) -> SendResult:
         checkpoint("after_decision")
-        if not resume:
-            return None
         wait = decided.wait
-        if decided.remaining:
+        if decided.remaining or not resume:
             return await self._send_result(wait.session_id, wait.send_index,
                                            decided.remaining)
         result = await self.resume(wait.session_id)

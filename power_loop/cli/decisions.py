@@ -35,7 +35,7 @@ def _decision(args: argparse.Namespace) -> str | None:
     return None if reason is None else str(reason)
 
 
-async def _with_app(store: Store, args: argparse.Namespace) -> SendResult | None:
+async def _with_app(store: Store, args: argparse.Namespace) -> SendResult:
     made = load_factory(str(args.app))(store)
     loop = await made if inspect.isawaitable(made) else made
     if not isinstance(loop, StatefulAgentLoop):
@@ -52,7 +52,6 @@ async def _decide(store: Store, args: argparse.Namespace) -> int:
     sid, call = str(args.session_id), str(args.call_id)
     if args.app is not None:
         result = await _with_app(store, args)
-        assert result is not None
         if args.json:
             print_json({"status": result.status, "stop_reason": result.stop_reason,
                         "final_text": result.final_text,

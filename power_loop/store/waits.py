@@ -248,14 +248,17 @@ class Waits:
         pending = await conn.fetchone(self.pending, [session_id])
         current = None if pending is None or pending[0] is None else int(pending[0])
         if wait.status != "waiting" or current != wait.send_index:
-            state = wait.status if wait.status != "waiting" else "abandoned"
+            # An approved call that started is still, as a decision, approved.
+            state = {"waiting": "abandoned", "executing": "approved"}.get(wait.status,
+                                                                          wait.status)
             raise WaitDecidedError(
                 f"call {wait_id!r} of session {session_id!r} was already decided "
                 f"({state}); nothing was changed", session_id=session_id, wait_id=wait_id,
                 status=state)
         if not await conn.execute(self.decide_sql, [status, words, session_id, wait_id]):
             fresh = await conn.fetchone(self.one, [session_id, wait_id])
-            state = "waiting" if fresh is None else fresh[6]
+            state = "abandoned" if fresh is None else str(fresh[6])
+            state = "approved" if state == "executing" else state
             raise WaitDecidedError(
                 f"call {wait_id!r} of session {session_id!r} was decided by another "
                 f"process ({state}) at the same moment; nothing was changed",

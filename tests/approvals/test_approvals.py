@@ -71,7 +71,6 @@ async def test_an_approved_call_runs_once_and_the_send_goes_on(store: Store) -> 
     assert session.pending_send == 0 and session.lease_owner is None
 
     result = await loop.approve(sid, pending.wait_id)
-    assert result is not None
     assert (result.status, result.final_text) == ("done", "sent it")
     assert RUNS == ["wire 5"]
     assert await loop.waiting_for(sid) == []
@@ -87,7 +86,7 @@ async def test_a_rejection_is_the_tool_result(store: Store) -> None:
     sid = await loop.new_session()
     (pending,) = (await loop.send("pay bob", sid)).waiting
     result = await loop.reject(sid, pending.wait_id, reason="too much")
-    assert result is not None and result.final_text == "ok, not sending"
+    assert result.final_text == "ok, not sending"
     assert RUNS == []
     last = llm.requests[-1].messages[-1].tool_results[0]
     assert last.is_error and "rejected" in last.content and "too much" in last.content
@@ -103,11 +102,11 @@ async def test_the_whole_round_waits_and_then_runs_in_order(store: Store) -> Non
     assert RUNS == []  # nothing of the round ran
     first, second = waiting.waiting
     partly = await loop.approve(sid, first.wait_id)
-    assert partly is not None and partly.status == "waiting"
+    assert partly.status == "waiting"
     assert [w.wait_id for w in partly.waiting] == [second.wait_id]
     assert RUNS == []
     result = await loop.approve(sid, second.wait_id)
-    assert result is not None and result.final_text == "done"
+    assert result.final_text == "done"
     assert RUNS == ["balance", "wire 1", "pay 99", "pay 2"]
 
 
@@ -121,7 +120,7 @@ async def test_ask_user_waits_for_an_answer(store: Store) -> None:
     with pytest.raises(InvalidArgumentError):
         await loop.approve(sid, question.wait_id)
     result = await loop.answer(sid, question.wait_id, "Paris")
-    assert result is not None and result.final_text == "Paris it is"
+    assert result.final_text == "Paris it is"
     answer = llm.requests[-1].messages[-1].tool_results[0]
     assert (answer.content, answer.is_error) == ("Paris", False)
 

@@ -117,9 +117,9 @@ async def test_huge_and_odd_reasons_and_answers_go_to_the_model(store: Store, re
     loop = make_loop(store, llm, [gated(counter), ask_user_tool()])
     sid, act, ask = await waiting_session(loop)
     partly = await loop.reject(sid, act, reason=reason)
-    assert partly is not None and partly.status == "waiting"
+    assert partly.status == "waiting"
     result = await loop.answer(sid, ask, answer)
-    assert result is not None and result.status == "done"
+    assert result.status == "done"
     assert counter.runs == 0
     rejected, answered = (m.tool_results[0] for m in llm.requests[-1].messages[-2:])
     assert rejected.is_error and "rejected" in rejected.content
@@ -208,7 +208,7 @@ async def test_a_misbehaving_policy_never_wedges_the_session(store: Store,
             finished = await loop.approve(sid, call.wait_id)
         except PowerLoopError as exc:  # pragma: no cover - would be a finding
             raise AssertionError(exc) from exc
-        assert finished is not None and finished.status == "done" and runs == [1]
+        assert finished.status == "done" and runs == [1]
     else:
         assert result.status == "done" and runs == [1]
     assert (await store.get_session(sid)).pending_send is None

@@ -52,7 +52,8 @@ async def test_workers_never_claim_a_waiting_send(store: Store) -> None:
     assert session.resume_attempts == 0 and session.parked_at is None
     # Once decided (without continuing here), the send is work for a worker again.
     (call,) = waiting.waiting
-    assert await loop.approve(sid, call.wait_id, resume=False) is None
+    left = await loop.approve(sid, call.wait_id, resume=False)
+    assert (left.status, left.waiting) == ("pending", ())
     async with running(worker(store, loop)):
         async def finished() -> bool:
             return (await store.get_session(sid)).pending_send is None
@@ -94,7 +95,7 @@ async def test_a_decision_in_time_cancels_the_expiry(store: Store) -> None:
     sid = await loop.new_session()
     (call,) = (await loop.send("go", sid)).waiting
     result = await loop.approve(sid, call.wait_id)
-    assert result is not None and result.final_text == "after: launched 1"
+    assert result.final_text == "after: launched 1"
     timer = await store.get_timer(expiry_timer_id(sid, call.wait_id))
     assert timer is not None and timer.status == "cancelled"
     assert RUNS == [1]
@@ -114,7 +115,7 @@ async def test_a_waiting_session_moves_with_export_and_import(
         await other.import_session(lines)
         assert [w.wait_id for w in await moved.waiting_for(sid)] == [call.wait_id]
         result = await moved.approve(sid, call.wait_id)
-        assert result is not None and result.final_text == "after: launched 1"
+        assert result.final_text == "after: launched 1"
         assert RUNS == [1]
         again = [line async for line in other.export_session(sid)]
         assert any('"status":"executing"' in line for line in again)

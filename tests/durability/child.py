@@ -240,9 +240,7 @@ async def run(args: ChildArgs, report: dict[str, Any], llm: ScriptedLLM) -> None
                     continue
                 result = resumed
             elif op["op"] == "approve":
-                approved = await loop.approve(args.session_id, op["call_id"])
-                assert approved is not None
-                result = approved
+                result = await loop.approve(args.session_id, op["call_id"])
             elif op["op"] == "heal":
                 report["results"].append({"op": "heal",
                                           "healed": await loop.heal_pending(args.session_id)})
