@@ -69,7 +69,8 @@ async def serve(dsn: str, prefix: str, effects: str) -> None:
                 answer = {"won": True, "final_text": result.final_text,
                           "status": result.status}
             except PowerLoopError as exc:
-                answer = {"won": False, "code": exc.code}
+                answer = {"won": False, "code": exc.code,
+                          "same_moment": "at the same moment" in exc.message}
             print(json.dumps(answer), flush=True)
 
 

@@ -67,6 +67,7 @@ def test_two_processes_approve_the_same_call(backend: str, view: StoreView, tmp_
     sid = view.new_session()
     winners: list[int] = []
     codes: set[str] = set()
+    photo_finishes = 0
     for n in range(ROUNDS):
         waiting = view.run(loop.send(f"round {n}", sid))
         assert waiting.status == "waiting"
@@ -81,11 +82,16 @@ def test_two_processes_approve_the_same_call(backend: str, view: StoreView, tmp_
         assert len(won) == 1, answers
         assert answers[won[0]]["final_text"] == f"done: moved round {n}"
         codes.update(a["code"] for a in answers if not a["won"])
+        photo_finishes += sum(1 for a in answers if a.get("same_moment"))
         winners.append(won[0])
     runs = [json.loads(line) for line in effects.read_text().splitlines()]
     assert len(runs) == ROUNDS
     assert sorted(r["send_index"] for r in runs) == list(range(ROUNDS))
     assert codes == {"wait_already_decided"}
+    # How often both read the call as waiting and the conditional write decided (shown
+    # with -s; it varies with the machine's load, so nothing is asserted on it).
+    print(f"\n{backend}: {photo_finishes}/{ROUNDS} rounds decided by the conditional write; "
+          f"winners by process: {winners.count(0)}/{winners.count(1)}")
     snap = view.snapshot(sid)
     snap.check_consistent()
     assert [s.status for s in snap.sends] == ["done"] * ROUNDS
