@@ -27,7 +27,7 @@ import fastjsonschema
 from power_loop.events.types import SendFinished, ToolCallFinished
 from power_loop.llm.messages import Message, ToolCallPart, ToolResultPart
 from power_loop.loop.results import SendResult
-from power_loop.store.waits import NewWait, WaitRecord, waits_of
+from power_loop.store.waits import NewWait, WaitRecord, wait_id_for, waits_of
 from power_loop.tools.registry import truncate
 from power_loop.tools.tool import Tool
 
@@ -106,9 +106,9 @@ async def hold(run: SendRun, calls: Sequence[ToolCallPart]) -> SendResult | None
     if kinds or not fresh:
         # Rows decide for the calls that have them; a fresh round has none.
         waits = waits_of(run._deps.store)
-        found = await waits.of_send_index(run.session_id, run.send_index)
-        ids = {c.id for c in calls}
-        rows = {w.wait_id: w for w in found if w.wait_id in ids}
+        found = {w.wait_id: w for w in await waits.of_send_index(run.session_id,
+                                                                  run.send_index)}
+        rows = {c.id: found[wait_id_for(c.id)] for c in calls if wait_id_for(c.id) in found}
     new = [c for c in calls if c.id in kinds and c.id not in rows]
     if new or any(w.status == "waiting" for w in rows.values()):
         return await _wait(run, calls, kinds, refused, rows)
@@ -123,11 +123,12 @@ async def hold(run: SendRun, calls: Sequence[ToolCallPart]) -> SendResult | None
                     else rejection_text(row), True, row.status)
         elif row.status == "answered":
             _decide(run, call, row.decision or "", False, None)
-    starting = [c.id for c in calls if c.id in rows and rows[c.id].status in
-                ("approved", "held")]
+    starting = {rows[c.id].wait_id: c.id for c in calls
+                if c.id in rows and rows[c.id].status in ("approved", "held")}
     if starting:
-        run._fresh_calls.update(await waits_of(run._deps.store).start(
-            run.session_id, starting, epoch=run.lease.epoch))
+        started = await waits_of(run._deps.store).start(run.session_id, list(starting),
+                                                        epoch=run.lease.epoch)
+        run._fresh_calls.update(starting[w] for w in started)
     return None
 
 
@@ -153,13 +154,12 @@ async def _wait(run: SendRun, calls: Sequence[ToolCallPart], kinds: Mapping[str,
         if call.id in rows:
             continue
         found = run._deps.tools.get(call.name)
-        name = call.name if found is not None else call.name[:200] or "unknown"
-        kind = kinds.get(call.id, "held")
+        kind, wait_id = kinds.get(call.id, "held"), wait_id_for(call.id)
         if call.id in refused:
-            new.append(NewWait(call.id, "held", name, call.arguments, status="rejected",
+            new.append(NewWait(wait_id, "held", call.name, call.arguments, status="rejected",
                                decision=refused[call.id]))
         else:
-            new.append(NewWait(call.id, kind, name, call.arguments,
+            new.append(NewWait(wait_id, kind, call.name, call.arguments,
                                found.approval_expires if found and kind == "approval"
                                else None))
     async with run._lease_lock:

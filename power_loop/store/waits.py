@@ -103,6 +103,23 @@ class Decided:
     remaining: tuple[WaitRecord, ...]
 
 
+def wait_id_for(call_id: str) -> str:
+    """The wait id of a tool call: its id, or, for an id the store cannot key on (longer
+    than 200 characters, a NUL, not valid text), a digest of it."""
+    try:
+        return check_id(call_id, "call id")
+    except InvalidArgumentError:
+        data = call_id.encode("utf-8", "surrogatepass")
+        return "call-" + hashlib.sha256(data).hexdigest()[:40]
+
+
+def _tool_name(name: str) -> str:
+    try:
+        return check_id(name, "tool name")
+    except InvalidArgumentError:
+        return "unknown"
+
+
 def expiry_timer_id(session_id: str, wait_id: str) -> str:
     """The id of the timer that expires a wait: derived, so scheduling it is idempotent."""
     digest = hashlib.sha256(f"{session_id}\x00{wait_id}".encode()).hexdigest()[:40]
@@ -189,8 +206,8 @@ class Waits:
             if new.kind not in WAIT_KINDS:
                 raise InvalidArgumentError(f"unknown wait kind {new.kind!r}")
             status = new.status or ("held" if new.kind == "held" else "waiting")
-            base = [session_id, check_id(new.wait_id, "call id"), send_index, new.kind,
-                    check_id(new.tool_name, "tool name"), dump_json(new.arguments), status,
+            base = [session_id, check_id(new.wait_id, "wait id"), send_index, new.kind,
+                    _tool_name(new.tool_name), dump_json(new.arguments), status,
                     None if new.decision is None else dump_json(clip(new.decision))]
             if new.expires_in is None:
                 await conn.execute(self.insert_forever, base)

@@ -21,12 +21,14 @@ from power_loop import (
     ScriptedLLM,
     StatefulAgentLoop,
     Store,
+    Turn,
     WaitDecidedError,
     WaitNotFoundError,
     ask_user_tool,
     call_tools,
     tool,
 )
+from power_loop.llm.scripted import ScriptedCall
 from power_loop.store.waits import MAX_DECISION_CHARS
 from tests.loop.support import make_loop
 
@@ -212,3 +214,25 @@ async def test_a_misbehaving_policy_never_wedges_the_session(store: Store,
     else:
         assert result.status == "done" and runs == [1]
     assert (await store.get_session(sid)).pending_send is None
+
+
+@RUNS
+@given(call_id=st.text(min_size=1, max_size=400),
+       name=st.text(max_size=300).filter(lambda n: n != "act"))
+async def test_hostile_call_ids_and_tool_names_still_wait_and_resume(
+        store: Store, call_id: str, name: str) -> None:
+    """The model's own ids and names may be anything: the send still waits, and the
+    wait ids it lists decide it."""
+    counter = Counter()
+    llm = ScriptedLLM(lambda request: (
+        Turn(tool_calls=(ScriptedCall("act", {"x": 1}, id=call_id),
+                         ScriptedCall(name or "?", {}, id=call_id + "2")))
+        if request.messages[-1].role == "user" else "end"))
+    loop = make_loop(store, llm, [gated(counter)])
+    sid = await loop.new_session()
+    waiting = await loop.send("go", sid)
+    assert waiting.status == "waiting"
+    (act,) = waiting.waiting
+    assert act.tool_name == "act"
+    result = await loop.approve(sid, act.wait_id)
+    assert result.status == "done" and counter.runs == 1
