@@ -141,7 +141,7 @@ def _decide(run: SendRun, call: ToolCallPart, text: str, is_error: bool,
     run.decided[call.id] = Message.tool_result(ToolResultPart(call.id, call.name, text,
                                                               is_error))
     run._event(ToolCallFinished, call_id=call.id, name=call.name, output=text,
-                   is_error=is_error, duration=0.0, synthetic=why)
+               is_error=is_error, duration=0.0, synthetic=why)
 
 
 async def _wait(run: SendRun, calls: Sequence[ToolCallPart], kinds: Mapping[str, str],
