@@ -6,6 +6,7 @@ the database can carry a conversation on.
 """
 
 from power_loop.agents import AgentSpec, SessionTree
+from power_loop.approvals import WaitRecord, ask_user_tool
 from power_loop.context import (
     AgenticFold,
     EstimatingCounter,
@@ -57,6 +58,7 @@ from power_loop.errors import (
     SessionError,
     SessionExistsError,
     SessionNotFoundError,
+    SessionWaitingError,
     StorageFullError,
     StoreAuthenticationError,
     StoreError,
@@ -64,6 +66,8 @@ from power_loop.errors import (
     StoreFileError,
     StructuredOutputError,
     TransientStoreError,
+    WaitDecidedError,
+    WaitNotFoundError,
 )
 from power_loop.events import (
     ChildEvent,
@@ -218,6 +222,7 @@ __all__ = [
     "SessionParked",
     "SessionRecord",
     "SessionTree",
+    "SessionWaitingError",
     "StatefulAgentLoop",
     "StopReason",
     "StorageFullError",
@@ -253,11 +258,15 @@ __all__ = [
     "UsageUpdated",
     "VerbatimRepresentation",
     "Veto",
+    "WaitDecidedError",
+    "WaitNotFoundError",
+    "WaitRecord",
     "Worker",
     "WorkerClaimed",
     "WorkerLostLease",
     "WorkerReleased",
     "WorkerStats",
+    "ask_user_tool",
     "call_tool",
     "call_tools",
     "create_llm_service_from_env",
@@ -325,6 +334,7 @@ STABLE_API: frozenset[str] = frozenset({
     "SessionExistsError",
     "SessionNotFoundError",
     "SessionRecord",
+    "SessionWaitingError",
     "StatefulAgentLoop",
     "StopReason",
     "StorageFullError",
@@ -351,6 +361,8 @@ STABLE_API: frozenset[str] = frozenset({
     "Turn",
     "Usage",
     "UsageUpdated",
+    "WaitDecidedError",
+    "WaitNotFoundError",
     "call_tool",
     "call_tools",
     "create_llm_service_from_env",

@@ -27,6 +27,8 @@ POINTS = frozenset({
     "fold_started",         # a fold is journaled as started; its model calls not made
     "fold_answered",        # the fold strategy produced its summary; nothing committed
     "in_fold_commit",       # inside the fold's commit transaction, before COMMIT
+    "after_decision",       # an approval (rejection, answer) is committed; the send not
+                            # continued yet
 })
 
 

@@ -38,7 +38,10 @@ The tree::
     │   ├── SendNotFoundError           send_not_found
     │   ├── SessionBusyError            session_busy
     │   ├── SendPendingError            send_pending
-    │   └── LeaseLostError              lease_lost
+    │   │   └── SessionWaitingError     session_waiting
+    │   ├── LeaseLostError              lease_lost
+    │   ├── WaitNotFoundError           wait_not_found
+    │   └── WaitDecidedError            wait_already_decided
     └── StoreError                      store_error
         ├── SchemaMissingError          schema_missing
         ├── SchemaVersionError          schema_version
@@ -93,6 +96,7 @@ __all__ = [
     "SessionError",
     "SessionExistsError",
     "SessionNotFoundError",
+    "SessionWaitingError",
     "StorageFullError",
     "StoreAuthenticationError",
     "StoreError",
@@ -101,6 +105,8 @@ __all__ = [
     "StructuredOutputError",
     "ToolError",
     "TransientStoreError",
+    "WaitDecidedError",
+    "WaitNotFoundError",
 ]
 
 
@@ -467,6 +473,56 @@ class LeaseLostError(SessionError):
     def __init__(self, message: str, *, session_id: str, epoch: int) -> None:
         super().__init__(message, session_id=session_id, epoch=epoch)
         self.epoch = epoch
+
+
+class SessionWaitingError(SendPendingError):
+    """The session's last send waits on a person: approve, reject or answer its calls
+    (``loop.approve`` / ``loop.reject`` / ``loop.answer``, or ``power-loop sessions``),
+    or abandon it with ``abort_pending``, before sending again.
+
+    Attributes:
+        waiting: The ids of the calls it waits on.
+    """
+
+    code: ClassVar[str] = "session_waiting"
+
+    def __init__(self, message: str, *, session_id: str, send_index: int,
+                 waiting: tuple[str, ...]) -> None:
+        super().__init__(message, session_id=session_id, send_index=send_index)
+        self.details["waiting"] = waiting
+        self.waiting = waiting
+
+
+class WaitNotFoundError(SessionError):
+    """The session's send waits on no call with this id (a typo, or another session).
+
+    Attributes:
+        wait_id: The call id asked for.
+    """
+
+    code: ClassVar[str] = "wait_not_found"
+
+    def __init__(self, message: str, *, session_id: str, wait_id: str) -> None:
+        super().__init__(message, session_id=session_id, wait_id=wait_id)
+        self.wait_id = wait_id
+
+
+class WaitDecidedError(SessionError):
+    """The call was decided already (by another process, or by its expiry), or its send
+    was abandoned: the decision asked for was not recorded.
+
+    Attributes:
+        wait_id: The call id.
+        status: The decision it has: ``approved``, ``rejected``, ``answered`` or
+            ``expired``; or ``abandoned`` (its send was aborted).
+    """
+
+    code: ClassVar[str] = "wait_already_decided"
+
+    def __init__(self, message: str, *, session_id: str, wait_id: str, status: str) -> None:
+        super().__init__(message, session_id=session_id, wait_id=wait_id, status=status)
+        self.wait_id = wait_id
+        self.status = status
 
 
 # -- storage ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``power-loop sessions``: list, show, export, import, delete and unpark sessions.
+"""``power-loop sessions``: list, show, export, import, delete and unpark sessions, and
+decide what a waiting send waits on (approve, reject, answer).
 
 Export writes the portable JSON Lines format of :meth:`Store.export_session`, so a
 session moves between databases and engines (SQLite to PostgreSQL...) with
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from power_loop.cli.argtypes import non_negative_int, positive_int
+from power_loop.cli.decisions import configure as configure_decision
 from power_loop.cli.formatting import (
     compact,
     one_line,
@@ -37,6 +39,7 @@ from power_loop.cli.store_access import (
 )
 from power_loop.errors import InvalidArgumentError, SessionExistsError
 from power_loop.store import SchemaPolicy, SessionRecord, Store
+from power_loop.store.waits import as_mapping, waits_of
 
 # -- list ------------------------------------------------------------------------------
 
@@ -90,8 +93,10 @@ async def _show(store: Store, args: argparse.Namespace) -> int:
     record = await store.get_session(str(args.session_id))
     first = max(0, record.send_count - int(args.sends))
     sends = await store.list_sends(record.id, from_index=first) if int(args.sends) else []
+    waits = await waits_of(store).waiting(record.id)
     if args.json:
-        print_json({"session": session_dict(record), "sends": [send_dict(s) for s in sends]})
+        print_json({"session": session_dict(record), "sends": [send_dict(s) for s in sends],
+                    "waiting": [as_mapping(w) for w in waits]})
         return 0
     waiting = "none pending" if record.pending_send is None else (
         f"#{record.pending_send} pending")
@@ -109,6 +114,13 @@ async def _show(store: Store, args: argparse.Namespace) -> int:
         ["metadata", compact(dict(record.metadata), 200)],
         ["system prompt", prompt],
     ]))
+    if waits:
+        print(f"\nwaiting (send #{waits[0].send_index}; decide with `power-loop sessions "
+              "approve|reject|answer ID CALL`):")
+        print(table(["CALL", "WAITS FOR", "TOOL", "ARGUMENTS", "EXPIRES (UTC)"],
+                    [[w.wait_id, "an answer" if w.kind == "input" else "approval",
+                      w.tool_name, one_line(w.arguments, 80),
+                      when(w.expires_at) if w.expires_at else "never"] for w in waits]))
     if sends:
         print(f"\nsends (the last {len(sends)} of {record.send_count}):"
               if len(sends) < record.send_count else "\nsends:")
@@ -287,6 +299,9 @@ _ACTIONS: tuple[Action, ...] = (
     ("delete", "delete one session and everything it holds", _configure_delete),
     ("unpark", "let workers resume a parked session's send again", _configure_unpark),
     ("tree", "show a session and the sub-agent sessions below it", configure_tree),
+    ("approve", "approve a tool call the session's send waits on", configure_decision("approve")),
+    ("reject", "reject a tool call the session's send waits on", configure_decision("reject")),
+    ("answer", "answer the session's ask_user question", configure_decision("answer")),
 )
 
 
@@ -297,13 +312,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="sessions",
-        help="list, show, export, import, delete or unpark sessions; show their trees",
+        help="list, show, export, import, delete, unpark sessions; show their trees; approve, "
+             "reject, answer",
         description=(
             "Inspect and move sessions.\n\n"
-            "list, show, export, delete, unpark and tree open the store with --schema\n"
-            "verify: a mistyped DSN or prefix fails with the DDL to run instead of\n"
-            "creating tables. import opens it with --schema auto_create, so an export\n"
-            "can be loaded into a brand-new database."),
+            "list, show, export, delete, unpark, tree, approve, reject and answer open\n"
+            "the store with --schema verify: a mistyped DSN or prefix fails with the DDL\n"
+            "to run instead of creating tables. import opens it with --schema\n"
+            "auto_create, so an export can be loaded into a brand-new database."),
         epilog=(
             "examples:\n"
             "  export POWER_LOOP_DSN=postgresql://app@db/app\n"
@@ -314,7 +330,10 @@ COMMANDS: tuple[Command, ...] = (
             "  power-loop sessions import 6f1c0d.jsonl --dsn sqlite:///copy.db\n"
             "  power-loop sessions delete 6f1c0d\n"
             "  power-loop sessions unpark 6f1c0d\n"
-            "  power-loop sessions tree 6f1c0d"),
+            "  power-loop sessions tree 6f1c0d\n"
+            "  power-loop sessions approve 6f1c0d call_1 --app myapp.agents:make_loop\n"
+            "  power-loop sessions reject 6f1c0d call_1 --reason 'not today'\n"
+            "  power-loop sessions answer 6f1c0d call_2 'Paris'"),
         configure=_configure,
     ),
 )

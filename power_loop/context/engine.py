@@ -365,7 +365,7 @@ class ContextEngine:
             return None
 
     async def remember(self, session_id: str, result: SendResult) -> None:
-        if self.memory is None:
+        if self.memory is None or result.status == "waiting":  # not finished: nothing yet
             return
         try:
             await self.memory.remember(session_id, result)

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mappi
 from typing import Any, TypeVar
 
 from power_loop._faults import checkpoint
+from power_loop.approvals.methods import ApprovalMethods
 from power_loop.context.engine import ContextEngine, History
 from power_loop.context.notes import NoteLimits, note_tools
 from power_loop.context.recall import recall_tools
@@ -71,7 +72,7 @@ def _built_in_tools(notes: NoteLimits | None, recall_chars: int | None,
     return tuple(built)
 
 
-class StatefulAgentLoop(TimerMethods, DelegationMethods):
+class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods):
     """Runs agent sends durably against a store.
 
     Args:
@@ -335,7 +336,8 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods):
             try:
                 start = await self._wait_for(begin, session_id, emit)
                 break
-            except SendPendingError:
+            except SendPendingError as exc:
+                await self._refuse_if_waiting(exc)  # SessionWaitingError: it waits on a person
                 if self.config.on_pending == "raise":
                     raise
                 if self.config.on_pending == "resume":

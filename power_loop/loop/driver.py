@@ -69,6 +69,7 @@ from power_loop.llm.messages import (
     encode_message,
 )
 from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReason, TextDelta
+from power_loop.loop.awaiting import hold
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.results import SendResult
 from power_loop.loop.structured import parse_output
@@ -219,6 +220,8 @@ class SendRun:
                                else deps.config.output_schema)
         self._hooks = deps.hooks
         self._fresh_calls: set[str] = set()
+        self.decided: dict[str, Message] = {}
+        """Results of calls a person decided (see :mod:`power_loop.loop.awaiting`)."""
         self._done_results: dict[str, Message] = {}
         self._result_meta: dict[str, dict[str, Any]] = {}  # filled by tools (ActiveRun)
         self._partial: list[str] = []
@@ -298,6 +301,9 @@ class SendRun:
         config = self._deps.config
         while True:
             if self.window.open_calls:
+                waiting = await hold(self, open_call_parts(self.window))
+                if waiting is not None:
+                    return waiting
                 await self._run_tools()
                 continue
             tail = self._tail()
@@ -465,6 +471,8 @@ class SendRun:
         semaphore = asyncio.Semaphore(self._deps.config.max_parallel_tools)
 
         async def one(call: ToolCallPart) -> Message:
+            if call.id in self.decided:  # a person rejected or answered it
+                return self.decided[call.id]
             message = await (run_one(call) if self._hooks is None else self._hooks.tool_call(
                 self._tool_context(call), call, run_one, self._event,
                 self._deps.limits.max_output_chars))

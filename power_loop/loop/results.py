@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from power_loop.llm.messages import Message, Usage
+from power_loop.store.waits import WaitRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,12 +21,16 @@ class SendResult:
         usage: Tokens spent by every model call of the send.
         rounds: Model calls made.
         stop_reason: ``end_turn``, ``max_rounds``, ``token_budget``, ``max_tokens``
-            (cut and out of continuations), ``refusal``, ``cancelled``, ``aborted``.
-        status: ``done``, ``cancelled`` or ``aborted``.
+            (cut and out of continuations), ``refusal``, ``cancelled``, ``aborted``;
+            ``awaiting_approval`` or ``awaiting_input`` while it waits on a person.
+        status: ``done``, ``cancelled``, ``aborted``, or ``waiting`` (the send is paused
+            until the calls in ``waiting`` are decided; see docs/human-in-the-loop.md).
         messages: The send's messages, the user's first.
         output: With an ``output_schema``: the answer parsed from JSON and validated.
         children_usage: The part of ``usage`` spent by sub-agents the send started
             (see docs/agents.md).
+        waiting: What a ``waiting`` send waits on: pass each ``wait_id`` (the call's
+            id) to ``approve``, ``reject`` or ``answer``.
     """
 
     session_id: str
@@ -38,6 +43,7 @@ class SendResult:
     messages: tuple[Message, ...] = ()
     output: Any = None
     children_usage: Usage = field(default_factory=Usage)
+    waiting: tuple[WaitRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

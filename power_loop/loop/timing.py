@@ -23,6 +23,7 @@ class TimerMethods:
     _get_store: Callable[[], Awaitable[Store]]
     _sink: Callable[[Emit | None], Emit | None]
     _send: Callable[..., Awaitable[SendResult]]
+    _expire: Callable[[TimerClaim, Emit | None], Awaitable[SendResult | None]]
 
     async def schedule(self, session_id: str, message: str, *, at: datetime | None = None,
                        delay: float | None = None, every: float | None = None,
@@ -75,6 +76,8 @@ class TimerMethods:
         """
         store = await self._get_store()
         timer, sink = claim.timer, self._sink(on_event)
+        if timer.kind == "expiry":  # an unanswered approval becomes a rejection
+            return await self._expire(claim, sink)
         if timer.every is not None and timer.missed == "skip" and claim.lateness > timer.every:
             await store.advance_timer(claim, fired=False)
             if sink is not None:

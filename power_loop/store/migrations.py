@@ -26,6 +26,7 @@ from power_loop.store.schema import (
     SESSION_LINKS,
     SESSIONS,
     TIMERS,
+    WAITS,
     Column,
     Index,
     Table,
@@ -65,6 +66,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "projections, fold journal, agent notes", (PROJECTIONS, FOLDS, NOTES)),
     Migration(3, "timers, resume attempts and parking", (TIMERS,)),
     Migration(4, "child session links (sub-agents)", (SESSION_LINKS,)),
+    Migration(5, "waits for approvals and answers, timer kinds", (WAITS,)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -43,7 +43,7 @@ class Column:
     """A new random value is written on every insert and import (never exported)."""
     since: int = 1
     """The schema version that added the column (later ones come by ALTER TABLE)."""
-    default: int | None = None
+    default: int | str | None = None
     """The value existing rows (and older exports) get when the column is added."""
 
 
@@ -84,7 +84,7 @@ class Table:
 
 
 def _c(name: str, kind: ColumnType, *, null: bool = False, exported: bool = True,
-       fresh: bool = False, since: int = 1, default: int | None = None) -> Column:
+       fresh: bool = False, since: int = 1, default: int | str | None = None) -> Column:
     return Column(name, kind, null, exported and not fresh, fresh, since, default)
 
 
@@ -239,9 +239,38 @@ TIMERS = Table(
         _c("last_error", JSON, null=True),
         _c("created_at", TS),
         _c("updated_at", TS),
+        # What a fire does: deliver ``message`` to the session (``deliver``), or end an
+        # unanswered wait (``expiry``: ``message`` holds the wait's id).
+        _c("kind", NAME, since=4, default="deliver"),
     ),
     primary_key=("timer_id",),
     indexes=(Index("due", ("status", "due_at")), Index("session", ("session_id",))),
+    session_column="session_id",
+)
+
+WAITS = Table(
+    "waits",
+    (
+        _c("session_id", ID),
+        # What is waited on: for a tool call, its call id.
+        _c("wait_id", ID),
+        _c("send_index", BIGINT),
+        # approval | input | held (a call of the same round, held until the others are
+        # decided)
+        _c("kind", NAME),
+        _c("tool_name", ID),
+        _c("arguments", JSON),
+        # waiting -> approved | rejected | answered | expired; approved and held calls
+        # become executing (once, under the session lease) just before they run.
+        _c("status", NAME),
+        # The decision's words: a rejection's reason, an answer's text.
+        _c("decision", JSON, null=True),
+        _c("expires_at", TS, null=True),
+        _c("created_at", TS),
+        _c("decided_at", TS, null=True),
+    ),
+    primary_key=("session_id", "wait_id"),
+    indexes=(Index("send", ("session_id", "send_index", "status")),),
     session_column="session_id",
 )
 
@@ -290,7 +319,9 @@ def column_ddl(dialect: Dialect, column: Column) -> str:
     text = f"{dialect.quote(column.name)} {dialect.column_type(column.type)}"
     if not column.nullable:
         text += " NOT NULL"
-    if column.default is not None:
+    if isinstance(column.default, str):  # a power_loop token: never needs escaping
+        text += f" DEFAULT '{column.default}'"
+    elif column.default is not None:
         text += f" DEFAULT {int(column.default)}"
     return text
 

@@ -40,7 +40,8 @@ MISSED_POLICIES = frozenset({"fire_once", "skip"})
 TIMER_STATUSES = ("scheduled", "done", "cancelled", "parked")
 _TIMER_COLUMNS = ("timer_id, session_id, message, status, due_at, every_us, missed, "
                   "fire_count, attempts, claim_owner, claim_epoch, last_error, created_at, "
-                  "updated_at")
+                  "updated_at, kind")
+TIMER_KINDS = frozenset({"deliver", "expiry"})
 _FREE = "(claim_owner IS NULL OR claim_expires_at < {now})"
 _SESSION_FREE = "(lease_owner IS NULL OR lease_expires_at < {now})"
 
@@ -58,6 +59,8 @@ class TimerRecord:
             or ``skip`` (a slot more than one period late does not fire).
         fire_count: Fires delivered so far (the next fire's number).
         attempts: Claims of the current fire that did not deliver it.
+        kind: ``deliver`` (a fire sends ``message`` to the session) or ``expiry`` (a
+            fire rejects the unanswered wait whose id is ``message``).
     """
 
     timer_id: str
@@ -74,6 +77,7 @@ class TimerRecord:
     last_error: Mapping[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    kind: str = "deliver"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,7 @@ def _timer(row: Row) -> TimerRecord:
         row[0], row[1], load_json(row[2]), row[3], from_us(row[4]),
         None if row[5] is None else int(row[5]) / 1_000_000, row[6], int(row[7]),
         int(row[8]), row[9], int(row[10]), None if row[11] is None else load_json(row[11]),
-        from_us(row[12]), from_us(row[13]))
+        from_us(row[12]), from_us(row[13]), row[14])
 
 
 class TimerStatements:
@@ -112,7 +116,7 @@ class TimerStatements:
         lock = d.for_update(skip_locked=d.supports_skip_locked)
         self.insert = r(
             f"INSERT INTO {t} ({_TIMER_COLUMNS}, claim_expires_at) VALUES "
-            "(?, ?, ?, 'scheduled', ?, ?, ?, 0, 0, NULL, 0, NULL, {now}, {now}, NULL)")
+            "(?, ?, ?, 'scheduled', ?, ?, ?, 0, 0, NULL, 0, NULL, {now}, {now}, ?, NULL)")
         self.now = r("SELECT {now}")
         self.get = r(f"SELECT {_TIMER_COLUMNS} FROM {t} WHERE timer_id = ?")
         self.count_scheduled = r(f"SELECT COUNT(*) FROM {t} WHERE session_id = ? "
@@ -168,9 +172,13 @@ class TimerStatements:
             f"UPDATE {t} SET status = 'parked', claim_owner = NULL, claim_expires_at = NULL, "
             "last_error = ?, updated_at = {now} WHERE timer_id = ? AND claim_owner = ? "
             "AND claim_epoch = ?")
+        # A send waiting on a person (an approval, an answer) is not stranded.
+        waiting = (f"NOT EXISTS (SELECT 1 FROM {n.waits} w WHERE w.session_id = {s}.id AND "
+                   f"w.send_index = {s}.pending_send AND w.status = 'waiting')")
         self.stranded = r(
             f"SELECT id, resume_attempts FROM {s} WHERE pending_send IS NOT NULL AND "
-            f"parked_at IS NULL AND {_SESSION_FREE} ORDER BY updated_at LIMIT ?{lock}")
+            f"parked_at IS NULL AND {_SESSION_FREE} AND {waiting} "
+            f"ORDER BY updated_at LIMIT ?{lock}")
         self.park_session = r(f"UPDATE {s} SET parked_at = {{now}}, updated_at = {{now}} "
                               f"WHERE id = ? AND parked_at IS NULL AND {_SESSION_FREE}")
         # A parked session always has its pending send: the pending index serves this.
@@ -182,7 +190,8 @@ class TimerStatements:
         self.claim_stranded = ops._sql.update_statement(
             "lease_epoch = lease_epoch + 1, lease_owner = ?, lease_expires_at = {now} + ?, "
             "resume_attempts = resume_attempts + 1",
-            f" AND pending_send IS NOT NULL AND parked_at IS NULL AND {_SESSION_FREE}",
+            f" AND pending_send IS NOT NULL AND parked_at IS NULL AND {_SESSION_FREE} "
+            f"AND {waiting}",
             "lease_epoch, lease_expires_at, pending_send, next_seq, system_prompt, "
             "incarnation, metadata")
 
@@ -201,7 +210,8 @@ class TimerOps(ContextOps):
                              at: datetime | None = None, delay: float | None = None,
                              every: float | None = None, missed: str = "fire_once",
                              timer_id: str | None = None, epoch: int | None = None,
-                             max_scheduled: int | None = None) -> TimerRecord:
+                             max_scheduled: int | None = None,
+                             kind: str = "deliver") -> TimerRecord:
         """Schedule ``message`` for ``session_id`` at ``at`` or after ``delay`` seconds.
 
         Scheduling again with a ``timer_id`` that exists returns that timer unchanged.
@@ -212,6 +222,7 @@ class TimerOps(ContextOps):
             epoch: Fence the write with the session lease (an agent scheduling its own
                 wake-up during a send).
             max_scheduled: Refuse when the session already has this many scheduled.
+            kind: ``deliver`` or ``expiry`` (see :class:`TimerRecord`).
         """
         check_id(session_id)
         if not isinstance(message, str) or not message:
@@ -224,11 +235,13 @@ class TimerOps(ContextOps):
             raise InvalidArgumentError(f"every must be a positive number of seconds, not {every!r}")
         if missed not in MISSED_POLICIES:
             raise InvalidArgumentError(f"missed must be one of {sorted(MISSED_POLICIES)}")
+        if kind not in TIMER_KINDS:
+            raise InvalidArgumentError(f"kind must be one of {sorted(TIMER_KINDS)}")
         tid = uuid.uuid4().hex if timer_id is None else check_id(timer_id, "timer_id")
         timer = await self.write(
             self._schedule_txn, session_id, message, tid,
             None if at is None else to_us(at), None if delay is None else int(delay * 1e6),
-            None if every is None else int(every * 1e6), missed, epoch, max_scheduled)
+            None if every is None else int(every * 1e6), missed, epoch, max_scheduled, kind)
         if self._hearers:  # the host's clock: only decides whether to wake a worker
             self._tell_hearers((at - datetime.now(UTC)).total_seconds() if at is not None
                                else float(delay or 0.0))
@@ -237,7 +250,7 @@ class TimerOps(ContextOps):
     async def _schedule_txn(self, conn: Connection, session_id: str, message: str, tid: str,
                             at_us: int | None, delay_us: int | None, every_us: int | None,
                             missed: str, epoch: int | None,
-                            max_scheduled: int | None) -> TimerRecord:
+                            max_scheduled: int | None, kind: str = "deliver") -> TimerRecord:
         if epoch is not None:
             await self._update_session(conn, self._sql.touch, session_id, [], epoch=epoch)
         else:
@@ -258,7 +271,7 @@ class TimerOps(ContextOps):
             assert now is not None and delay_us is not None
             at_us = int(now[0]) + delay_us
         await conn.execute(self._tsql.insert, [tid, session_id, dump_json(message), at_us,
-                                               every_us, missed])
+                                               every_us, missed, kind])
         await self._wake_workers(conn, at_us)
         row = await conn.fetchone(self._tsql.get, [tid])
         assert row is not None
@@ -379,7 +392,7 @@ class TimerOps(ContextOps):
                 assert row is not None
                 timer = _timer(row)
                 claims.append(TimerClaim(timer, owner, timer.claim_epoch,
-                                         max(0.0, int(row[14]) / 1_000_000)))
+                                         max(0.0, int(row[15]) / 1_000_000)))
         return claims
 
     async def renew_timer_claim(self, claim: TimerClaim, *, ttl: float) -> bool:

@@ -64,6 +64,14 @@ class Tool:
         timeout: Seconds before the call is abandoned (``None``: the loop's default).
         max_output_chars: Longer output is cut with a visible marker (``None``: the
             loop's default).
+        requires_approval: ``True``, or a function of the call's arguments returning
+            whether this call needs a person's approval before it runs (see
+            docs/human-in-the-loop.md). A policy that raises refuses the call: the model
+            gets an error result and the tool does not run.
+        approval_expires: Seconds after which an unanswered approval becomes a
+            rejection (``None``: it waits as long as it takes).
+        asks_user: The call is a question to the user (the built-in ``ask_user``): the
+            send waits for ``answer(...)``, whose text becomes the result.
     """
 
     name: str
@@ -75,8 +83,21 @@ class Tool:
     max_output_chars: int | None = None
     context_param: str | None = None
     _converters: Mapping[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
+    requires_approval: bool | Callable[[Mapping[str, Any]], bool] = False
+    approval_expires: float | None = None
+    asks_user: bool = False
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.requires_approval, bool) or callable(self.requires_approval)):
+            raise InvalidArgumentError(
+                f"tool {self.name!r}: requires_approval must be True, False or a function "
+                "of the call's arguments")
+        expires = self.approval_expires
+        if expires is not None and (isinstance(expires, bool) or not isinstance(
+                expires, (int, float)) or not 0 < expires <= 366 * 86_400):
+            raise InvalidArgumentError(
+                f"tool {self.name!r}: approval_expires must be seconds above 0, at most a "
+                f"year, not {expires!r}")
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise InvalidArgumentError(
                 f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'")
@@ -160,7 +181,9 @@ def _is_context(hint: Any) -> bool:
 
 def make_tool(fn: Callable[..., Any], *, name: str | None = None,
               description: str | None = None, safe_to_repeat: bool = False,
-              timeout: float | None = None, max_output_chars: int | None = None) -> Tool:
+              timeout: float | None = None, max_output_chars: int | None = None,
+              requires_approval: bool | Callable[[Mapping[str, Any]], bool] = False,
+              approval_expires: float | None = None) -> Tool:
     """Build a :class:`Tool` from a function's signature, hints and docstring."""
     hints = type_hints(fn)
     context_params = {n for n, h in hints.items() if n != "return" and _is_context(h)}
@@ -175,7 +198,8 @@ def make_tool(fn: Callable[..., Any], *, name: str | None = None,
         description=description or summary or fn.__name__,
         parameters=parameters, fn=fn, safe_to_repeat=safe_to_repeat, timeout=timeout,
         max_output_chars=max_output_chars,
-        context_param=next(iter(context_params), None), _converters=converters)
+        context_param=next(iter(context_params), None), _converters=converters,
+        requires_approval=requires_approval, approval_expires=approval_expires)
 
 
 @overload
@@ -185,13 +209,17 @@ def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(*, name: str | None = None, description: str | None = None,
          safe_to_repeat: bool = False, timeout: float | None = None,
-         max_output_chars: int | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+         max_output_chars: int | None = None,
+         requires_approval: bool | Callable[[Mapping[str, Any]], bool] = False,
+         approval_expires: float | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          description: str | None = None, safe_to_repeat: bool = False,
-         timeout: float | None = None,
-         max_output_chars: int | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
+         timeout: float | None = None, max_output_chars: int | None = None,
+         requires_approval: bool | Callable[[Mapping[str, Any]], bool] = False,
+         approval_expires: float | None = None,
+         ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function into a :class:`Tool`; use bare (``@tool``) or with options.
 
     The JSON Schema comes from the type hints, the descriptions from the Google-style
@@ -212,6 +240,8 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
 
     def build(f: Callable[..., Any]) -> Tool:
         return make_tool(f, name=name, description=description, safe_to_repeat=safe_to_repeat,
-                         timeout=timeout, max_output_chars=max_output_chars)
+                         timeout=timeout, max_output_chars=max_output_chars,
+                         requires_approval=requires_approval,
+                         approval_expires=approval_expires)
 
     return build(fn) if fn is not None else build

@@ -54,6 +54,8 @@ EXIT_LEASE_LOST = 3
 
 SAFE_TOOL = "safe_tool"
 UNSAFE_TOOL = "unsafe_tool"
+GATED_TOOL = "gated_tool"
+"""Not safe to repeat, and needs approval before it runs."""
 DONE_PREFIX = "done: "
 
 
@@ -67,6 +69,7 @@ class ChildArgs:
         ops: Run in order: ``{"op": "send", "text": ...}`` (and optionally
             ``"request_key"``), ``{"op": "resume"}``,
             ``{"op": "wait", "path": ...}`` (until that file exists), ``{"op": "heal"}``,
+            ``{"op": "approve", "call_id": ...}``,
             ``{"op": "abort"}``, or
             ``{"op": "race_begin", "sends": n}`` (see :func:`race_begin`).
         tool: Which tool the model calls for each user message (or tools, see
@@ -174,7 +177,16 @@ def make_tools(effects: str, sleep: float, slow: str | None = None) -> list[Tool
         """
         return await effect(UNSAFE_TOOL, tag, ctx)
 
-    return [safe, unsafe]
+    @tool(name=GATED_TOOL, requires_approval=True)
+    async def gated(tag: str, ctx: ToolContext) -> str:
+        """Record an effect a person must approve first.
+
+        Args:
+            tag: What to record.
+        """
+        return await effect(GATED_TOOL, tag, ctx)
+
+    return [safe, unsafe, gated]
 
 
 def wait_for_file(path: Path) -> None:
@@ -236,6 +248,8 @@ async def run(args: ChildArgs, report: dict[str, Any], llm: ScriptedLLM) -> None
                     report["results"].append(None)
                     continue
                 result = resumed
+            elif op["op"] == "approve":
+                result = await loop.approve(args.session_id, op["call_id"])
             elif op["op"] == "heal":
                 report["results"].append({"op": "heal",
                                           "healed": await loop.heal_pending(args.session_id)})
@@ -252,10 +266,13 @@ async def run(args: ChildArgs, report: dict[str, Any], llm: ScriptedLLM) -> None
                 continue
             else:
                 raise ValueError(f"unknown op {op!r}")
-            report["results"].append({
+            outcome = {
                 "op": op["op"], "send_index": result.send_index,
                 "final_text": result.final_text, "status": result.status,
-                "stop_reason": result.stop_reason, "rounds": result.rounds})
+                "stop_reason": result.stop_reason, "rounds": result.rounds}
+            if result.waiting:
+                outcome["waiting"] = [w.wait_id for w in result.waiting]
+            report["results"].append(outcome)
 
 
 def main(argv: list[str]) -> int:
