@@ -107,7 +107,11 @@ async def test_the_whole_round_waits_and_then_runs_in_order(store: Store) -> Non
     assert RUNS == []
     result = await loop.approve(sid, second.wait_id)
     assert result.final_text == "done"
-    assert RUNS == ["balance", "wire 1", "pay 99", "pay 2"]
+    # Each call ran once (in parallel: their order of running is not fixed)...
+    assert sorted(RUNS) == ["balance", "pay 2", "pay 99", "wire 1"]
+    # ...and their results are stored, and read by the model, in call order.
+    results = [r.content for m in llm.requests[-1].messages for r in m.tool_results]
+    assert results == ["100", "wired 1", "paid 99", "paid 2"]
 
 
 async def test_ask_user_waits_for_an_answer(store: Store) -> None:
