@@ -98,6 +98,7 @@ from power_loop.llm import (
 )
 from power_loop.llm.anthropic import AnthropicService
 from power_loop.llm.openai import OpenAIChatService
+from power_loop.llm.pricing import ModelPrice, PriceTable
 from power_loop.loop import AgentLoopConfig, HistoryItem, SendResult, StatefulAgentLoop
 from power_loop.store import (
     ConnectOptions,
@@ -110,6 +111,8 @@ from power_loop.store import (
     Store,
     open_store,
 )
+from power_loop.store.feed import FeedItem, FeedMessage, FeedSend
+from power_loop.store.usage import SendUsage, SessionUsage
 from power_loop.tools import Tool, ToolContext, ToolError, ToolRegistry, tool
 
 __version__ = "0.1.0"
@@ -124,6 +127,9 @@ __all__ = [
     "DatabaseNotFoundError",
     "EstimatingCounter",
     "Event",
+    "FeedItem",
+    "FeedMessage",
+    "FeedSend",
     "FoldError",
     "FoldFailed",
     "FoldFinished",
@@ -158,11 +164,13 @@ __all__ = [
     "Message",
     "MessageRecord",
     "MissingDriverError",
+    "ModelPrice",
     "NewMessage",
     "NoteLimits",
     "OpenAIChatService",
     "PacketTooLargeError",
     "PowerLoopError",
+    "PriceTable",
     "ProjectedRepresentation",
     "Representation",
     "RetryPolicy",
@@ -180,11 +188,13 @@ __all__ = [
     "SendRecord",
     "SendResult",
     "SendStarted",
+    "SendUsage",
     "SessionBusyError",
     "SessionError",
     "SessionExistsError",
     "SessionNotFoundError",
     "SessionRecord",
+    "SessionUsage",
     "StatefulAgentLoop",
     "StopReason",
     "StorageFullError",

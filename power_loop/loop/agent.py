@@ -22,6 +22,7 @@ from power_loop.errors import InvalidArgumentError, PowerLoopError, SendPendingE
 from power_loop.events.types import Event, SendFinished, SendStarted
 from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
+from power_loop.loop.accounting import usage_json
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.driver import (
     UNKNOWN_OUTCOME,
@@ -31,9 +32,9 @@ from power_loop.loop.driver import (
     encode,
     final_text,
     open_call_parts,
-    send_usage,
     synthetic_result,
 )
+from power_loop.loop.observing import ObservingMethods
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
 from power_loop.loop.timing import TimerMethods
@@ -52,7 +53,7 @@ _HOST = socket.gethostname()
 _DONE = object()
 
 
-class StatefulAgentLoop(TimerMethods):
+class StatefulAgentLoop(TimerMethods, ObservingMethods):
     """Runs agent sends durably against a store.
 
     Args:
@@ -522,7 +523,7 @@ class StatefulAgentLoop(TimerMethods):
                 conn, session_id, send.send_index, encode(messages, send.send_index),
                 status="aborted", epoch=None, release=claim.lease, stop_reason="aborted",
                 rounds=sum(1 for m in tail if m.role == "assistant"),
-                usage=send_usage(tail).to_json(), error=None)
+                usage=usage_json(tail), error=None)
             await store.put_projections_txn(conn, session_id, projections)
 
         try:

@@ -64,6 +64,7 @@ from power_loop.llm.messages import (
     encode_message,
 )
 from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReason, TextDelta
+from power_loop.loop.accounting import usage_json
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.results import SendResult
 from power_loop.loop.structured import parse_output
@@ -508,7 +509,7 @@ class SendRun:
                 conn, self.session_id, self.send_index,
                 encode(messages, self.send_index), status=status, epoch=None,
                 release=self.lease, stop_reason=stop_reason, rounds=rounds,
-                usage=usage.to_json(), error=None)
+                usage=usage_json(tail), error=None)
             await store.put_projections_txn(conn, self.session_id, projections)
             checkpoint("in_final_write")
 
