@@ -57,8 +57,8 @@ def test_a_reader_resumes_from_its_cursor_after_writer_and_reader_died(
     wait_until(lambda: bool(starts(read_effects(effects), pid=a.pid)), "A to be in its tool")
     a.signal(signal.SIGKILL)
     a.expect_killed()
-    assert [k for k in map(key, first)] == [("send", 0, "pending"), ("message", 0, 0),
-                                            ("message", 0, 1)]
+    assert list(map(key, first)) == [("send", 0, "pending"), ("message", 0, 0),
+                                     ("message", 0, 1)]
     wait_until(lambda: view.lease_lapsed(sid), "A's lease to lapse")
 
     b = spawn("b", sid, [{"op": "resume"}], tool=UNSAFE_TOOL)

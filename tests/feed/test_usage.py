@@ -33,7 +33,7 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-def _loop(store: Store, script: list, model: str = "scripted") -> StatefulAgentLoop:  # type: ignore[type-arg]
+def _loop(store: Store, script: list, model: str = "scripted") -> StatefulAgentLoop:
     return StatefulAgentLoop(llm=ScriptedLLM(script, model=model), store=store, tools=[add],
                              config=AgentLoopConfig())
 

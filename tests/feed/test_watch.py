@@ -41,7 +41,7 @@ def _body(text: str) -> dict[str, Any]:
     return encode_message(Message.user(text))
 
 
-def _loop(store: Store, script: list) -> StatefulAgentLoop:  # type: ignore[type-arg]
+def _loop(store: Store, script: list) -> StatefulAgentLoop:
     return StatefulAgentLoop(llm=ScriptedLLM(script), store=store, tools=[add],
                              config=AgentLoopConfig())
 
@@ -117,16 +117,18 @@ async def test_deleting_the_session_ends_the_watch(store: Store, open_more: Open
     loop = _loop(store, [reply("hi")])
     sid = await loop.new_session()
     await loop.send("hello", sid)
-    seen: list[object] = []
+    caught_up = asyncio.Event()
 
     async def follow() -> None:
-        async for item in _loop(await open_more(), []).watch(sid, poll=FAST):
-            seen.append(item)
+        seen = 0
+        async for _ in _loop(await open_more(), []).watch(sid, poll=FAST):
+            seen += 1
+            if seen == 4:  # the send's start, two messages, its end
+                caught_up.set()
 
     task = asyncio.create_task(follow())
     async with asyncio.timeout(60):
-        while len(seen) < 4:
-            await asyncio.sleep(0.01)
+        await caught_up.wait()
         await store.delete_session(sid)
         with pytest.raises(SessionNotFoundError):
             await task
