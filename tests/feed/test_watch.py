@@ -158,3 +158,22 @@ async def test_poll_out_of_range_is_refused(store: Store, poll: object) -> None:
 async def read_all_polled(loop: StatefulAgentLoop, sid: str, poll: object) -> None:
     async for _ in loop.watch(sid, follow=False, poll=poll):  # type: ignore[arg-type]
         pass
+
+
+async def test_a_reader_far_behind_catches_up_in_batches(store: Store,
+                                                         open_more: OpenMore) -> None:
+    # More sends than one read takes (64) and more messages than one batch (200).
+    sid = (await store.create_session()).id
+    for n in range(70):
+        start = await store.begin_send(sid, [NewMessage(0, "user", _body(f"q{n}"))],
+                                       owner=f"w{n}", ttl=60)
+        assert start.lease is not None
+        await store.finish_send(sid, start.send_index,
+                                [NewMessage(0, "assistant", _body(f"a{n}"))] * 2,
+                                release=start.lease)
+    reader = _loop(await open_more(), [])
+    full = await read_all(reader, sid)
+    assert [key(i) for i in full] == await expected_keys(store, sid)
+    assert len(full) == 70 * 5
+    for n in (0, 137, 211, 349):
+        assert await read_all(reader, sid, after=full[n].cursor) == full[n + 1:]
