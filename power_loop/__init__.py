@@ -122,6 +122,7 @@ from power_loop.llm import (
 )
 from power_loop.llm.anthropic import AnthropicService
 from power_loop.llm.openai import OpenAIChatService
+from power_loop.llm.pricing import ModelPrice, PriceTable
 from power_loop.loop import AgentLoopConfig, HistoryItem, SendResult, StatefulAgentLoop
 from power_loop.store import (
     ConnectOptions,
@@ -134,6 +135,8 @@ from power_loop.store import (
     Store,
     open_store,
 )
+from power_loop.store.feed import FeedItem, FeedMessage, FeedSend
+from power_loop.store.usage import SendUsage, SessionUsage
 from power_loop.timers import TimerLimits, TimerRecord
 from power_loop.tools import Tool, ToolContext, ToolError, ToolRegistry, tool
 from power_loop.worker import Worker, WorkerStats
@@ -152,6 +155,9 @@ __all__ = [
     "DatabaseNotFoundError",
     "EstimatingCounter",
     "Event",
+    "FeedItem",
+    "FeedMessage",
+    "FeedSend",
     "FoldError",
     "FoldFailed",
     "FoldFinished",
@@ -190,11 +196,13 @@ __all__ = [
     "Message",
     "MessageRecord",
     "MissingDriverError",
+    "ModelPrice",
     "NewMessage",
     "NoteLimits",
     "OpenAIChatService",
     "PacketTooLargeError",
     "PowerLoopError",
+    "PriceTable",
     "ProjectedRepresentation",
     "Reply",
     "Representation",
@@ -214,6 +222,7 @@ __all__ = [
     "SendRecord",
     "SendResult",
     "SendStarted",
+    "SendUsage",
     "SendVetoedError",
     "SessionBusyError",
     "SessionError",
@@ -222,6 +231,7 @@ __all__ = [
     "SessionParked",
     "SessionRecord",
     "SessionTree",
+    "SessionUsage",
     "SessionWaitingError",
     "StatefulAgentLoop",
     "StopReason",

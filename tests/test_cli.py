@@ -161,6 +161,10 @@ async def test_sessions_show_json(db: str) -> None:
     assert shown["session"]["metadata"] == {"user": "ana", "tags": ["x", "é"]}
     assert [s["send_index"] for s in shown["sends"]] == [1]
     assert shown["sends"][0]["finished_at"] is None
+    usage = shown["usage"]  # send #0's tokens, as stored
+    assert usage["own"] == usage["total"] and usage["sub_sessions"] == 0
+    assert set(usage["own"]) == {"input_tokens", "output_tokens", "cache_read_tokens",
+                                 "cache_write_tokens", "model_calls"}
 
 
 # -- export / import / delete ----------------------------------------------------------

@@ -97,8 +97,9 @@ class ApprovalMethods:
     async def _send_result(self, session_id: str, send_index: int,
                            waiting: tuple[WaitRecord, ...]) -> SendResult:
         """The result of a send as stored: finished, or still waiting."""
+        from power_loop.loop.accounting import send_usage
         from power_loop.loop.awaiting import AWAITING_APPROVAL, AWAITING_INPUT
-        from power_loop.loop.driver import final_text, send_usage
+        from power_loop.loop.driver import final_text
         from power_loop.loop.results import SendResult
 
         store = await self._get_store()

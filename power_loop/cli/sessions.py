@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from power_loop.cli.argtypes import non_negative_int, positive_int
 from power_loop.cli.decisions import configure as configure_decision
@@ -38,7 +38,9 @@ from power_loop.cli.store_access import (
     store_handler,
 )
 from power_loop.errors import InvalidArgumentError, SessionExistsError
+from power_loop.llm.messages import Usage
 from power_loop.store import SchemaPolicy, SessionRecord, Store
+from power_loop.store.usage import SessionUsage, usage_reader
 from power_loop.store.waits import as_mapping, waits_of
 
 # -- list ------------------------------------------------------------------------------
@@ -89,14 +91,29 @@ def _lease(record: SessionRecord) -> str:
             f"(epoch {record.lease_epoch})")
 
 
+def _tokens(usage: Usage, calls: int) -> str:
+    return (f"{usage.input_tokens:,} in, {usage.output_tokens:,} out, "
+            f"{usage.cache_read_tokens:,} cache read, {usage.cache_write_tokens:,} cache "
+            f"write; {calls:,} model call{'' if calls == 1 else 's'}")
+
+
+def _usage_dict(usage: SessionUsage) -> dict[str, Any]:
+    return {"own": {**usage.own.to_json(), "model_calls": usage.own_model_calls},
+            "total": {**usage.total.to_json(), "model_calls": usage.model_calls},
+            "folds": {**usage.folds.to_json(), "model_calls": usage.fold_calls},
+            "sub_sessions": len(usage.children),
+            "by_model": {m: u.to_json() for m, u in sorted(usage.by_model.items())}}
+
+
 async def _show(store: Store, args: argparse.Namespace) -> int:
     record = await store.get_session(str(args.session_id))
     first = max(0, record.send_count - int(args.sends))
     sends = await store.list_sends(record.id, from_index=first) if int(args.sends) else []
     waits = await waits_of(store).waiting(record.id)
+    usage = await usage_reader(store).usage(record.id)
     if args.json:
         print_json({"session": session_dict(record), "sends": [send_dict(s) for s in sends],
-                    "waiting": [as_mapping(w) for w in waits]})
+                    "waiting": [as_mapping(w) for w in waits], "usage": _usage_dict(usage)})
         return 0
     waiting = "none pending" if record.pending_send is None else (
         f"#{record.pending_send} pending")
@@ -113,6 +130,9 @@ async def _show(store: Store, args: argparse.Namespace) -> int:
         ["lease", _lease(record)],
         ["metadata", compact(dict(record.metadata), 200)],
         ["system prompt", prompt],
+        ["usage", _tokens(usage.own, usage.own_model_calls)],
+        ["total usage", f"{_tokens(usage.total, usage.model_calls)} (sub-sessions "
+                        f"included: {len(usage.children)} direct)"],
     ]))
     if waits:
         print(f"\nwaiting (send #{waits[0].send_index}; decide with `power-loop sessions "
@@ -128,9 +148,14 @@ async def _show(store: Store, args: argparse.Namespace) -> int:
             ["SEND", "STATUS", "SOURCE", "STARTED (UTC)", "FINISHED (UTC)", "ROUNDS", "STOP",
              "USAGE"],
             [[f"#{s.send_index}", s.status, s.source, when(s.created_at), when(s.finished_at),
-              str(s.rounds), s.stop_reason or "-", compact(dict(s.usage), 50)]
+              str(s.rounds), s.stop_reason or "-", _send_tokens(s.usage)]
              for s in sends]))
     return 0
+
+
+def _send_tokens(stored: Mapping[str, Any]) -> str:
+    usage = Usage.from_json(stored)
+    return f"{usage.input_tokens:,} in / {usage.output_tokens:,} out"
 
 
 def _configure_show(parser: argparse.ArgumentParser) -> None:

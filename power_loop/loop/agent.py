@@ -25,6 +25,7 @@ from power_loop.events.hooks import SendContext
 from power_loop.events.types import Event, SendFinished, SendStarted
 from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
+from power_loop.loop.accounting import usage_json
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.delegation import Delegate, DelegationMethods
 from power_loop.loop.driver import (
@@ -36,8 +37,8 @@ from power_loop.loop.driver import (
     final_text,
     open_call_parts,
     synthetic_result,
-    usage_json,
 )
+from power_loop.loop.observing import ObservingMethods
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
 from power_loop.loop.timing import TimerMethods
@@ -72,7 +73,7 @@ def _built_in_tools(notes: NoteLimits | None, recall_chars: int | None,
     return tuple(built)
 
 
-class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods):
+class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, ObservingMethods):
     """Runs agent sends durably against a store.
 
     Args:

@@ -26,6 +26,7 @@ import fastjsonschema
 
 from power_loop.events.types import SendFinished, ToolCallFinished
 from power_loop.llm.messages import Message, ToolCallPart, ToolResultPart
+from power_loop.loop.accounting import send_usage
 from power_loop.loop.results import SendResult
 from power_loop.store.waits import NewWait, WaitRecord, wait_id_for, waits_of
 from power_loop.tools.registry import truncate
@@ -147,8 +148,6 @@ def _decide(run: SendRun, call: ToolCallPart, text: str, is_error: bool,
 async def _wait(run: SendRun, calls: Sequence[ToolCallPart], kinds: Mapping[str, str],
                 refused: Mapping[str, str], rows: Mapping[str, WaitRecord]) -> SendResult:
     """Record the round's waits, let the session go, and return the waiting result."""
-    from power_loop.loop.driver import send_usage  # the driver imports this module
-
     new: list[NewWait] = []
     for call in calls:
         if call.id in rows:

@@ -65,10 +65,10 @@ from power_loop.llm.messages import (
     TextPart,
     ToolCallPart,
     ToolResultPart,
-    Usage,
     encode_message,
 )
 from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReason, TextDelta
+from power_loop.loop.accounting import children_usage, send_usage, usage_json
 from power_loop.loop.awaiting import hold
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.results import SendResult
@@ -150,33 +150,6 @@ def final_text(tail: Sequence[Message]) -> str:
         elif pieces:
             break
     return "".join(reversed(pieces))
-
-
-def children_usage(tail: Sequence[Message]) -> Usage:
-    """Tokens the send's sub-agents spent (kept in their results' ``child_usage``)."""
-    total = Usage()
-    for message in tail:
-        if message.role == "tool" and "child_usage" in message.meta:
-            total = total + Usage.from_json(message.meta["child_usage"])
-    return total
-
-
-def send_usage(tail: Sequence[Message]) -> Usage:
-    """Tokens the send spent: its own model calls and its sub-agents'."""
-    total = children_usage(tail)
-    for message in tail:
-        if message.role == "assistant":
-            total = total + Usage.from_json(message.meta.get("usage"))
-    return total
-
-
-def usage_json(tail: Sequence[Message]) -> dict[str, Any]:
-    """A send's stored ``token_usage``: the total, and its sub-agents' part apart."""
-    stored: dict[str, Any] = send_usage(tail).to_json()
-    children = children_usage(tail)
-    if children.total_tokens:
-        stored["children"] = children.to_json()
-    return stored
 
 
 def open_call_parts(window: Window) -> list[ToolCallPart]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from power_loop.errors import SchemaMissingError, SchemaVersionError, StoreError
@@ -59,6 +60,12 @@ class Migration:
     version: int
     description: str
     tables: tuple[Table, ...] = ()
+    statements: Callable[[Dialect, str], list[str]] | None = None
+    """More idempotent DDL for a dialect and prefix (functions, triggers), if any."""
+
+
+def _feed_trigger(dialect: Dialect, prefix: str) -> list[str]:
+    return dialect.feed_trigger(prefix, f"{prefix}feed")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -67,6 +74,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "timers, resume attempts and parking", (TIMERS,)),
     Migration(4, "child session links (sub-agents)", (SESSION_LINKS,)),
     Migration(5, "waits for approvals and answers, timer kinds", (WAITS,)),
+    Migration(6, "session feed wake-ups (a NOTIFY trigger on PostgreSQL)",
+              statements=_feed_trigger),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -135,6 +144,8 @@ def ddl_statements(dialect: Dialect, prefix: str, after_version: int = 0) -> lis
         if after_version > 0:  # from scratch, every table is created in its latest shape
             statements.extend(_addition_ddl(dialect, prefix, table, item)
                               for table, item in additions(migration))
+        if migration.statements is not None:
+            statements.extend(migration.statements(dialect, prefix))
         description = migration.description.replace("'", "''")
         statements.append(insert.replace("?", str(migration.version), 1)
                           .replace("?", f"'{description}'", 1).replace("?", dialect.ddl_now_us, 1))
@@ -178,6 +189,9 @@ async def _apply(conn: Connection, dialect: Dialect, prefix: str) -> None:
                 await conn.execute(statement)
         for table, item in additions(migration):
             await _apply_addition(conn, dialect, prefix, table, item)
+        if migration.statements is not None:
+            for statement in migration.statements(dialect, prefix):
+                await conn.execute(statement)
         if migration.version > current:
             await conn.execute(insert, [migration.version, migration.description, now[0]])
 

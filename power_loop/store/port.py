@@ -212,6 +212,16 @@ class Dialect:
         return ("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
                 "AND tablename = ? AND indexname = ?")
 
+    def feed_trigger(self, prefix: str, channel: str) -> list[str]:
+        """Idempotent DDL making every commit that appends messages to a session, or
+        opens or closes one of its sends, notify ``channel`` with the session's id (the
+        session feed's wake-up); empty where the engine cannot notify."""
+        return []
+
+    def drop_feed_trigger(self, prefix: str) -> list[str]:
+        """What :meth:`feed_trigger` created and dropping the tables leaves behind."""
+        return []
+
     def vacuum(self, tables: Sequence[str]) -> list[str]:
         """Statements that reclaim space and refresh statistics, run outside transactions."""
         raise NotImplementedError

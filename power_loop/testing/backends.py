@@ -52,3 +52,5 @@ async def drop_store_tables(store: Store) -> None:
         for statement in drop_tables(dialect, store.table_prefix,
                                      [*session_tables(), SCHEMA_VERSION_TABLE]):
             await conn.execute(statement)
+        for statement in dialect.drop_feed_trigger(store.table_prefix):
+            await conn.execute(statement)

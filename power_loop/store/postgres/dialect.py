@@ -51,6 +51,33 @@ class PostgresDialect(Dialect):
         # Transaction-scoped: released by the COMMIT that publishes the schema.
         return f"SELECT pg_advisory_xact_lock({int(key)})", None
 
+    def feed_trigger(self, prefix: str, channel: str) -> list[str]:
+        # A trigger, not a NOTIFY in each write: every writer (any version, any path,
+        # one-statement writes included) wakes watchers at no extra round trip, and the
+        # notification is delivered only if, and when, the transaction commits. NOTIFY
+        # folds duplicates within a transaction, so a many-message write sends one.
+        function, sessions = self.quote(f"{prefix}feed_notify"), self.quote(f"{prefix}sessions")
+        literal = "'" + channel.replace("'", "''") + "'"
+        # The body is an E'' string whose semicolons are written \073, so no statement
+        # of the DDL script holds a ';' (tools split scripts on it).
+        body = ("BEGIN PERFORM pg_notify(TG_ARGV[0], CASE TG_OP WHEN ''DELETE'' THEN "
+                'OLD."id" ELSE NEW."id" END)\\073 RETURN NULL\\073 END')
+        changed = ('OLD."next_seq" <> NEW."next_seq" OR OLD."send_count" <> NEW."send_count" '
+                   'OR OLD."pending_send" IS DISTINCT FROM NEW."pending_send"')
+        return [
+            f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql "
+            f"AS E'{body}'",
+            f"DROP TRIGGER IF EXISTS {self.quote(prefix + 'feed')} ON {sessions}",
+            f"CREATE TRIGGER {self.quote(prefix + 'feed')} AFTER UPDATE ON {sessions} "
+            f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION {function}({literal})",
+            f"DROP TRIGGER IF EXISTS {self.quote(prefix + 'feed_gone')} ON {sessions}",
+            f"CREATE TRIGGER {self.quote(prefix + 'feed_gone')} AFTER DELETE ON {sessions} "
+            f"FOR EACH ROW EXECUTE FUNCTION {function}({literal})",
+        ]
+
+    def drop_feed_trigger(self, prefix: str) -> list[str]:
+        return [f"DROP FUNCTION IF EXISTS {self.quote(prefix + 'feed_notify')}() CASCADE"]
+
     def vacuum(self, tables: Sequence[str]) -> list[str]:
         return [f"VACUUM (ANALYZE) {self.quote(t)}" for t in tables]
 
