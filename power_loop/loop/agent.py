@@ -8,6 +8,7 @@ continues the conversation exactly where any other process left it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -19,7 +20,9 @@ from power_loop.context.engine import ContextEngine, History
 from power_loop.context.notes import note_tools
 from power_loop.context.recall import recall_tools
 from power_loop.errors import InvalidArgumentError, PowerLoopError, SendPendingError
-from power_loop.events.types import Event, SendFinished, SendStarted
+from power_loop.events.sinks import sink_feed
+from power_loop.events.types import Event, SendFailed, SendFinished, SendStarted
+from power_loop.llm.contract import exception_code, exception_text
 from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
 from power_loop.loop.config import AgentLoopConfig
@@ -50,6 +53,24 @@ from power_loop.tools.tool import Tool
 T = TypeVar("T")
 _HOST = socket.gethostname()
 _DONE = object()
+
+
+def _failure(exc: BaseException) -> dict[str, str]:
+    """The fields of the ``SendFailed`` event of a send that raised ``exc``."""
+    cls = type(exc)
+    code = "cancelled" if isinstance(exc, asyncio.CancelledError) else exception_code(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" \
+        else f"{cls.__module__}.{cls.__qualname__}"
+    return {"code": code or "unexpected", "error_type": name,
+            "message": exception_text(exc, 2000)}
+
+
+def _joined(first: Emit, second: Emit) -> Emit:
+    def both(event: Event) -> None:
+        first(event)
+        second(event)
+
+    return both
 
 
 class StatefulAgentLoop(TimerMethods):
@@ -104,6 +125,7 @@ class StatefulAgentLoop(TimerMethods):
         self._histories: SessionCache[History] = SessionCache(cfg.cache_sessions)
         self._opening: asyncio.Lock | None = None
         self._limits = ToolLimits(self.config.tool_timeout, self.config.max_tool_output_chars)
+        self._feed = sink_feed(cfg.sinks)
 
     def __repr__(self) -> str:
         return f"StatefulAgentLoop(llm={self._llm.model!r}, store={self._store!r})"
@@ -250,8 +272,10 @@ class StatefulAgentLoop(TimerMethods):
                 await asyncio.gather(task, return_exceptions=True)
 
     def _sink(self, emit: Emit | None) -> Emit | None:
-        """``emit`` joined with the config's ``on_event`` (either may be absent)."""
-        hook = self.config.on_event
+        """``emit`` joined with the config's ``on_event`` and sinks (any may be absent)."""
+        hook, feed = self.config.on_event, self._feed
+        if feed is not None:  # first: queueing for the sinks never raises
+            hook = feed if hook is None else _joined(feed, hook)
         if hook is None or emit is None:
             return hook or emit
 
@@ -337,9 +361,14 @@ class StatefulAgentLoop(TimerMethods):
     async def _run(self, run: SendRun) -> SendResult:
         try:
             result = await run.run()
-        except BaseException:
+        except BaseException as exc:
             if run.settled:
                 self._histories.put(run.session_id, run.history)
+            if not (isinstance(exc, asyncio.CancelledError) and run.settled):
+                # (A cancelled send that was closed ended with SendFinished already.)
+                # An on_event hook raising here must not hide the send's own error.
+                with contextlib.suppress(Exception):
+                    run._event(SendFailed, **_failure(exc))
             raise
         self._histories.put(run.session_id, run.history)
         await self._engine.remember(run.session_id, result)

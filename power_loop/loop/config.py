@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +12,7 @@ from power_loop.context.notes import NoteLimits
 from power_loop.context.representation import Representation, VerbatimRepresentation
 from power_loop.context.tokens import EstimatingCounter, TokenCounter
 from power_loop.errors import InvalidArgumentError
+from power_loop.events.sinks import Sink, check_sinks
 from power_loop.events.types import Event
 from power_loop.timers.tools import TimerLimits
 from power_loop.tools.tool import MIN_OUTPUT_CHARS
@@ -60,7 +61,12 @@ class AgentLoopConfig:
         timers: Bounds on the wake-ups the agent may schedule for itself; ``None``
             offers no timer tools.
         on_event: Receives every event the loop emits (sends, folds, timers), streamed
-            or not: a place for logs and metrics.
+            or not: a place for logs and metrics. It runs inline: what it raises
+            fails the send.
+        sinks: Also receive every event, each from a bounded queue and a thread of its
+            own, so a slow or failing sink never slows or fails a send
+            (:class:`~power_loop.JsonlSink`, :class:`~power_loop.OtelSink`,
+            :class:`~power_loop.PrometheusSink`; see docs/observability.md).
     """
 
     system_prompt: str | None = None
@@ -86,6 +92,7 @@ class AgentLoopConfig:
     recall_max_chars: int = 8_000
     timers: TimerLimits | None = None
     on_event: Callable[[Event], None] | None = None
+    sinks: Sequence[Sink] = ()
 
     def __post_init__(self) -> None:
         def positive(name: str, value: float | None, *, allow_none: bool = False,
@@ -96,6 +103,7 @@ class AgentLoopConfig:
                 raise InvalidArgumentError(f"AgentLoopConfig.{name} must be "
                                            f"{'>= 0' if allow_zero else '> 0'}, not {value!r}")
 
+        object.__setattr__(self, "sinks", check_sinks(self.sinks, "AgentLoopConfig.sinks"))
         positive("max_rounds", self.max_rounds)
         positive("max_send_tokens", self.max_send_tokens, allow_none=True)
         positive("max_output_tokens", self.max_output_tokens, allow_none=True)
