@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -81,8 +82,6 @@ class _EventCoder:
 
 
 def _module_of(cls: type) -> types.ModuleType:
-    import sys
-
     return sys.modules[cls.__module__]
 
 
@@ -211,10 +210,18 @@ def _class_named(name: str) -> type[Event] | None:
         stack: list[type[Event]] = [Event]
         while stack:
             sub = stack.pop()
-            _by_name.setdefault(type_name(sub), sub)
+            # ``slots=True`` makes a dataclass anew: the class it replaced may linger
+            # among the subclasses until collected. The one its module names wins.
+            if type_name(sub) not in _by_name or _is_current(sub):
+                _by_name[type_name(sub)] = sub
             stack.extend(sub.__subclasses__())
         cls = _by_name.get(name)
     return cls
+
+
+def _is_current(cls: type) -> bool:
+    module = sys.modules.get(cls.__module__)
+    return module is not None and getattr(module, cls.__name__, None) is cls
 
 
 def decode_event(line: Mapping[str, Any]) -> Event:
