@@ -24,8 +24,8 @@ from power_loop import (
     close_sinks,
     fail,
     flush_sinks,
-    reply,
     replay,
+    reply,
     sink_stats,
     tool,
 )
