@@ -254,7 +254,8 @@ class StatefulAgentLoop(TimerMethods):
         """Like :meth:`send`, yielding typed events as they happen.
 
         The last event is :class:`~power_loop.events.SendFinished` carrying the result.
-        Errors are raised from the iteration. Leaving the loop early cancels the send:
+        Errors are raised from the iteration, after a
+        :class:`~power_loop.events.SendFailed` event naming them. Leaving the loop early cancels the send:
         its partial answer is kept, marked, and the history stays valid. Wrap the stream
         in ``contextlib.aclosing`` so the cancellation completes before you go on.
         """
