@@ -5,9 +5,12 @@ when every sink has handled every event (``flush_sinks``), so the sinks' own thr
 inside it, and the CPU time (this process, all threads) is the whole cost. Sides:
 
 * ``none``: no sink (the reference);
+* ``memory``: :class:`~power_loop.MemorySink`, which only keeps the events: the cost of
+  the hand-over itself (queue, wake-up, thread);
 * ``jsonl``: :class:`~power_loop.JsonlSink` to a file;
-* ``otel``: :class:`~power_loop.OtelSink` on an SDK ``TracerProvider`` whose exporter
-  discards the spans (the export itself is the application's choice);
+* ``otel``: :class:`~power_loop.OtelSink` on an SDK ``TracerProvider`` with the SDK's
+  ``BatchSpanProcessor`` and an exporter that discards the spans (the export itself is
+  the application's choice);
 * ``jsonl+otel``: both (the target: at most +10% over ``none``);
 * ``prometheus``: :class:`~power_loop.PrometheusSink` on its own registry;
 * ``blocked``: a sink blocked for the whole run (its queue fills, then drops): a send
@@ -35,6 +38,7 @@ from power_loop import (
     AgentLoopConfig,
     Event,
     JsonlSink,
+    MemorySink,
     OtelSink,
     PrometheusSink,
     ScriptedLLM,
@@ -46,7 +50,7 @@ from power_loop.events.sinks import Sink
 from power_loop.store import Store, open_store
 from power_loop.testing import fresh_prefix
 
-SIDES = ("none", "jsonl", "otel", "jsonl+otel", "prometheus", "blocked")
+SIDES = ("none", "memory", "jsonl", "otel", "jsonl+otel", "prometheus", "blocked")
 TEXT = "What is the status of order 1042, and when will it ship?"
 
 
@@ -70,14 +74,14 @@ class _Blocked:
 
 def _otel() -> OtelSink:
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     class Discard(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(Discard()))
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
     return OtelSink(tracer_provider=provider)
 
 
@@ -86,6 +90,7 @@ def sinks_for(side: str, workdir: Path, blocked: _Blocked) -> list[Sink]:
     from prometheus_client import CollectorRegistry
 
     made: dict[str, Callable[[], Sink]] = {
+        "memory": MemorySink,
         "jsonl": lambda: JsonlSink(workdir / f"events-{time.monotonic_ns()}.jsonl"),
         "otel": _otel,
         "prometheus": lambda: PrometheusSink(registry=CollectorRegistry()),

@@ -255,9 +255,10 @@ class StatefulAgentLoop(TimerMethods):
 
         The last event is :class:`~power_loop.events.SendFinished` carrying the result.
         Errors are raised from the iteration, after a
-        :class:`~power_loop.events.SendFailed` event naming them. Leaving the loop early cancels the send:
-        its partial answer is kept, marked, and the history stays valid. Wrap the stream
-        in ``contextlib.aclosing`` so the cancellation completes before you go on.
+        :class:`~power_loop.events.SendFailed` event naming them. Leaving the loop early
+        cancels the send: its partial answer is kept, marked, and the history stays
+        valid. Wrap the stream in ``contextlib.aclosing`` so the cancellation completes
+        before you go on.
         """
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(self._send(text, session_id, queue.put_nowait, request_key,

@@ -245,6 +245,10 @@ def decode_event(line: Mapping[str, Any]) -> Event:
         raise InvalidArgumentError(f"a malformed {name} event: {exc}") from exc
 
 
+_encode_line = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"),
+                                check_circular=False).encode  # events hold no cycles
+
+
 def dumps(event: Event) -> str:
     """One JSONL line (without its newline): ASCII only, so any text survives."""
-    return json.dumps(encode_event(event), ensure_ascii=True, separators=(",", ":"))
+    return _encode_line(encode_event(event))
