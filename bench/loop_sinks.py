@@ -11,6 +11,8 @@ inside it, and the CPU time (this process, all threads) is the whole cost. Sides
 * ``otel``: :class:`~power_loop.OtelSink` on an SDK ``TracerProvider`` with the SDK's
   ``BatchSpanProcessor`` and an exporter that discards the spans (the export itself is
   the application's choice);
+* ``otel-api``: :class:`~power_loop.OtelSink` on the API's no-op tracer provider (no
+  SDK): the sink's own share of ``otel``, the rest is the SDK's;
 * ``jsonl+otel``: both (the target: at most +10% over ``none``);
 * ``prometheus``: :class:`~power_loop.PrometheusSink` on its own registry;
 * ``blocked``: a sink blocked for the whole run (its queue fills, then drops): a send
@@ -50,7 +52,8 @@ from power_loop.events.sinks import Sink
 from power_loop.store import Store, open_store
 from power_loop.testing import fresh_prefix
 
-SIDES = ("none", "memory", "jsonl", "otel", "jsonl+otel", "prometheus", "blocked")
+SIDES = ("none", "memory", "jsonl", "otel-api", "otel", "jsonl+otel", "prometheus",
+         "blocked")
 TEXT = "What is the status of order 1042, and when will it ship?"
 
 
@@ -87,12 +90,14 @@ def _otel() -> OtelSink:
 
 def sinks_for(side: str, workdir: Path, blocked: _Blocked) -> list[Sink]:
     """The sinks of one side (new objects, so each side has its own queues)."""
+    from opentelemetry.trace import NoOpTracerProvider
     from prometheus_client import CollectorRegistry
 
     made: dict[str, Callable[[], Sink]] = {
         "memory": MemorySink,
         "jsonl": lambda: JsonlSink(workdir / f"events-{time.monotonic_ns()}.jsonl"),
         "otel": _otel,
+        "otel-api": lambda: OtelSink(tracer_provider=NoOpTracerProvider()),
         "prometheus": lambda: PrometheusSink(registry=CollectorRegistry()),
         "blocked": lambda: blocked,
     }

@@ -33,8 +33,9 @@ log = logging.getLogger("power_loop.sinks")
 Emit = Callable[[Event], None]
 EXIT_GRACE = 2.0
 """Seconds the events still queued at interpreter exit are given to reach their sinks."""
-LINGER = 0.005
-"""Seconds a woken sink thread waits for more events before it hands them over."""
+LINGER = 0.05
+"""Seconds a woken sink thread waits for more events before it hands them over (a
+waiting :func:`flush_sinks` cuts it short)."""
 
 _numbers = itertools.count(1)
 
@@ -72,7 +73,7 @@ class _Feed:
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._stopping = False
-        self._hurry = False  # someone waits for the queue to drain: no lingering
+        self._hurry = threading.Event()  # someone waits for the queue: stop lingering
         self.accepted = self.delivered = self.failed = self.dropped = 0
         self._warned_failed = self._warned_dropped = False
         self._thread = threading.Thread(target=self._drain, daemon=True,
@@ -101,10 +102,10 @@ class _Feed:
         queue, sink = self._queue, self.sink
         while True:
             self._wake.wait()
-            if not self._stopping and not self._hurry:
-                # Let the rest of a send's events gather: one wake-up (and one GIL
-                # hand-over) per batch instead of per event is most of the sinks' cost.
-                time.sleep(LINGER)
+            if not self._stopping:
+                # Let more events gather: one wake-up (and one GIL hand-over) per batch
+                # instead of one per event is most of what feeding a sink costs.
+                self._hurry.wait(LINGER)
             self._wake.clear()
             handled = False
             while queue:
@@ -139,7 +140,7 @@ class _Feed:
     def wait_drained(self, deadline: float) -> bool:
         """Block until everything accepted so far is handled, or ``deadline`` passes."""
         target = self.accepted
-        self._hurry = True
+        self._hurry.set()
         self._wake.set()
         try:
             with self._progress:
@@ -147,12 +148,13 @@ class _Feed:
                     lambda: self.delivered + self.failed >= target,
                     max(0.0, deadline - time.monotonic()))
         finally:
-            self._hurry = False
+            self._hurry.clear()
 
     def stop(self, deadline: float) -> bool:
         """Drain until ``deadline``, then close the sink; ``True`` if all was handled."""
         drained = self.wait_drained(deadline)
         self._stopping = True
+        self._hurry.set()
         self._wake.set()
         if drained:
             self._thread.join(max(0.0, deadline - time.monotonic()))

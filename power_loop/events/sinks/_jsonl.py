@@ -21,7 +21,7 @@ class JsonlSink:
     (the event class, ``"TextChunk"``...) and the event's fields, ``seq`` and ``at``
     included. Lines are ASCII: any text (NUL, lone surrogates) is escaped, never lost.
     The file is opened on the first event and written out whenever the sink's queue runs
-    empty (``flush``), so it is at most a batch behind the loop.
+    empty (``flush``), so it is at most a batch (about 50 ms) behind the loop.
 
     Args:
         path: The file (created if missing, appended to if not).
