@@ -445,9 +445,17 @@ def main(argv: list[str]) -> int:
                              "(default: %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="print the results as JSON instead of the tables")
+    parser.add_argument("--sinks", action="store_true",
+                        help="instead: what each sink (JSONL, OpenTelemetry, Prometheus, a "
+                             "blocked one) adds to a SQLite no-tool send (bench/loop_sinks.py)")
     add_server_arguments(parser)
     parser.set_defaults(backends=DEFAULT_BACKENDS)
     args = parser.parse_args(argv)
+    if args.sinks:
+        from bench.loop_sinks import run
+
+        with tempfile.TemporaryDirectory(prefix="power-loop-bench-") as tmp:
+            return run(Path(tmp), args.n, args.repeat, args.warmup)
     opts = Options(n=args.n, repeat=args.repeat, warmup=args.warmup, workloads=args.workloads,
                    lengths=args.lengths, latency_sends=args.latency_sends,
                    latency_rounds=args.latency_rounds)

@@ -145,10 +145,10 @@ class InvalidDSNError(ConfigurationError):
 
 
 class MissingDriverError(ConfigurationError):
-    """The database driver for a DSN's scheme is not installed.
+    """The database driver for a DSN's scheme (or a sink's SDK) is not installed.
 
     Attributes:
-        driver: The Python package that is missing (``asyncpg``...).
+        driver: The Python package that is missing (``asyncpg``, ``opentelemetry-api``...).
         extra: The power-loop extra that installs it (``postgres``...).
     """
 

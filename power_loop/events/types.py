@@ -48,9 +48,15 @@ class SendStarted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoundStarted(Event):
-    """A model call is about to be made (rounds count from 1 within a send)."""
+    """A model call is about to be made (rounds count from 1 within a send).
+
+    ``model`` is the service's model name and ``provider`` its provider (``openai``,
+    ``anthropic``, or the service's class name), for traces and metrics.
+    """
 
     round: int
+    model: str = ""
+    provider: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +164,27 @@ class SendFinished(Event):
     """The send ended; ``result`` is what ``send()`` returns."""
 
     result: SendResult
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendFailed(Event):
+    """The send ended by raising instead of answering (no ``SendFinished`` follows).
+
+    The send is left pending (``resume`` finishes it) unless the error says otherwise
+    (a ``StructuredOutputError`` comes after the send was stored). A send cancelled by
+    its caller ends with ``SendFinished`` (status ``cancelled``) instead; one a stopping
+    worker hands back ends with ``SendFailed`` of code ``cancelled``.
+
+    Attributes:
+        code: The error's stable ``code`` (``llm_rate_limited``...), ``cancelled``, or
+            ``unexpected`` for an exception that is not a ``PowerLoopError``.
+        error_type: The qualified name of the exception's class.
+        message: What the exception said (at most 2,000 characters).
+    """
+
+    code: str
+    error_type: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ continues the conversation exactly where any other process left it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import socket
@@ -22,7 +23,9 @@ from power_loop.context.recall import recall_tools
 from power_loop.errors import InvalidArgumentError, PowerLoopError, SendPendingError
 from power_loop.events._chain import HookChain
 from power_loop.events.hooks import SendContext
-from power_loop.events.types import Event, SendFinished, SendStarted
+from power_loop.events.sinks import sink_feed
+from power_loop.events.types import Event, SendFailed, SendFinished, SendStarted
+from power_loop.llm.contract import exception_code, exception_text
 from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
 from power_loop.loop.accounting import usage_json
@@ -71,6 +74,24 @@ def _built_in_tools(notes: NoteLimits | None, recall_chars: int | None,
     if timers is not None:
         built.extend(timer_tools(timers))
     return tuple(built)
+
+
+def _failure(exc: BaseException) -> dict[str, str]:
+    """The fields of the ``SendFailed`` event of a send that raised ``exc``."""
+    cls = type(exc)
+    code = "cancelled" if isinstance(exc, asyncio.CancelledError) else exception_code(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" \
+        else f"{cls.__module__}.{cls.__qualname__}"
+    return {"code": code or "unexpected", "error_type": name,
+            "message": exception_text(exc, 2000)}
+
+
+def _joined(first: Emit, second: Emit) -> Emit:
+    def both(event: Event) -> None:
+        first(event)
+        second(event)
+
+    return both
 
 
 class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, ObservingMethods):
@@ -131,6 +152,7 @@ class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, Observ
             notes=cfg.notes, memory=cfg.memory, memory_budget_tokens=cfg.memory_budget_tokens)
         self._opening: asyncio.Lock | None = None
         self._limits = ToolLimits(self.config.tool_timeout, self.config.max_tool_output_chars)
+        self._feed = sink_feed(cfg.sinks)
 
     def __repr__(self) -> str:
         return f"StatefulAgentLoop(llm={self._llm.model!r}, store={self._store!r})"
@@ -280,9 +302,11 @@ class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, Observ
         """Like :meth:`send`, yielding typed events as they happen.
 
         The last event is :class:`~power_loop.events.SendFinished` carrying the result.
-        Errors are raised from the iteration. Leaving the loop early cancels the send:
-        its partial answer is kept, marked, and the history stays valid. Wrap the stream
-        in ``contextlib.aclosing`` so the cancellation completes before you go on.
+        Errors are raised from the iteration, after a
+        :class:`~power_loop.events.SendFailed` event naming them. Leaving the loop early
+        cancels the send: its partial answer is kept, marked, and the history stays
+        valid. Wrap the stream in ``contextlib.aclosing`` so the cancellation completes
+        before you go on.
         """
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(self._send(text, session_id, queue.put_nowait, request_key,
@@ -298,8 +322,10 @@ class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, Observ
                 await asyncio.gather(task, return_exceptions=True)
 
     def _sink(self, emit: Emit | None) -> Emit | None:
-        """``emit`` joined with the config's ``on_event`` (either may be absent)."""
-        hook = self.config.on_event
+        """``emit`` joined with the config's ``on_event`` and sinks (any may be absent)."""
+        hook, feed = self.config.on_event, self._feed
+        if feed is not None:  # first: queueing for the sinks never raises
+            hook = feed if hook is None else _joined(feed, hook)
         if hook is None or emit is None:
             return hook or emit
 
@@ -392,9 +418,14 @@ class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, Observ
     async def _run(self, store: Store, run: SendRun) -> SendResult:
         try:
             result = await run.run()
-        except BaseException:
+        except BaseException as exc:
             if run.settled:
                 self._keep(store, run.history)
+            if not (isinstance(exc, asyncio.CancelledError) and run.settled):
+                # (A cancelled send that was closed ended with SendFinished already.)
+                # An on_event hook raising here must not hide the send's own error.
+                with contextlib.suppress(Exception):
+                    run._event(SendFailed, **_failure(exc))
             raise
         self._keep(store, run.history)
         await self._engine.remember(run.session_id, result)

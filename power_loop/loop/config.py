@@ -14,6 +14,7 @@ from power_loop.context.tokens import EstimatingCounter, TokenCounter
 from power_loop.errors import InvalidArgumentError
 from power_loop.events._chain import check_hooks
 from power_loop.events.hooks import Hook
+from power_loop.events.sinks import Sink, check_sinks
 from power_loop.events.types import Event
 from power_loop.timers.tools import TimerLimits
 from power_loop.tools.tool import MIN_OUTPUT_CHARS
@@ -73,6 +74,12 @@ class AgentLoopConfig:
         hooks: Code of yours run at each send, model call, tool call and fold, in this
             order; each may observe, change, veto or answer in place of what it wraps
             (see :class:`~power_loop.Hooks` and docs/hooks.md).
+            or not: a place for logs and metrics. It runs inline: what it raises
+            fails the send.
+        sinks: Also receive every event, each from a bounded queue and a thread of its
+            own, so a slow or failing sink never slows or fails a send
+            (:class:`~power_loop.JsonlSink`, :class:`~power_loop.OtelSink`,
+            :class:`~power_loop.PrometheusSink`; see docs/observability.md).
     """
 
     system_prompt: str | None = None
@@ -102,6 +109,7 @@ class AgentLoopConfig:
     max_agents_per_send: int = 8
     max_parallel_agents: int = 4
     hooks: Sequence[Hook] = ()
+    sinks: Sequence[Sink] = ()
 
     def __post_init__(self) -> None:
         def positive(name: str, value: float | None, *, allow_none: bool = False,
@@ -112,6 +120,7 @@ class AgentLoopConfig:
                 raise InvalidArgumentError(f"AgentLoopConfig.{name} must be "
                                            f"{'>= 0' if allow_zero else '> 0'}, not {value!r}")
 
+        object.__setattr__(self, "sinks", check_sinks(self.sinks, "AgentLoopConfig.sinks"))
         positive("max_rounds", self.max_rounds)
         positive("max_send_tokens", self.max_send_tokens, allow_none=True)
         positive("max_output_tokens", self.max_output_tokens, allow_none=True)

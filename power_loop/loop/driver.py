@@ -58,6 +58,7 @@ from power_loop.llm.contract import (
     fresh_call_id,
     is_process_exit,
     protocol_error,
+    service_name,
     storable,
 )
 from power_loop.llm.messages import (
@@ -318,7 +319,8 @@ class SendRun:
             metadata={"session_id": self.session_id, "send_index": self.send_index})
         estimate = (self._deps.engine.estimate(self.history, self._system, tools, rest)
                     if self._deps.engine.budget_tokens is not None else None)
-        self._event(RoundStarted, round=rounds + 1)
+        self._event(RoundStarted, round=rounds + 1, model=self._deps.llm.model,
+                    provider=service_name(self._deps.llm))
         response = (await self._stream(request) if self._hooks is None else
                     await self._hooks.model_call(self._hook_context(), request, self._stream))
         if isinstance(response, Veto):  # a hook's veto: its reason is the send's answer

@@ -24,7 +24,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from power_loop.errors import (
     SessionBusyError,
     SessionNotFoundError,
 )
+from power_loop.events.sinks import Sink, check_sinks, sink_feed
 from power_loop.events.types import (
     Event,
     SessionParked,
@@ -91,13 +92,17 @@ class Worker:
         grace_period: Seconds a stopping worker lets running work finish.
         table_prefix: With ``dsn``: the store's table prefix.
         on_event: Receives the worker's events and those of the work it runs.
+        sinks: Also receive them (:class:`~power_loop.Sink`; each fed from its own
+            queue and thread). The loop's own ``config.sinks`` receive the worker's
+            events too (claims, releases, parked work) beside the loop's.
     """
 
     def __init__(self, *, loop_factory: LoopFactory, dsn: str | None = None,
                  store: Store | None = None, concurrency: int = 4,
                  poll_interval: float = 1.0, claim_ttl: float = 30.0, max_attempts: int = 5,
                  grace_period: float = 30.0, table_prefix: str = "pl_",
-                 on_event: Emit | None = None, name: str | None = None) -> None:
+                 on_event: Emit | None = None, name: str | None = None,
+                 sinks: Sequence[Sink] = ()) -> None:
         if (dsn is None) == (store is None):
             raise InvalidArgumentError("pass exactly one of dsn= or store=")
         if concurrency < 1 or poll_interval <= 0 or claim_ttl <= 0 or max_attempts < 1:
@@ -112,6 +117,8 @@ class Worker:
         self.max_attempts = max_attempts
         self.grace_period = grace_period
         self._on_event = on_event
+        self._feed = sink_feed(check_sinks(sinks, "Worker sinks"))
+        self._loop_feed: Emit | None = None
         self.name = name or f"worker:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = WorkerStats()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -169,6 +176,7 @@ class Worker:
         if not isinstance(loop, StatefulAgentLoop):
             raise InvalidArgumentError("loop_factory must return a StatefulAgentLoop")
         self._loop = loop
+        self._loop_feed = sink_feed(loop.config.sinks)
         log.info("%s started (concurrency %d)", self.name, self.concurrency)
         return self._store, loop
 
@@ -272,13 +280,17 @@ class Worker:
             log.error("%s: unexpected failure", self.name, exc_info=task.exception())
 
     def _emit(self, event: Event) -> None:
-        """A worker event: to the worker's sink and the loop's (``config.on_event``)."""
-        for sink in (self._on_event, self._loop.config.on_event if self._loop else None):
+        """A worker event: to the worker's sinks and the loop's (``config.on_event``,
+        ``config.sinks``)."""
+        for sink in (self._feed, self._loop_feed, self._on_event,
+                     self._loop.config.on_event if self._loop else None):
             if sink is not None:
                 sink(event)
 
     def _forward(self, event: Event) -> None:
-        """An event of the loop's work: the loop gives it to its own sink itself."""
+        """An event of the loop's work: the loop gives it to its own sinks itself."""
+        if self._feed is not None:
+            self._feed(event)
         if self._on_event is not None:
             self._on_event(event)
 

@@ -301,5 +301,5 @@ async def test_stream_raises_the_model_error_after_its_events(store: Store) -> N
     with pytest.raises(ModelDown):
         async for event in loop.stream("Question", session_id=sid):
             seen.append(event.type if not isinstance(event, TextChunk) else event.text)
-    assert seen == ["SendStarted", "RoundStarted", "Partial "]
+    assert seen == ["SendStarted", "RoundStarted", "Partial ", "SendFailed"]
     assert (await store.get_send(sid, 0)).status == "pending"
