@@ -115,7 +115,7 @@ BUILT_IN_SCHEMES: tuple[str, ...] = tuple(s for b in _BUILT_IN for s in b.scheme
 
 _by_name: dict[str, StoreBackend] = {b.name: b for b in _BUILT_IN}
 _by_scheme: dict[str, StoreBackend] = {s: b for b in _BUILT_IN for s in b.schemes}
-_entry_points_loaded: set[str] = set()
+_entry_points_loaded: dict[str, str] = {}  # "name=value" of each loaded: its backend
 
 
 def register_backend(backend: StoreBackend) -> None:
@@ -169,7 +169,7 @@ def _load_entry_points() -> None:
                 f"the {ENTRY_POINT_GROUP} entry point {entry.name!r} ({entry.value}) "
                 f"failed to load: {type(exc).__name__}: {exc}") from exc
         register_backend(backend)
-        _entry_points_loaded.add(key)
+        _entry_points_loaded[key] = backend.name
 
 
 def backend_for_scheme(scheme: str) -> StoreBackend | None:
@@ -200,6 +200,8 @@ def unregister_backend(name: str) -> None:
     if backend is None or backend in _BUILT_IN:
         return
     del _by_name[name]
+    for key in [k for k, loaded in _entry_points_loaded.items() if loaded == name]:
+        del _entry_points_loaded[key]
     for scheme in backend.schemes:
         if _by_scheme.get(scheme) is backend:
             del _by_scheme[scheme]

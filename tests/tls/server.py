@@ -94,7 +94,8 @@ def tls_mariadb(base: Path) -> Iterator[TLSServer]:
         [_binary("mariadbd"), "--no-defaults", f"--datadir={data}", "--user=mysql",
          f"--socket={sock}", f"--port={port}", "--bind-address=127.0.0.1",
          f"--pid-file={run / 'my.pid'}", "--innodb-buffer-pool-size=16M",
-         "--skip-log-bin", "--skip-name-resolve", "--character-set-server=utf8mb4", "--collation-server=utf8mb4_bin",
+         "--skip-log-bin", "--skip-name-resolve", "--character-set-server=utf8mb4",
+         "--collation-server=utf8mb4_bin",
          f"--ssl-ca={certs / 'ca.pem'}", f"--ssl-cert={certs / 'server.pem'}",
          f"--ssl-key={certs / 'server.key'}"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

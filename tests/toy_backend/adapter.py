@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 
+from power_loop import SchemaMissingError
 from power_loop.store import Connection, ParsedDSN
 from power_loop.store.sqlite import driver as sqlite_driver
 from tests.toy_backend.dialect import ToySQLiteDialect
@@ -33,4 +34,10 @@ class ToyDatabase:
 
 async def connect(parsed: ParsedDSN) -> ToyDatabase:
     """Open the file named by a ``toysqlite://`` DSN."""
-    return ToyDatabase(await sqlite_driver.connect(parsed))
+    try:
+        inner = await sqlite_driver.connect(parsed)
+    except SchemaMissingError as exc:
+        # What this backend reports is said in its own name.
+        raise SchemaMissingError(exc.reason, backend=ToyDatabase.dialect.name,
+                                 ddl=exc.ddl) from exc
+    return ToyDatabase(inner)

@@ -323,12 +323,12 @@ async def _check_encrypted(conn: aiomysql.Connection, wrapped: MySQLConnection,
         raise _plain_text(target)
 
 
-async def _require_tls(target: Mapping[str, Any], timeout: float) -> None:
+async def _require_tls(target: Mapping[str, Any], connect_timeout: float) -> None:
     """Read the server's greeting and hang up, before any credentials are sent: a
     server that does not offer TLS is refused here (aiomysql would go on in plain text).
     What cannot be read is left for the real connection to report."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(connect_timeout):
             reader, writer = await asyncio.open_connection(target["host"], target["port"])
             try:
                 header = await reader.readexactly(4)
