@@ -96,11 +96,12 @@ def test_registering_the_same_backend_twice_is_harmless(toy_registered: StoreBac
 
 
 @pytest.mark.parametrize(("change", "says"), [
-    ({"name": "sqlite"}, "clashes"),
-    ({"schemes": ("postgres",)}, "clashes"),
+    ({"name": "sqlite", "schemes": ("sqlite",)}, "clashes"),
+    ({"schemes": ("toysqlite", "postgres")}, "clashes"),
     ({"name": "Toy Backend"}, "not valid"),
     ({"schemes": ("toy://",)}, "not valid"),
     ({"schemes": ()}, "no DSN scheme"),
+    ({"schemes": ("toy",)}, "must also be one of its schemes"),
     ({"dialect": "tests.toy_backend.dialect.ToySQLiteDialect"}, "module:Class"),
 ])
 def test_a_bad_registration_is_refused(change: dict[str, object], says: str) -> None:

@@ -54,8 +54,9 @@ class StoreBackend:
     """A storage backend: its name, its DSN schemes, and where its code lives.
 
     Attributes:
-        name: The backend's public name; its dialect's :attr:`~Dialect.name` is the same.
-            It is what ``--backends`` takes in the conformance suite.
+        name: The backend's public name, also one of its schemes; its dialect's
+            :attr:`~Dialect.name` is the same. ``--backends`` takes it in the
+            conformance suite.
         schemes: The DSN schemes that select it (``toysqlite`` for ``toysqlite://...``).
         dialect: ``"module:Class"`` of its :class:`~power_loop.store.port.Dialect`
             subclass; the module must import without the driver.
@@ -126,7 +127,8 @@ def register_backend(backend: StoreBackend) -> None:
 
     Raises:
         ConfigurationError: ``backend`` is not a :class:`StoreBackend`, a name or scheme
-            is not a lowercase token, or another backend already holds one of them.
+            is not a lowercase token, the name is not among the schemes, or another
+            backend already holds one of them.
     """
     if not isinstance(backend, StoreBackend):
         raise ConfigurationError(
@@ -138,6 +140,10 @@ def register_backend(backend: StoreBackend) -> None:
             raise ConfigurationError(
                 f"backend name or scheme {token!r} is not valid: use lowercase letters, "
                 "digits and + . - _, starting with a letter")
+    if backend.name not in backend.schemes:
+        raise ConfigurationError(
+            f"backend {backend.name!r}: its name must also be one of its schemes "
+            f"{backend.schemes!r} (DDL is rendered by scheme name)")
     if ":" not in backend.dialect:
         raise ConfigurationError(
             f"backend {backend.name!r}: dialect must read 'module:Class', "
