@@ -1,6 +1,8 @@
 """Fixtures shared by tests/ and conformance/: every backend-aware test runs on all three.
 
-``--backends sqlite,postgresql`` narrows the run deliberately, and
+``--backends sqlite,postgresql`` narrows the run deliberately; it also takes the name of
+a registered third-party backend (``-p your.plugin --backends yours``, or an installed
+``power_loop.backends`` entry point), which is how that backend is certified. And
 ``@pytest.mark.backends("postgresql", "mysql")`` keeps a test to the backends its
 property is about. A backend that is asked for but has no server configured fails its
 tests: it is never skipped silently.
@@ -20,6 +22,7 @@ from power_loop.testing import (
     BACKENDS,
     BackendUnavailable,
     backend_dsn,
+    certifiable_backends,
     drop_store_tables,
     fresh_prefix,
 )
@@ -36,8 +39,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         chosen = [b for b in metafunc.config.getoption("--backends").split(",") if b]
         unknown = set(chosen) - set(BACKENDS)
-        if unknown:
-            raise pytest.UsageError(f"unknown backends {sorted(unknown)}; choose from {BACKENDS}")
+        if unknown and unknown - set(certifiable_backends()):
+            raise pytest.UsageError(
+                f"unknown backends {sorted(unknown)}; choose from {certifiable_backends()} "
+                "(a third-party backend is registered before collection: -p your.plugin)")
         marker = metafunc.definition.get_closest_marker("backends")
         if marker is not None:  # a property only some backends have (a server's clock)
             chosen = [b for b in chosen if b in marker.args]
@@ -101,7 +106,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _outcomes:
         return
     terminalreporter.section("backends")
-    for backend in BACKENDS:
+    for backend in dict.fromkeys([*BACKENDS, *(b for b, _ in _outcomes)]):
         counts = {o: n for (b, o), n in _outcomes.items() if b == backend}
         if counts:
             parts = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))

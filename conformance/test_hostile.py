@@ -23,7 +23,7 @@ from power_loop import (
     StoreFileError,
     open_store,
 )
-from power_loop.testing import drop_store_tables, fresh_prefix
+from power_loop.testing import backend_dsn, drop_store_tables, fresh_prefix
 
 HOSTILE_IDS = [
     "'; DROP TABLE x; --", "\" OR 1=1 --", "`backtick`", "%s", "%(x)s", "%%", "?", "$1",
@@ -139,7 +139,8 @@ _UNREACHABLE = {"postgresql": "postgresql://nobody@127.0.0.1:1/x",
 
 
 def _unreachable_dsn(backend: str, tmp_path: Path) -> str:
-    return _UNREACHABLE.get(backend, str(tmp_path / "no-such-dir" / "x.db"))
+    # A file backend (SQLite, or a registered one): its file in a missing directory.
+    return _UNREACHABLE.get(backend) or backend_dsn(backend, tmp_path / "no-such-dir")
 
 
 @pytest.mark.parametrize("prefix", HOSTILE_PREFIXES)
@@ -156,7 +157,7 @@ async def test_the_unreachable_dsn_really_fails_to_connect(backend: str,
     threads_before = set(threading.enumerate())
 
     # A server that does not answer; a SQLite file in a directory that does not exist.
-    expected = StoreFileError if backend == "sqlite" else ConnectionLostError
+    expected = ConnectionLostError if backend in _UNREACHABLE else StoreFileError
     with pytest.raises(expected) as info:
         await open_store(_unreachable_dsn(backend, tmp_path), table_prefix="pl_",
                          connect_timeout=5)

@@ -111,7 +111,7 @@ def scrub(text: str, secrets: list[str]) -> str:
 def _refuse_missing_sqlite_file(dsn: str) -> None:
     parsed = parse_dsn(dsn)
     location = parsed.location
-    if parsed.backend.name != "sqlite" or location == ":memory:" or location.startswith(
+    if not parsed.backend.file_dsn or location == ":memory:" or location.startswith(
             "file:"):
         return
     if not Path(location).exists():

@@ -1,13 +1,14 @@
 """DSN parsing and lazy backend loading.
 
-The scheme picks the backend; its driver is imported only then, so an unused driver is
+The scheme picks the backend (built in, or registered: see
+:mod:`power_loop.store.registry`); its driver is imported only then, so an unused driver is
 never loaded and a missing one raises :class:`~power_loop.errors.MissingDriverError`
 naming the extra to install. Connection options come from the DSN's query string and
 from keyword arguments (which win).
 
     app.db | sqlite:///relative.db | sqlite:////abs/path.db | :memory:
     postgresql://user:pass@host:5432/db?pool_max_size=20
-    mysql://user:pass@host:3306/db?connect_timeout=5
+    mysql://user:pass@host:3306/db?connect_timeout=5&ssl-mode=VERIFY_IDENTITY&ssl-ca=ca.pem
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from power_loop.errors import InvalidDSNError, MissingDriverError
+from power_loop.store.registry import (
+    BUILT_IN_SCHEMES,
+    SQLITE,
+    StoreBackend,
+    backend_for_scheme,
+    registered_backends,
+)
 
 if TYPE_CHECKING:
     from power_loop.store.port import Database, Dialect
@@ -53,52 +61,6 @@ class ConnectOptions:
     create: bool = True
 
 
-_NETWORK_OPTIONS = frozenset({"pool_min_size", "pool_max_size", "connect_timeout",
-                              "command_timeout"})
-_SQLITE_OPTIONS = frozenset({"busy_timeout", "synchronous", "readers", "connect_timeout",
-                            "create"})
-# Options handed to the driver as they stand. asyncpg would send any other name to the
-# server as a setting, where a typo fails late and obscurely: refused here instead.
-_ASYNCPG_OPTIONS = frozenset({
-    "host", "port", "dbname", "database", "user", "password", "passfile", "service",
-    "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslpassword",
-    "sslnegotiation", "ssl_min_protocol_version", "ssl_max_protocol_version",
-    "target_session_attrs", "krbsrvname", "gsslib", "application_name",
-})
-_AIOMYSQL_OPTIONS = frozenset({"unix_socket"})
-
-
-@dataclass(frozen=True, slots=True)
-class Backend:
-    """Where a backend's adapter and dialect live, and what installs its driver."""
-
-    name: str
-    package: str
-    dialect_class: str
-    driver: str
-    extra: str
-    options: frozenset[str]
-    driver_options: frozenset[str] = frozenset()
-
-    @property
-    def module(self) -> str:
-        return f"{self.package}.driver"
-
-
-_SQLITE = Backend("sqlite", "power_loop.store.sqlite", "SQLiteDialect", "aiosqlite", "sqlite",
-                  _SQLITE_OPTIONS)
-_POSTGRES = Backend("postgresql", "power_loop.store.postgres", "PostgresDialect", "asyncpg",
-                    "postgres", _NETWORK_OPTIONS, _ASYNCPG_OPTIONS)
-_MYSQL = Backend("mysql", "power_loop.store.mysql", "MySQLDialect", "aiomysql", "mysql",
-                 _NETWORK_OPTIONS, _AIOMYSQL_OPTIONS)
-
-_SCHEMES = {
-    "sqlite": _SQLITE, "sqlite3": _SQLITE,
-    "postgresql": _POSTGRES, "postgres": _POSTGRES,
-    "mysql": _MYSQL, "mariadb": _MYSQL,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class ParsedDSN:
     """A DSN split into what the driver adapter needs.
@@ -111,7 +73,7 @@ class ParsedDSN:
         extra: Query parameters power_loop does not own, for the driver.
     """
 
-    backend: Backend
+    backend: StoreBackend
     location: str
     options: ConnectOptions
     extra: Mapping[str, str]
@@ -186,29 +148,33 @@ def parse_dsn(dsn: str, **overrides: Any) -> ParsedDSN:
     if "://" not in dsn:
         # A bare path (or :memory:) is SQLite; it takes no query string, since '?' is a
         # legal file name character.
-        backend, location = _SQLITE, dsn
+        backend, location = SQLITE, dsn
     else:
         try:
             parts = urlsplit(dsn)
             parts.port  # noqa: B018 - parsing the port raises ValueError when it is bad
         except ValueError as exc:
             raise InvalidDSNError(f"cannot parse DSN {redact_dsn(dsn)!r}: {exc}") from None
-        backend_or_none = _SCHEMES.get(parts.scheme.lower())
+        backend_or_none = backend_for_scheme(parts.scheme)
         if backend_or_none is None:
             raise InvalidDSNError(
-                f"unknown DSN scheme {parts.scheme!r}; use sqlite://, postgresql:// or mysql://")
+                f"unknown DSN scheme {parts.scheme!r}; use sqlite://, postgresql:// or "
+                "mysql://, or register the backend that serves it (register_backend)")
         backend = backend_or_none
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        if backend is _SQLITE:
+        if backend.file_dsn:
             # sqlite:///relative.db and sqlite:////absolute.db, as in SQLAlchemy.
+            scheme = parts.scheme.lower()
             if parts.netloc:
-                raise InvalidDSNError("a sqlite DSN has no host: write sqlite:///file.db")
+                raise InvalidDSNError(
+                    f"a {scheme} DSN has no host: write {scheme}:///file.db")
             location = unquote(parts.path[1:]) if parts.path.startswith("/") else parts.path
             if not location:
-                raise InvalidDSNError("a sqlite DSN needs a file path: sqlite:///app.db")
+                raise InvalidDSNError(
+                    f"a {scheme} DSN needs a file path: {scheme}:///app.db")
         else:
             rest = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                    if k not in _NETWORK_OPTIONS]
+                    if k not in backend.options]
             location = urlunsplit(parts._replace(query=urlencode(rest)))
     values: dict[str, Any] = {}
     extra: dict[str, str] = {}
@@ -236,8 +202,9 @@ def parse_dsn(dsn: str, **overrides: Any) -> ParsedDSN:
     return ParsedDSN(backend=backend, location=location, options=options, extra=extra)
 
 
-DIALECT_NAMES: tuple[str, ...] = tuple(_SCHEMES)
-"""Every name :func:`dialect_for` accepts (the DSN schemes)."""
+DIALECT_NAMES: tuple[str, ...] = BUILT_IN_SCHEMES
+"""The built-in names :func:`dialect_for` accepts (the DSN schemes); it also accepts the
+schemes of registered backends."""
 
 
 def dialect_for(name: str) -> Dialect:
@@ -246,22 +213,22 @@ def dialect_for(name: str) -> Dialect:
     Only the dialect module is imported, never the driver, so DDL can be rendered for an
     engine whose driver is not installed.
     """
-    backend = _SCHEMES.get(name.lower())
+    backend = backend_for_scheme(name)
     if backend is None:
         raise InvalidDSNError(
-            f"unknown dialect {name!r}; choose one of {', '.join(DIALECT_NAMES)}")
-    module = importlib.import_module(f"{backend.package}.dialect")
-    dialect: Dialect = getattr(module, backend.dialect_class)()
-    return dialect
+            f"unknown dialect {name!r}; choose one of {', '.join(DIALECT_NAMES)} or the "
+            f"scheme of a registered backend ({', '.join(registered_backends())})")
+    return backend.load_dialect()
 
 
-def load_backend(backend: Backend) -> Any:
+def load_backend(backend: StoreBackend) -> Any:
     """Import a backend's driver adapter; a missing driver names the extra to install."""
-    try:
-        importlib.import_module(backend.driver)
-    except ImportError:
-        raise MissingDriverError(backend.driver, backend.extra) from None
-    return importlib.import_module(backend.module)
+    if backend.driver is not None:
+        try:
+            importlib.import_module(backend.driver)
+        except ImportError:
+            raise MissingDriverError(backend.driver, backend.extra or backend.name) from None
+    return importlib.import_module(backend.adapter)
 
 
 async def connect(dsn: str, **overrides: Any) -> Database:

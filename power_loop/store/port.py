@@ -16,6 +16,7 @@ has already rendered them into the driver's style (see :meth:`Dialect.render`).
 
 from __future__ import annotations
 
+import abc
 import enum
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -72,8 +73,15 @@ ID_MAX_CHARS = 200
 """The longest identifier (session id, lease owner) power_loop accepts."""
 
 
-class Dialect:
-    """SQL text and capabilities of one engine. Subclasses set the flags and override.
+class Dialect(abc.ABC):
+    """SQL text and capabilities of one engine: abstract, engine-neutral.
+
+    A subclass sets :attr:`name` and :attr:`now_us`, the flags that differ from these
+    defaults, and implements every abstract method: each engine states its own SQL, so a
+    new engine cannot inherit another engine's behaviour silently. What is left here is
+    standard SQL (double-quoted identifiers, ``FOR UPDATE``) or driven by a flag.
+    Engines whose SQL coincides share it explicitly: :func:`insert_on_conflict` and
+    :func:`create_index_if_not_exists`.
 
     The flags are read by the store and by the conformance suite alike, so a test that
     exercises a capability runs exactly where the runtime relies on it.
@@ -145,9 +153,9 @@ class Dialect:
         counter = iter(range(1, 10_000))
         return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
 
+    @abc.abstractmethod
     def column_type(self, kind: ColumnType) -> str:
         """The DDL type for a portable column type."""
-        raise NotImplementedError
 
     def for_update(self, *, skip_locked: bool = False) -> str:
         """Row-lock suffix for a ``SELECT``; empty where the engine locks otherwise."""
@@ -155,6 +163,7 @@ class Dialect:
             return ""
         return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
 
+    @abc.abstractmethod
     def upsert(
         self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str],
         expressions: Mapping[str, str] | None = None, source: str | None = None,
@@ -165,16 +174,6 @@ class Dialect:
         gives SQL to use instead of a ``?`` for some columns (``{now}``...); ``source``,
         a query to insert the rows of instead of ``VALUES``.
         """
-        cols = ", ".join(self.quote(c) for c in columns)
-        marks = ", ".join((expressions or {}).get(c, "?") for c in columns)
-        rows = source if source is not None else f"VALUES ({marks})"
-        keys = ", ".join(self.quote(c) for c in key)
-        head = f"INSERT INTO {self.quote(table)} ({cols}) {rows} ON CONFLICT ({keys}) DO "
-        if not update:
-            return head + "NOTHING"
-        sets = ", ".join(f"{self.quote(c)} = excluded.{self.quote(c)}" for c in update)
-        return head + f"UPDATE SET {sets}"
-
     def array_rows(self, alias: str, columns: Sequence[tuple[str, ColumnType]]) -> str:
         """A ``FROM`` item ``alias`` with one row per element of parallel array
         parameters (one ``?`` per column, in order, each bound to a list), its columns
@@ -184,33 +183,29 @@ class Dialect:
         """
         raise NotImplementedError
 
+    @abc.abstractmethod
     def create_index(self, name: str, table: str, columns: Sequence[str], unique: bool) -> str:
-        """An idempotent ``CREATE INDEX``."""
-        cols = ", ".join(self.quote(c) for c in columns)
-        kind = "UNIQUE INDEX" if unique else "INDEX"
-        return f"CREATE {kind} IF NOT EXISTS {self.quote(name)} ON {self.quote(table)} ({cols})"
+        """A ``CREATE INDEX``: idempotent, unless :attr:`inline_indexes` is set (then the
+        schema declares indexes inside ``CREATE TABLE`` and checks before adding one)."""
 
+    @abc.abstractmethod
     def migration_lock(self, key: int) -> tuple[str | None, str | None]:
         """SQL that takes and releases a lock serializing schema migrations.
 
         ``None`` means the transaction's own write lock already serializes them.
         """
-        return None, None
 
+    @abc.abstractmethod
     def table_exists(self) -> str:
         """A query with one ``?`` (a table name) returning a row when the table exists."""
-        return ("SELECT 1 FROM information_schema.tables "
-                "WHERE table_schema = current_schema() AND table_name = ?")
 
+    @abc.abstractmethod
     def column_exists(self) -> str:
         """A query with two ``?`` (table, column) returning a row when the column exists."""
-        return ("SELECT 1 FROM information_schema.columns WHERE table_schema = "
-                "current_schema() AND table_name = ? AND column_name = ?")
 
+    @abc.abstractmethod
     def index_exists(self) -> str:
         """A query with two ``?`` (table, index) returning a row when the index exists."""
-        return ("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
-                "AND tablename = ? AND indexname = ?")
 
     def feed_trigger(self, prefix: str, channel: str) -> list[str]:
         """Idempotent DDL making every commit that appends messages to a session, or
@@ -222,15 +217,43 @@ class Dialect:
         """What :meth:`feed_trigger` created and dropping the tables leaves behind."""
         return []
 
+    @abc.abstractmethod
     def vacuum(self, tables: Sequence[str]) -> list[str]:
         """Statements that reclaim space and refresh statistics, run outside transactions."""
-        raise NotImplementedError
 
     # -- errors ------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def classify_error(self, exc: BaseException) -> ErrorKind:
         """Sort a driver exception into an :class:`ErrorKind` (by code, not by type)."""
-        raise NotImplementedError
+
+
+def insert_on_conflict(
+    dialect: Dialect, table: str, columns: Sequence[str], key: Sequence[str],
+    update: Sequence[str], expressions: Mapping[str, str] | None = None,
+    source: str | None = None,
+) -> str:
+    """:meth:`Dialect.upsert` as ``INSERT ... ON CONFLICT (key) DO UPDATE`` (or ``DO
+    NOTHING``), for the engines that speak it (PostgreSQL 9.5+, SQLite 3.24+)."""
+    q = dialect.quote
+    cols = ", ".join(q(c) for c in columns)
+    marks = ", ".join((expressions or {}).get(c, "?") for c in columns)
+    rows = source if source is not None else f"VALUES ({marks})"
+    keys = ", ".join(q(c) for c in key)
+    head = f"INSERT INTO {q(table)} ({cols}) {rows} ON CONFLICT ({keys}) DO "
+    if not update:
+        return head + "NOTHING"
+    return head + "UPDATE SET " + ", ".join(f"{q(c)} = excluded.{q(c)}" for c in update)
+
+
+def create_index_if_not_exists(dialect: Dialect, name: str, table: str,
+                               columns: Sequence[str], unique: bool) -> str:
+    """:meth:`Dialect.create_index` as ``CREATE [UNIQUE] INDEX IF NOT EXISTS``, for the
+    engines that speak it (PostgreSQL 9.5+, SQLite, MariaDB; not MySQL)."""
+    cols = ", ".join(dialect.quote(c) for c in columns)
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    return (f"CREATE {kind} IF NOT EXISTS {dialect.quote(name)} "
+            f"ON {dialect.quote(table)} ({cols})")
 
 
 class Connection(Protocol):

@@ -69,6 +69,13 @@ class MySQLDialect(Dialect):
         return (f"INSERT INTO {self.quote(table)} ({cols}) {rows} "
                 f"ON DUPLICATE KEY UPDATE {sets}")
 
+    def create_index(self, name: str, table: str, columns: Sequence[str], unique: bool) -> str:
+        # MySQL has no CREATE INDEX IF NOT EXISTS: with inline_indexes, the schema declares
+        # indexes in CREATE TABLE and a migration checks index_exists() before this.
+        cols = ", ".join(self.quote(c) for c in columns)
+        kind = "UNIQUE INDEX" if unique else "INDEX"
+        return f"CREATE {kind} {self.quote(name)} ON {self.quote(table)} ({cols})"
+
     def migration_lock(self, key: int) -> tuple[str | None, str | None]:
         # DDL commits implicitly here, so a session-level named lock spans the migration.
         name = f"power_loop_migrate_{int(key)}"

@@ -12,7 +12,9 @@ warning is an error anyway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import ssl
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +25,7 @@ import aiomysql
 from pymysql.constants import CLIENT
 
 from power_loop.errors import (
+    ConnectionLostError,
     DatabaseNotFoundError,
     InvalidDSNError,
     PacketTooLargeError,
@@ -33,6 +36,7 @@ from power_loop.errors import (
 )
 from power_loop.store.dsn import ParsedDSN, redact_dsn
 from power_loop.store.mysql.dialect import MySQLDialect
+from power_loop.store.mysql.tls import TLSSettings, offers_tls, tls_settings
 from power_loop.store.port import Row, translate_error
 from power_loop.store.unclosed import watch
 
@@ -86,9 +90,26 @@ _CAUSES: dict[int, Callable[[BaseException, Mapping[str, Any]], StoreError]] = {
 """Server error numbers with a cause of their own, and what to say about each."""
 
 
+def _tls_failure(exc: BaseException | None) -> ssl.SSLError | None:
+    """The TLS error behind ``exc`` (aiomysql reports a failed handshake as error 2003,
+    "Can't connect", chained to the ``ssl`` module's error)."""
+    for _ in range(4):
+        if exc is None or isinstance(exc, ssl.SSLError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _failure(exc: BaseException, target: Mapping[str, Any] | None = None) -> PowerLoopError:
     """The one place aiomysql's and PyMySQL's exceptions become power_loop's (the
     statement timeout and cancellation are handled where statements run)."""
+    handshake = _tls_failure(exc)
+    if handshake is not None:
+        return ConnectionLostError(
+            f"mysql: the TLS handshake failed ({handshake.reason or handshake}): check ssl-ca "
+            "(the CA that signed the server's certificate), that the certificate names "
+            "the host of the DSN (VERIFY_IDENTITY), and the client certificate",
+            backend="mysql")
     args = getattr(exc, "args", ())
     cause = _CAUSES.get(args[0]) if args and isinstance(args[0], int) else None
     if cause is not None:
@@ -214,11 +235,12 @@ class MySQLDatabase:
     dialect = _DIALECT
 
     def __init__(self, pool: aiomysql.Pool, parsed: ParsedDSN,
-                 target: Mapping[str, Any]) -> None:
+                 target: Mapping[str, Any], tls: TLSSettings) -> None:
         self._unclosed = watch(self, redact_dsn(parsed.location),
                                functools.partial(_let_go, pool))
         self._pool = pool
-        self._target = {k: v for k, v in target.items() if k != "password"}
+        self._target = {k: v for k, v in target.items() if k not in ("password", "ssl")}
+        self._tls_required = tls.mode.required and "unix_socket" not in target
         self._timeout = parsed.options.command_timeout
         self._acquire_timeout = parsed.options.connect_timeout
         # Per connection: its one cursor and the server's max_allowed_packet.
@@ -238,6 +260,8 @@ class MySQLDatabase:
                 # A new connection: set the session up once, keep one cursor for it.
                 cursor = await conn.cursor()
                 wrapped = MySQLConnection(conn, cursor, self._timeout, None)
+                if self._tls_required:
+                    await _check_encrypted(conn, wrapped, self._target)
                 await wrapped.execute(_SESSION_SETUP)
                 await wrapped.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                 (limit,), = await wrapped.fetch("SELECT @@max_allowed_packet")
@@ -287,6 +311,45 @@ def _let_go(pool: aiomysql.Pool) -> None:
         pool._free.popleft().close()
 
 
+def _plain_text(target: Mapping[str, Any]) -> ConnectionLostError:
+    where = f"{target.get('host')}:{target.get('port')}"
+    return ConnectionLostError(
+        f"mysql: the server at {where} does not offer TLS, and the DSN's ssl-mode "
+        "requires it: enable TLS on the server (its ssl_cert and ssl_key settings), or "
+        "lower ssl-mode to PREFERRED or DISABLED on a network you trust",
+        backend="mysql", tls="required")
+
+
+async def _check_encrypted(conn: aiomysql.Connection, wrapped: MySQLConnection,
+                           target: Mapping[str, Any]) -> None:
+    """Refuse a connection that came up without TLS (aiomysql falls back to plain text
+    when the server does not offer it): a downgrade since the greeting was read."""
+    rows = await wrapped.fetch("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+    if not rows or not rows[0][1]:
+        conn.close()
+        raise _plain_text(target)
+
+
+async def _require_tls(target: Mapping[str, Any], connect_timeout: float) -> None:
+    """Read the server's greeting and hang up, before any credentials are sent: a
+    server that does not offer TLS is refused here (aiomysql would go on in plain text).
+    What cannot be read is left for the real connection to report."""
+    try:
+        async with asyncio.timeout(connect_timeout):
+            reader, writer = await asyncio.open_connection(target["host"], target["port"])
+            try:
+                header = await reader.readexactly(4)
+                greeting = await reader.readexactly(int.from_bytes(header[:3], "little"))
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return
+    if offers_tls(greeting) is False:
+        raise _plain_text(target)
+
+
 def _target(parsed: ParsedDSN) -> dict[str, Any]:
     parts = urlsplit(parsed.location)
     database = unquote(parts.path.lstrip("/"))
@@ -299,7 +362,7 @@ def _target(parsed: ParsedDSN) -> dict[str, Any]:
         "password": unquote(parts.password) if parts.password else "",
         "db": database,
     }
-    if "unix_socket" in parsed.extra:  # the only driver option parse_dsn lets through
+    if "unix_socket" in parsed.extra:
         target["unix_socket"] = parsed.extra["unix_socket"]
     return target
 
@@ -308,6 +371,10 @@ async def connect(parsed: ParsedDSN) -> MySQLDatabase:
     """Open an aiomysql pool for the DSN."""
     options = parsed.options
     target = _target(parsed)
+    tls = tls_settings(parsed.extra)
+    target["ssl"] = tls.context()
+    if tls.mode.required and "unix_socket" not in target:
+        await _require_tls(target, options.connect_timeout)
     try:
         pool = await aiomysql.create_pool(
             minsize=options.pool_min_size,
@@ -324,4 +391,4 @@ async def connect(parsed: ParsedDSN) -> MySQLDatabase:
         )
     except Exception as exc:
         raise _failure(exc, target) from exc
-    return MySQLDatabase(pool, parsed, target)
+    return MySQLDatabase(pool, parsed, target, tls)

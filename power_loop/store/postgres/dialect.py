@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from power_loop.store.port import ColumnType, Dialect, ErrorKind
+from power_loop.store.port import (
+    ColumnType,
+    Dialect,
+    ErrorKind,
+    create_index_if_not_exists,
+    insert_on_conflict,
+)
 
 _TYPES = {
     ColumnType.ID: "VARCHAR(200)",
@@ -47,6 +53,15 @@ class PostgresDialect(Dialect):
         names = ", ".join(name for name, _ in columns)
         return f"unnest({arrays}) WITH ORDINALITY AS {alias}({names}, i)"
 
+    def upsert(
+        self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str],
+        expressions: Mapping[str, str] | None = None, source: str | None = None,
+    ) -> str:
+        return insert_on_conflict(self, table, columns, key, update, expressions, source)
+
+    def create_index(self, name: str, table: str, columns: Sequence[str], unique: bool) -> str:
+        return create_index_if_not_exists(self, name, table, columns, unique)
+
     def migration_lock(self, key: int) -> tuple[str | None, str | None]:
         # Transaction-scoped: released by the COMMIT that publishes the schema.
         return f"SELECT pg_advisory_xact_lock({int(key)})", None
@@ -77,6 +92,19 @@ class PostgresDialect(Dialect):
 
     def drop_feed_trigger(self, prefix: str) -> list[str]:
         return [f"DROP FUNCTION IF EXISTS {self.quote(prefix + 'feed_notify')}() CASCADE"]
+
+    # current_schema(): the first schema on the search_path, where CREATE TABLE put them.
+    def table_exists(self) -> str:
+        return ("SELECT 1 FROM information_schema.tables "
+                "WHERE table_schema = current_schema() AND table_name = ?")
+
+    def column_exists(self) -> str:
+        return ("SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = ? AND column_name = ?")
+
+    def index_exists(self) -> str:
+        return ("SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = ? AND indexname = ?")
 
     def vacuum(self, tables: Sequence[str]) -> list[str]:
         return [f"VACUUM (ANALYZE) {self.quote(t)}" for t in tables]

@@ -11,6 +11,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -80,6 +81,28 @@ def _failure(exc: BaseException, command_timeout: float | None = None,
     return translate_error(_DIALECT, exc)
 
 
+class _Boundary:
+    """The one boundary every asyncpg call runs inside (as httpx's
+    ``map_httpcore_exceptions``): an exception leaving the block becomes power_loop's,
+    ``raise ... from exc``. Stateless, so a connection keeps one for all its calls."""
+
+    __slots__ = ("_parsed", "_timeout")
+
+    def __init__(self, command_timeout: float | None = None,
+                 parsed: ParsedDSN | None = None) -> None:
+        self._timeout = command_timeout
+        self._parsed = parsed
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        # Cancellation and other BaseExceptions pass; so does an error already ours.
+        if isinstance(exc, Exception) and not isinstance(exc, PowerLoopError):
+            raise _failure(exc, self._timeout, self._parsed) from exc
+
+
 def _rowcount(status: str) -> int:
     # asyncpg returns the command tag: "UPDATE 3", "INSERT 0 1", "DELETE 0"...
     last = status.rsplit(" ", 1)[-1]
@@ -89,36 +112,28 @@ def _rowcount(status: str) -> int:
 class PostgresConnection:
     """A :class:`~power_loop.store.port.Connection` over one asyncpg connection."""
 
-    __slots__ = ("_conn", "_timeout")
+    __slots__ = ("_boundary", "_conn")
 
-    def __init__(self, conn: asyncpg.Connection, command_timeout: float | None) -> None:
+    def __init__(self, conn: asyncpg.Connection, boundary: _Boundary) -> None:
         self._conn = conn
-        self._timeout = command_timeout
+        self._boundary = boundary
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
+        with self._boundary:
             status = await self._conn.execute(sql, *params)
-        except Exception as exc:
-            raise _failure(exc, self._timeout) from exc
         return _rowcount(status)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        try:
+        with self._boundary:
             await self._conn.executemany(sql, rows)
-        except Exception as exc:
-            raise _failure(exc, self._timeout) from exc
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        try:
+        with self._boundary:
             return list(await self._conn.fetch(sql, *params))
-        except Exception as exc:
-            raise _failure(exc, self._timeout) from exc
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        try:
+        with self._boundary:
             row: Row | None = await self._conn.fetchrow(sql, *params)
-        except Exception as exc:
-            raise _failure(exc, self._timeout) from exc
         return row
 
 
@@ -148,7 +163,8 @@ class PostgresDatabase:
                                pool.terminate)
         self._pool = pool
         self._parsed = parsed
-        self._timeout = parsed.options.command_timeout
+        self._statements = _Boundary(parsed.options.command_timeout)
+        self._opening = _Boundary(parsed=parsed)
         self._acquire_timeout = parsed.options.connect_timeout
 
     async def listen(self, channel: str, callback: Callable[[str], None],
@@ -162,29 +178,25 @@ class PostgresDatabase:
             if lost is not None:
                 lost()
 
-        try:
+        with self._opening:
             conn = await asyncpg.connect(
                 self._parsed.location, timeout=self._parsed.options.connect_timeout,
                 server_settings={"application_name": "power_loop listener"})
-        except Exception as exc:
-            raise _failure(exc, parsed=self._parsed) from exc
-        try:
-            await conn.add_listener(channel, heard)
-            conn.add_termination_listener(broken)
-        except Exception as exc:
-            conn.terminate()
-            raise _failure(exc, parsed=self._parsed) from exc
+            try:
+                await conn.add_listener(channel, heard)
+                conn.add_termination_listener(broken)
+            except BaseException:
+                conn.terminate()
+                raise
         return PostgresListener(conn)
 
     @asynccontextmanager
     async def _acquired(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
+        with self._opening:
             # asyncio.timeout, not acquire(timeout=): asyncpg would run each acquire as
             # a task of its own (wait_for), a cost paid by every transaction.
             async with asyncio.timeout(self._acquire_timeout):
                 conn = await self._pool.acquire()
-        except Exception as exc:
-            raise _failure(exc, parsed=self._parsed) from exc
         try:
             yield conn
         finally:
@@ -193,7 +205,7 @@ class PostgresDatabase:
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[PostgresConnection]:
         async with self._acquired() as conn:
-            wrapped = PostgresConnection(conn, self._timeout)
+            wrapped = PostgresConnection(conn, self._statements)
             begin = ("BEGIN" if write else
                      "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
@@ -231,12 +243,10 @@ class _Pooled:
 
     async def __aenter__(self) -> PostgresConnection:
         db = self._db
-        try:
+        with db._opening:
             async with asyncio.timeout(db._acquire_timeout):
                 self._conn = await db._pool.acquire()
-        except Exception as exc:
-            raise translate_error(_DIALECT, exc) from exc
-        return PostgresConnection(self._conn, db._timeout)
+        return PostgresConnection(self._conn, db._statements)
 
     async def __aexit__(self, *exc: object) -> None:
         await self._db._pool.release(self._conn)
@@ -249,7 +259,7 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 async def connect(parsed: ParsedDSN) -> PostgresDatabase:
     """Open an asyncpg pool for the DSN."""
     options = parsed.options
-    try:
+    with _Boundary(parsed=parsed):
         pool = await asyncpg.create_pool(
             parsed.location,
             min_size=options.pool_min_size,
@@ -265,6 +275,4 @@ async def connect(parsed: ParsedDSN) -> PostgresDatabase:
             # open transaction is still rolled back on release.
             reset=_no_reset,
         )
-    except Exception as exc:
-        raise _failure(exc, parsed=parsed) from exc
     return PostgresDatabase(pool, parsed)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from power_loop.store.port import ColumnType, Dialect, ErrorKind
+from power_loop.store.port import (
+    ColumnType,
+    Dialect,
+    ErrorKind,
+    create_index_if_not_exists,
+    insert_on_conflict,
+)
 
 _TYPES = {
     ColumnType.ID: "TEXT",
@@ -44,6 +50,19 @@ class SQLiteDialect(Dialect):
 
     def column_type(self, kind: ColumnType) -> str:
         return _TYPES[kind]
+
+    def upsert(
+        self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str],
+        expressions: Mapping[str, str] | None = None, source: str | None = None,
+    ) -> str:
+        return insert_on_conflict(self, table, columns, key, update, expressions, source)
+
+    def create_index(self, name: str, table: str, columns: Sequence[str], unique: bool) -> str:
+        return create_index_if_not_exists(self, name, table, columns, unique)
+
+    def migration_lock(self, key: int) -> tuple[str | None, str | None]:
+        # BEGIN IMMEDIATE takes the file's write lock: migrations are serialized already.
+        return None, None
 
     def table_exists(self) -> str:
         return "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
