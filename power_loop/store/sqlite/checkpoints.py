@@ -1,86 +1,89 @@
-"""WAL checkpoints on a thread of their own, never on the event loop.
+"""WAL checkpoints on worker threads, never on the event loop.
 
 SQLite's automatic checkpoint runs inside the ``COMMIT`` that crosses its threshold: on
 the event loop, since statements run there, it copied the WAL back into the database
 file and fsynced both (stalls of tens of milliseconds were measured). Here the writer
-tells a :class:`Checkpointer` how much it wrote; past :data:`PAGES` pages the
-checkpointer's daemon thread runs ``PRAGMA wal_checkpoint(PASSIVE)`` on a connection of
-its own. A passive checkpoint takes no lock that readers or the writer wait for: it
-copies what no open read snapshot still needs, and the next write transaction after a
-complete one starts the WAL over from its beginning.
+tells a :class:`Checkpointer` how much it wrote; past :data:`PAGES` pages it checkpoints,
+on a connection of its own and on a worker thread, in two passes, both ``PASSIVE`` (they
+take no lock anyone waits for, and copy what no open read snapshot still needs). The
+first copies the bulk while the writer goes on. The second copies the few pages written
+meanwhile while it holds the database's write lock, so no commit of this process lands
+in between: the checkpoint is then complete, and the next write transaction starts the
+WAL over from its beginning. Passive passes alone would never get there under steady
+writes: a commit always lands before the checkpoint is complete, and the WAL grows on.
+(A ``RESTART`` checkpoint would wait for the file's write lock with a busy handler, which
+a writer that takes it back-to-back starves.)
 
 The writer keeps a fallback: ``wal_autocheckpoint`` at :data:`FALLBACK_PAGES`, far above
-:data:`PAGES`, so a WAL that this thread does not keep small (it died, or a stream of
-readers kept it from finishing) still stays bounded, at the price of a stall then.
-Another process on the file checkpoints what it writes itself: power_loop's with its own
-thread, others (the ``sqlite3`` shell...) with SQLite's default of 1,000 pages.
+:data:`PAGES`, so a WAL that the checkpointer does not keep small (another process
+writing without one, a stream of readers keeping it from completing) stays bounded, at
+the price of a stall then. Another power_loop process on the file checkpoints what it
+writes itself; other programs (the ``sqlite3`` shell...) use SQLite's default, 1,000 pages.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-import threading
+
+from power_loop.store.sqlite.threads import threaded
 
 PAGES = 1000
-"""Pages written (about 4 MB) after which the thread checkpoints: SQLite's own default."""
+"""Pages written (about 4 MB) after which a checkpoint runs: SQLite's own default."""
 
 FALLBACK_PAGES = 16 * PAGES
-"""The writer's own ``wal_autocheckpoint``: only reached when the thread falls behind."""
+"""The writer's own ``wal_autocheckpoint``: only reached when checkpoints fall behind."""
 
 PAGE_BYTES = 4096
 """SQLite's default page size: how written bytes are counted in pages."""
 
 
 class Checkpointer:
-    """A daemon thread checkpointing one database file; it knows nothing of the
-    database object, so a store nobody closed can still be collected."""
+    """Checkpoints of one database file, driven from the event loop, run on threads."""
 
-    __slots__ = ("_conn", "_pending", "_stopped", "_thread", "_wake", "runs")
+    __slots__ = ("_closed", "_conn", "_pending", "_task", "_write_lock", "runs")
 
-    def __init__(self, conn: sqlite3.Connection, name: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, write_lock: asyncio.Lock) -> None:
         self._conn = conn
+        self._write_lock = write_lock
         self._pending = 0
-        self._stopped = False
-        self._wake = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.runs = 0
-        """Checkpoints run so far (tests wait on it)."""
-        # A daemon: a process that never closes its store must still exit.
-        self._thread = threading.Thread(target=self._run, name=f"power_loop checkpoints {name}",
-                                        daemon=True)
-        self._thread.start()
+        """Checkpoints completed so far."""
 
     def wrote(self, pages: int) -> None:
-        """Count pages a commit wrote; wake the thread past :data:`PAGES`. Called on the
-        event loop after each write transaction: a few arithmetic operations."""
+        """Count pages a write transaction added; start a checkpoint past :data:`PAGES`
+        (unless one is running). Called on the event loop after each commit, outside
+        the write lock: a few arithmetic operations."""
         self._pending += pages
-        if self._pending >= PAGES:
+        if self._pending >= PAGES and self._task is None and not self._closed:
             self._pending = 0
-            self._wake.set()
+            self._task = asyncio.get_running_loop().create_task(self._checkpoint())
 
-    def _run(self) -> None:
-        conn = self._conn
+    async def _checkpoint(self) -> None:
         try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stopped:
-                    return
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:
-                    pass  # the next wake tries again; the fallback bounds the WAL
-                self.runs += 1
+            await threaded(self._pass)  # the bulk, beside the writer and the readers
+            async with self._write_lock:
+                await threaded(self._pass)  # what was written meanwhile; no writer now
+            self.runs += 1
         finally:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
+            self._task = None
 
-    def stop(self) -> None:
-        """Ask the thread to close its connection and end; returns at once."""
-        self._stopped = True
-        self._wake.set()
+    def _pass(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            pass  # the next checkpoint tries again; the fallback bounds the WAL
 
-    def join(self, timeout: float) -> None:
-        """Wait for the thread to end (after :meth:`stop`); blocks: run it on a thread."""
-        self._thread.join(timeout)
+    async def close(self) -> None:
+        """Let a running checkpoint end (call without holding the write lock)."""
+        self._closed = True
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task])
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """Its connection (closed with the database's others)."""
+        return self._conn

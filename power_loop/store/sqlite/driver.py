@@ -47,6 +47,7 @@ from power_loop.store.port import Row, translate_error
 from power_loop.store.sqlite import checkpoints
 from power_loop.store.sqlite.checkpoints import Checkpointer
 from power_loop.store.sqlite.dialect import SQLiteDialect
+from power_loop.store.sqlite.threads import threaded
 from power_loop.store.unclosed import watch
 
 _DIALECT = SQLiteDialect()
@@ -162,19 +163,6 @@ class _Clock:
         return self.us
 
 
-async def _threaded(run: Callable[[], _T]) -> _T:
-    """``run()`` on a worker thread. If cancelled meanwhile, it lets the work finish
-    first, so that nothing else uses the connection at the same time."""
-    task = asyncio.ensure_future(asyncio.to_thread(run))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what goes on
-        raise
-
-
 @dataclass(frozen=True, slots=True)
 class _Handle:
     """One open ``sqlite3`` connection (``check_same_thread=False``: the event loop's
@@ -203,22 +191,22 @@ class SQLiteConnection:
         """Bytes of text and blobs sent so far (how much the WAL grows, roughly)."""
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        size, threaded = _weigh(sql, params)
+        size, away = _weigh(sql, params)
         self.written += size
-        return await self._run(lambda: self._raw.execute(sql, params).rowcount, threaded)
+        return await self._run(lambda: self._raw.execute(sql, params).rowcount, away)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        threaded = False
+        away = False
         for row in rows:
             size, large = _weigh(sql, row)
             self.written += size
-            threaded = threaded or large
-        await self._run(lambda: self._raw.executemany(sql, rows), threaded)
+            away = away or large
+        await self._run(lambda: self._raw.executemany(sql, rows), away)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        size, threaded = _weigh(sql, params)
+        size, away = _weigh(sql, params)
         self.written += size
-        if threaded:
+        if away:
             return await self._run(lambda: self._raw.execute(sql, params).fetchall(), True)
         started = time.perf_counter()
         cursor = await self._run(lambda: self._raw.execute(sql, params), False)
@@ -247,16 +235,16 @@ class SQLiteConnection:
                 if time.perf_counter() >= deadline:
                     break
                 size *= 2
-            rows += await _threaded(cursor.fetchall)
+            rows += await threaded(cursor.fetchall)
         except Exception as exc:
             raise _failure(exc, self._path) from exc
         return rows
 
-    async def _run(self, run: Callable[[], _T], threaded: bool) -> _T:
+    async def _run(self, run: Callable[[], _T], on_thread: bool) -> _T:
         """``run()`` here (or on a worker thread when it may take long); while the
         database is busy, again after a pause, until the busy timeout runs out."""
         self._clock.tick()
-        if not threaded:
+        if not on_thread:
             try:
                 return run()  # the common case: no lock to wait for, no await at all
             except Exception as exc:
@@ -264,14 +252,14 @@ class SQLiteConnection:
                     raise _failure(exc, self._path) from exc
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._busy_timeout
-        pause, waited = 0.001, not threaded
+        pause, waited = 0.001, not on_thread
         while True:
             if waited:
                 await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
                 pause = min(pause * 2, 0.05)
             self._clock.tick()
             try:
-                return await _threaded(run) if threaded else run()
+                return await threaded(run) if on_thread else run()
             except Exception as exc:
                 if not _is_busy(exc) or loop.time() >= deadline:
                     raise _failure(exc, self._path) from exc
@@ -291,13 +279,18 @@ class SQLiteDatabase:
     dialect = _DIALECT
 
     def __init__(self, writer: _Handle, readers: list[_Handle], busy_timeout: float,
-                 checkpointer: Checkpointer | None) -> None:
+                 checkpoints: sqlite3.Connection | None) -> None:
+        raws = [writer.raw, *(r.raw for r in readers)]
+        if checkpoints is not None:
+            raws.insert(0, checkpoints)
         self._unclosed = watch(self, f"sqlite {writer.path!r}",
-                               functools.partial(_let_go, [writer, *readers], checkpointer))
+                               functools.partial(_close_all, raws))
+        self._raws = raws
         self._writer = writer
         self._busy_timeout = busy_timeout
-        self._checkpointer = checkpointer
         self._write_lock = asyncio.Lock()
+        self._checkpointer = None if checkpoints is None else Checkpointer(
+            checkpoints, self._write_lock)
         self._all_readers = readers
         self._readers: asyncio.Queue[_Handle] = asyncio.Queue()
         for reader in readers:
@@ -343,28 +336,21 @@ class SQLiteDatabase:
 
     async def close(self) -> None:
         self._unclosed.detach()
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         async with self._write_lock:
-            if self._checkpointer is not None:
-                self._checkpointer.stop()
-                await asyncio.to_thread(self._checkpointer.join, 30)
             # The last connection to close checkpoints the WAL and deletes it: a thread.
-            await asyncio.to_thread(_close_all, [*self._all_readers, self._writer])
+            await asyncio.to_thread(_close_all, self._raws)
 
 
-def _close_all(handles: list[_Handle]) -> None:
-    for handle in handles:
+def _close_all(raws: list[sqlite3.Connection]) -> None:
+    """Close connections; also what releases a database nobody closed, then with no
+    event loop (none may be left) and no thread to stop."""
+    for raw in raws:
         try:
-            handle.raw.close()
+            raw.close()
         except sqlite3.Error:
             pass
-
-
-def _let_go(handles: list[_Handle], checkpointer: Checkpointer | None) -> None:
-    """Close the connections of a database nobody closed, here and now, and end its
-    checkpoint thread; no event loop is needed (none may be left by then)."""
-    if checkpointer is not None:
-        checkpointer.stop()
-    _close_all(handles)
 
 
 def _connect(target: str, uri: str | bool, parsed: ParsedDSN, role: str) -> sqlite3.Connection:
@@ -446,14 +432,13 @@ async def connect(parsed: ParsedDSN) -> SQLiteDatabase:
                                  backend="sqlite", ddl="")
     writer = await _open(path, parsed, reader=False)
     readers: list[_Handle] = []
-    checkpointer = None
+    checkpoints = None
     try:
         if not _is_memory(path):
             for _ in range(parsed.options.readers):
                 readers.append(await _open(path, parsed, reader=True))
-            checkpointer = Checkpointer(await _open_raw(path, parsed, "checkpoints"),
-                                        os.path.basename(path))
+            checkpoints = await _open_raw(path, parsed, "checkpoints")
     except BaseException:
-        await asyncio.to_thread(_close_all, [*readers, writer])
+        await asyncio.to_thread(_close_all, [writer.raw, *(r.raw for r in readers)])
         raise
-    return SQLiteDatabase(writer, readers, parsed.options.busy_timeout, checkpointer)
+    return SQLiteDatabase(writer, readers, parsed.options.busy_timeout, checkpoints)
