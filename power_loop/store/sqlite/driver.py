@@ -11,7 +11,7 @@ for a lock or a slow disk; closing the last one checkpoints the WAL). A statemen
 the event loop's thread: one of a send takes a few microseconds, a round trip to another
 thread fifty or more (a ten-statement send went from ~1.3 ms to ~0.1 ms of database time
 when statements left aiosqlite's thread). What may take long runs on a worker thread
-instead: ``VACUUM`` and explicit checkpoints; a statement carrying a value of 256 KB or
+instead: ``VACUUM`` and explicit checkpoints; a statement carrying 256 KB of text or
 more; ``COMMIT`` when ``synchronous`` is ``full`` or ``extra`` (it fsyncs the WAL: 7 ms
 median, 51 ms worst, were measured on the loop; under ``normal`` a commit in WAL mode
 only writes, and fsyncs wait for checkpoints); and the rest of a result once fetching it
@@ -54,7 +54,7 @@ _DIALECT = SQLiteDialect()
 _T = TypeVar("_T")
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _LARGE = 256 * 1024
-"""A statement carrying a text or blob this long runs on a worker thread."""
+"""A statement carrying this many bytes of text and blobs runs on a worker thread."""
 _SLOW = ("VACUUM", "PRAGMA wal_checkpoint", "PRAGMA optimize")
 """Statements that may take long: they run on a worker thread."""
 _INLINE_READ = 0.002
@@ -138,13 +138,11 @@ def _is_busy(exc: BaseException) -> bool:
 
 def _weigh(sql: str, params: Sequence[Any]) -> tuple[int, bool]:
     """The bytes of text and blobs a statement carries, and whether it runs on a thread."""
-    size, large = 0, False
+    size = 0
     for p in params:
         if isinstance(p, (str, bytes)):
-            n = len(p)
-            size += n
-            large = large or n >= _LARGE
-    return size, large or sql.startswith(_SLOW)
+            size += len(p)
+    return size, size >= _LARGE or sql.startswith(_SLOW)
 
 
 class _Clock:
@@ -196,12 +194,9 @@ class SQLiteConnection:
         return await self._run(lambda: self._raw.execute(sql, params).rowcount, away)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        away = False
-        for row in rows:
-            size, large = _weigh(sql, row)
-            self.written += size
-            away = away or large
-        await self._run(lambda: self._raw.executemany(sql, rows), away)
+        size = sum(_weigh(sql, row)[0] for row in rows)
+        self.written += size
+        await self._run(lambda: self._raw.executemany(sql, rows), size >= _LARGE)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         size, away = _weigh(sql, params)
