@@ -16,7 +16,8 @@ more; ``COMMIT`` when ``synchronous`` is ``full`` or ``extra`` (it fsyncs the WA
 median, 51 ms worst, were measured on the loop; under ``normal`` a commit in WAL mode
 only writes, and fsyncs wait for checkpoints); and the rest of a result once fetching it
 has taken :data:`_INLINE_READ` (a 60 MB session took 634 ms to read on the loop).
-Checkpoints run on a thread of their own (:mod:`.checkpoints`), never inside a commit.
+Checkpoints run on worker threads, on a connection of their own (:mod:`.checkpoints`),
+never inside a commit.
 
 Nothing waits on a lock: the connections' busy timeout is zero, and a statement refused
 with ``SQLITE_BUSY`` (another process holds the write lock) is retried after an
@@ -274,18 +275,19 @@ class SQLiteDatabase:
     dialect = _DIALECT
 
     def __init__(self, writer: _Handle, readers: list[_Handle], busy_timeout: float,
-                 checkpoints: sqlite3.Connection | None) -> None:
-        raws = [writer.raw, *(r.raw for r in readers)]
-        if checkpoints is not None:
-            raws.insert(0, checkpoints)
+                 checkpointing: sqlite3.Connection | None) -> None:
+        # The writer last: the last connection to close checkpoints and deletes the WAL.
+        raws = [*(r.raw for r in readers), writer.raw]
+        if checkpointing is not None:
+            raws.insert(0, checkpointing)
         self._unclosed = watch(self, f"sqlite {writer.path!r}",
                                functools.partial(_close_all, raws))
         self._raws = raws
         self._writer = writer
         self._busy_timeout = busy_timeout
         self._write_lock = asyncio.Lock()
-        self._checkpointer = None if checkpoints is None else Checkpointer(
-            checkpoints, self._write_lock)
+        self._checkpointer = None if checkpointing is None else Checkpointer(
+            checkpointing, self._write_lock)
         self._all_readers = readers
         self._readers: asyncio.Queue[_Handle] = asyncio.Queue()
         for reader in readers:
@@ -334,8 +336,7 @@ class SQLiteDatabase:
         if self._checkpointer is not None:
             await self._checkpointer.close()
         async with self._write_lock:
-            # The last connection to close checkpoints the WAL and deletes it: a thread.
-            await asyncio.to_thread(_close_all, self._raws)
+            await asyncio.to_thread(_close_all, self._raws)  # may checkpoint: a thread
 
 
 def _close_all(raws: list[sqlite3.Connection]) -> None:
@@ -427,13 +428,13 @@ async def connect(parsed: ParsedDSN) -> SQLiteDatabase:
                                  backend="sqlite", ddl="")
     writer = await _open(path, parsed, reader=False)
     readers: list[_Handle] = []
-    checkpoints = None
+    checkpointing = None
     try:
         if not _is_memory(path):
             for _ in range(parsed.options.readers):
                 readers.append(await _open(path, parsed, reader=True))
-            checkpoints = await _open_raw(path, parsed, "checkpoints")
+            checkpointing = await _open_raw(path, parsed, "checkpoints")
     except BaseException:
         await asyncio.to_thread(_close_all, [writer.raw, *(r.raw for r in readers)])
         raise
-    return SQLiteDatabase(writer, readers, parsed.options.busy_timeout, checkpoints)
+    return SQLiteDatabase(writer, readers, parsed.options.busy_timeout, checkpointing)
