@@ -7,6 +7,8 @@ the send lifecycle.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -186,7 +188,7 @@ class Store(ChildOps, TimerOps):
         else:
             rows = await self.read(self._rows_of_session, self._sql.read_messages_limit,
                                    [session_id, from_seq, limit])
-        return [message_from_row(session_id, r) for r in rows]
+        return await _decoded(session_id, rows)
 
     async def read_message_bodies(self, session_id: str, *, from_seq: int,
                                   limit: int) -> list[tuple[int, int, str, Any]]:
@@ -303,6 +305,24 @@ class Store(ChildOps, TimerOps):
 
         return await import_session(self, self._names, lines, replace=replace)
 
+
+
+_DECODE_SLICE = 0.002
+"""Seconds of decoding messages between two yields to the event loop."""
+
+
+async def _decoded(session_id: str, rows: Sequence[Row]) -> list[MessageRecord]:
+    """The messages of ``rows``, decoded in slices with the event loop let through
+    between them: a long history (tens of MB of JSON) never holds it for its whole
+    decode, only for one slice (or one message)."""
+    messages = []
+    deadline = time.perf_counter() + _DECODE_SLICE
+    for row in rows:
+        messages.append(message_from_row(session_id, row))
+        if time.perf_counter() >= deadline:
+            await asyncio.sleep(0)
+            deadline = time.perf_counter() + _DECODE_SLICE
+    return messages
 
 
 async def open_store(

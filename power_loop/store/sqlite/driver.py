@@ -1,4 +1,4 @@
-"""SQLite through aiosqlite: the only module that imports aiosqlite.
+"""SQLite through the standard library's ``sqlite3``, on connections this module owns.
 
 One writer connection, serialized in-process by an asyncio lock and across processes by
 ``BEGIN IMMEDIATE`` (which takes the file's write lock up front, so a transaction never
@@ -6,11 +6,19 @@ fails half-way on a lock upgrade). Reads go to a small set of query-only connect
 WAL mode they read a consistent snapshot while the writer works. ``:memory:`` is one
 connection for everything, since each connection to it would be a separate database.
 
-aiosqlite opens and closes the connections on its thread. Statements run on the event
-loop's thread, straight on aiosqlite's underlying ``sqlite3`` connection: a statement of
-a send takes a few microseconds, a round trip to another thread a hundred or more (a
-ten-statement send went from ~1.3 ms to ~0.1 ms of database time). What may take long
-(``VACUUM``, checkpoints, statements carrying large values) runs on a worker thread.
+What runs where. Connections are opened and closed on a worker thread (opening may wait
+for a lock or a slow disk; closing the last one checkpoints the WAL). A statement runs on
+the event loop's thread: one of a send takes a few microseconds, a round trip to another
+thread fifty or more (a ten-statement send went from ~1.3 ms to ~0.1 ms of database time
+when statements left aiosqlite's thread). What may take long runs on a worker thread
+instead: ``VACUUM`` and explicit checkpoints; a statement carrying 256 KB of text or
+more; ``COMMIT`` when ``synchronous`` is ``full`` or ``extra`` (it fsyncs the WAL: 7 ms
+median, 51 ms worst, were measured on the loop; under ``normal`` a commit in WAL mode
+only writes, and fsyncs wait for checkpoints); and the rest of a result once fetching it
+has taken :data:`_INLINE_READ` (a 60 MB session took 634 ms to read on the loop).
+Checkpoints run on worker threads, on a connection of their own (:mod:`.checkpoints`),
+never inside a commit.
+
 Nothing waits on a lock: the connections' busy timeout is zero, and a statement refused
 with ``SQLITE_BUSY`` (another process holds the write lock) is retried after an
 asynchronous sleep, with backoff, until the DSN's busy timeout runs out.
@@ -24,13 +32,10 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-import aiosqlite
-import aiosqlite.core
 
 from power_loop.errors import (
     PowerLoopError,
@@ -40,16 +45,26 @@ from power_loop.errors import (
 )
 from power_loop.store.dsn import ParsedDSN
 from power_loop.store.port import Row, translate_error
+from power_loop.store.sqlite import checkpoints
+from power_loop.store.sqlite.checkpoints import Checkpointer
 from power_loop.store.sqlite.dialect import SQLiteDialect
+from power_loop.store.sqlite.threads import threaded
 from power_loop.store.unclosed import watch
 
 _DIALECT = SQLiteDialect()
 _T = TypeVar("_T")
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _LARGE = 256 * 1024
-"""A statement carrying a text or blob this long runs on a worker thread."""
+"""A statement carrying this many bytes of text and blobs runs on a worker thread."""
 _SLOW = ("VACUUM", "PRAGMA wal_checkpoint", "PRAGMA optimize")
 """Statements that may take long: they run on a worker thread."""
+_INLINE_READ = 0.002
+"""Seconds a result is fetched on the event loop before the rest moves to a thread."""
+_PAGES_PER_COMMIT = 4
+"""WAL pages a small write transaction adds (table and index leaves): for checkpoints."""
+_FSYNCING = frozenset({"full", "extra"})
+"""``synchronous`` levels whose ``COMMIT`` fsyncs the WAL (``normal`` leaves that to
+checkpoints in WAL mode, ``off`` never does)."""
 
 
 def _cannot_open(path: str) -> StoreFileError:
@@ -101,7 +116,7 @@ _FILE_CAUSES: dict[int, Callable[[str], StoreFileError]] = {
 
 
 def _failure(exc: BaseException, path: str) -> PowerLoopError:
-    """The one place sqlite3's and aiosqlite's exceptions become power_loop's."""
+    """The one place sqlite3's exceptions become power_loop's."""
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         cause = None if code is None else _FILE_CAUSES.get(code & 0xFF)
@@ -122,13 +137,13 @@ def _is_busy(exc: BaseException) -> bool:
         and code & 0xFF in _BUSY_CODES
 
 
-def _on_thread(sql: str, params: Sequence[Any]) -> bool:
-    if sql.startswith(_SLOW):
-        return True
-    for p in params:  # noqa: SIM110 (a plain loop: any() with a generator costs more)
-        if isinstance(p, (str, bytes)) and len(p) >= _LARGE:
-            return True
-    return False
+def _weigh(sql: str, params: Sequence[Any]) -> tuple[int, bool]:
+    """The bytes of text and blobs a statement carries, and whether it runs on a thread."""
+    size = 0
+    for p in params:
+        if isinstance(p, (str, bytes)):
+            size += len(p)
+    return size, size >= _LARGE or sql.startswith(_SLOW)
 
 
 class _Clock:
@@ -147,102 +162,100 @@ class _Clock:
         return self.us
 
 
-async def _threaded(run: Callable[[], _T]) -> _T:
-    """``run()`` on a worker thread. If cancelled meanwhile, it lets the work finish
-    first, so that nothing else uses the connection at the same time."""
-    task = asyncio.ensure_future(asyncio.to_thread(run))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what goes on
-        raise
-
-
 @dataclass(frozen=True, slots=True)
 class _Handle:
-    """One open connection: aiosqlite's, the ``sqlite3`` connection inside it (opened
-    with ``check_same_thread=False``; only the holder of a :class:`SQLiteConnection`
-    on it uses it, one statement at a time) and its clock."""
+    """One open ``sqlite3`` connection (``check_same_thread=False``: the event loop's
+    thread and worker threads take turns on it; only the holder of a
+    :class:`SQLiteConnection` on it uses it, one statement at a time), its clock, and
+    whether its ``COMMIT`` fsyncs."""
 
-    conn: aiosqlite.Connection
     raw: sqlite3.Connection
     clock: _Clock
     path: str
+    fsync_commits: bool
 
 
 class SQLiteConnection:
-    """A :class:`~power_loop.store.port.Connection` over one aiosqlite connection."""
+    """A :class:`~power_loop.store.port.Connection` over one ``sqlite3`` connection."""
 
-    __slots__ = ("_busy_timeout", "_clock", "_path", "_raw")
+    __slots__ = ("_busy_timeout", "_clock", "_fsync_commits", "_path", "_raw", "written")
 
     def __init__(self, handle: _Handle, busy_timeout: float) -> None:
         self._raw = handle.raw
         self._path = handle.path
         self._clock = handle.clock
+        self._fsync_commits = handle.fsync_commits
         self._busy_timeout = busy_timeout
-
-    # execute and fetch run the common case (a statement with small values, the
-    # database not busy) inline, with no closure and no await: they are most of a send.
+        self.written = 0
+        """Bytes of text and blobs sent so far (how much the WAL grows, roughly)."""
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        threaded = _on_thread(sql, params)
-        if not threaded:
-            self._clock.tick()
-            try:
-                count: int = self._raw.execute(sql, params).rowcount
-                return count
-            except Exception as exc:
-                if not _is_busy(exc):
-                    raise _failure(exc, self._path) from exc
-        return await self._retry(lambda: self._raw.execute(sql, params).rowcount, threaded)
+        size, away = _weigh(sql, params)
+        self.written += size
+        return await self._run(lambda: self._raw.execute(sql, params).rowcount, away)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._run(lambda: self._raw.executemany(sql, rows),
-                        any(_on_thread(sql, row) for row in rows))
+        size = sum(_weigh(sql, row)[0] for row in rows)
+        self.written += size
+        await self._run(lambda: self._raw.executemany(sql, rows), size >= _LARGE)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        threaded = _on_thread(sql, params)
-        if not threaded:
-            self._clock.tick()
-            try:
-                rows: list[Row] = self._raw.execute(sql, params).fetchall()
-                return rows
-            except Exception as exc:
-                if not _is_busy(exc):
-                    raise _failure(exc, self._path) from exc
-        return await self._retry(lambda: self._raw.execute(sql, params).fetchall(), threaded)
+        size, away = _weigh(sql, params)
+        self.written += size
+        if away:
+            return await self._run(lambda: self._raw.execute(sql, params).fetchall(), True)
+        started = time.perf_counter()
+        cursor = await self._run(lambda: self._raw.execute(sql, params), False)
+        return await self._rows(cursor, started + _INLINE_READ)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self.fetch(sql, params)
         return rows[0] if rows else None
 
-    async def _run(self, run: Callable[[], _T], threaded: bool) -> _T:
+    async def commit(self) -> None:
+        """``COMMIT``: on a worker thread when it fsyncs."""
+        await self._run(lambda: self._raw.execute("COMMIT"), self._fsync_commits)
+
+    async def _rows(self, cursor: sqlite3.Cursor, deadline: float) -> list[Row]:
+        """The cursor's rows: here in growing chunks until ``deadline``, then the rest on
+        a worker thread (a large result no longer holds the event loop while it is read
+        and decoded; a single row is still read here whole)."""
+        rows: list[Row] = []
+        size = 1
+        try:
+            while True:
+                chunk = cursor.fetchmany(size)
+                rows += chunk
+                if len(chunk) < size:
+                    return rows
+                if time.perf_counter() >= deadline:
+                    break
+                size *= 2
+            rows += await threaded(cursor.fetchall)
+        except Exception as exc:
+            raise _failure(exc, self._path) from exc
+        return rows
+
+    async def _run(self, run: Callable[[], _T], on_thread: bool) -> _T:
         """``run()`` here (or on a worker thread when it may take long); while the
         database is busy, again after a pause, until the busy timeout runs out."""
-        if not threaded:
-            self._clock.tick()
+        self._clock.tick()
+        if not on_thread:
             try:
                 return run()  # the common case: no lock to wait for, no await at all
             except Exception as exc:
                 if not _is_busy(exc):
                     raise _failure(exc, self._path) from exc
-        return await self._retry(run, threaded)
-
-    async def _retry(self, run: Callable[[], _T], threaded: bool) -> _T:
-        """``run()`` on a worker thread (``threaded``), or again here after it found the
-        database busy, pausing between attempts, until the busy timeout runs out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._busy_timeout
-        pause, waited = 0.001, not threaded
+        pause, waited = 0.001, not on_thread
         while True:
             if waited:
                 await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
                 pause = min(pause * 2, 0.05)
             self._clock.tick()
             try:
-                return await _threaded(run) if threaded else run()
+                return await threaded(run) if on_thread else run()
             except Exception as exc:
                 if not _is_busy(exc) or loop.time() >= deadline:
                     raise _failure(exc, self._path) from exc
@@ -261,24 +274,35 @@ class SQLiteDatabase:
 
     dialect = _DIALECT
 
-    def __init__(self, writer: _Handle, readers: list[_Handle], busy_timeout: float) -> None:
+    def __init__(self, writer: _Handle, readers: list[_Handle], busy_timeout: float,
+                 checkpointing: sqlite3.Connection | None) -> None:
+        # The writer last: the last connection to close checkpoints and deletes the WAL.
+        raws = [*(r.raw for r in readers), writer.raw]
+        if checkpointing is not None:
+            raws.insert(0, checkpointing)
         self._unclosed = watch(self, f"sqlite {writer.path!r}",
-                               functools.partial(_let_go, [writer, *readers]))
+                               functools.partial(_close_all, raws))
+        self._raws = raws
         self._writer = writer
         self._busy_timeout = busy_timeout
         self._write_lock = asyncio.Lock()
+        self._checkpointer = None if checkpointing is None else Checkpointer(
+            checkpointing, self._write_lock)
         self._all_readers = readers
         self._readers: asyncio.Queue[_Handle] = asyncio.Queue()
         for reader in readers:
             self._readers.put_nowait(reader)
 
-    def transaction(self, *, write: bool = True) -> AbstractAsyncContextManager[SQLiteConnection]:
-        if write or not self._all_readers:
-            return _WriterTransaction(self, "BEGIN IMMEDIATE" if write else "BEGIN")
-        return self._reader_transaction()
-
     @asynccontextmanager
-    async def _reader_transaction(self) -> AsyncIterator[SQLiteConnection]:
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[SQLiteConnection]:
+        if write or not self._all_readers:
+            begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+            async with self._write_lock, self._transaction(self._writer, begin) as c:
+                yield c
+            if write and self._checkpointer is not None:
+                self._checkpointer.wrote(
+                    _PAGES_PER_COMMIT + c.written // checkpoints.PAGE_BYTES)
+            return
         reader = await self._readers.get()
         try:
             async with self._transaction(reader, "BEGIN") as c:
@@ -296,123 +320,92 @@ class SQLiteDatabase:
                            begin: str) -> AsyncIterator[SQLiteConnection]:
         wrapped = SQLiteConnection(handle, self._busy_timeout)
         # A transaction starts with a suspension point, as on the server engines (and as
-        # when every statement went to aiosqlite's thread): a task cancelled meanwhile
+        # when every statement went to a driver thread): a task cancelled meanwhile
         # stops here, before its transaction, rather than at its next await after it.
         await asyncio.sleep(0)
         try:
             await wrapped.execute(begin)
             yield wrapped
-            await wrapped.execute("COMMIT")
+            await wrapped.commit()
         except BaseException:
             wrapped.rollback()  # on this thread, at once: nothing can come in between
             raise
 
     async def close(self) -> None:
         self._unclosed.detach()
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         async with self._write_lock:
-            for handle in [self._writer, *self._all_readers]:
-                await handle.conn.close()
+            await asyncio.to_thread(_close_all, self._raws)  # may checkpoint: a thread
 
 
-def _let_go(handles: list[_Handle]) -> None:
-    """Close the connections of a database nobody closed, here and now, and stop their
-    aiosqlite threads; no event loop is needed (aiosqlite's own ``stop`` looks for one,
-    and may find none, or one about to close)."""
-    for handle in handles:
+def _close_all(raws: list[sqlite3.Connection]) -> None:
+    """Close connections; also what releases a database nobody closed, then with no
+    event loop (none may be left) and no thread to stop."""
+    for raw in raws:
         try:
-            handle.raw.close()
+            raw.close()
         except sqlite3.Error:
             pass
-        conn = handle.conn
-        conn._running = False
-        conn._connection = None  # or aiosqlite's __del__ warns about it a second time
-        conn._tx.put_nowait((None, _stop_thread))
 
 
-def _stop_thread() -> object:
-    return aiosqlite.core._STOP_RUNNING_SENTINEL
-class _WriterTransaction:
-    """A transaction on the writer connection, under the writer lock: what
-    :meth:`SQLiteDatabase._transaction` does, as a plain class (every write of a send
-    goes through here)."""
-
-    __slots__ = ("_begin", "_conn", "_db")
-
-    def __init__(self, db: SQLiteDatabase, begin: str) -> None:
-        self._db, self._begin = db, begin
-
-    async def __aenter__(self) -> SQLiteConnection:
-        db = self._db
-        await db._write_lock.acquire()
-        conn = SQLiteConnection(db._writer, db._busy_timeout)
-        try:
-            # The suspension point _transaction explains.
-            await asyncio.sleep(0)
-            await conn.execute(self._begin)
-        except BaseException:
-            conn.rollback()
-            db._write_lock.release()
-            raise
-        self._conn = conn
-        return conn
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: object) -> None:
-        conn = self._conn
-        try:
-            if kind is not None:
-                conn.rollback()  # on this thread, at once: nothing can come in between
-                return
-            try:
-                await conn.execute("COMMIT")
-            except BaseException:
-                conn.rollback()
-                raise
-        finally:
-            self._db._write_lock.release()
-
-
-async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> _Handle:
+def _connect(target: str, uri: str | bool, parsed: ParsedDSN, role: str) -> sqlite3.Connection:
+    """Open and set up one connection (on a worker thread: it may wait for the disk or
+    for a lock). ``role``: ``writer``, ``reader`` or ``checkpoints``."""
     options = parsed.options
+    raw = sqlite3.connect(target, isolation_level=None, timeout=options.busy_timeout,
+                          uri=bool(uri), check_same_thread=False)
+    try:
+        # The busy timeout (set by connect) makes a second process wait for the write
+        # lock while the connection is set up; WAL lets readers work beside one writer;
+        # synchronous=NORMAL is crash-safe in WAL mode (a power cut may lose the last
+        # commits; use FULL). (Each PRAGMA's rows are read: a statement left half-read
+        # blocks VACUUM.)
+        if role == "writer":
+            raw.execute("PRAGMA journal_mode = WAL").fetchall()
+            if not _is_memory(parsed.location):
+                raw.execute(
+                    f"PRAGMA wal_autocheckpoint = {checkpoints.FALLBACK_PAGES}").fetchall()
+        raw.execute(f"PRAGMA synchronous = {options.synchronous.upper()}").fetchall()
+        if role == "reader":
+            raw.execute("PRAGMA query_only = 1").fetchall()
+        # From now on a busy database is waited for without blocking (SQLiteConnection).
+        raw.execute("PRAGMA busy_timeout = 0").fetchall()
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
+def _discard(task: asyncio.Future[sqlite3.Connection]) -> None:
+    """Close a connection opened after its opener gave up waiting."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    task.result().close()
+
+
+async def _open_raw(path: str, parsed: ParsedDSN, role: str) -> sqlite3.Connection:
     target, uri = path, False
-    if not options.create and not _is_memory(path):
+    if not parsed.options.create and not _is_memory(path):
         # mode=rw: opening must not create the file (schema policies VERIFY and NONE).
         target, uri = _no_create_uri(path), True
-    conn = aiosqlite.connect(target, isolation_level=None, timeout=options.busy_timeout,
-                             uri=uri, check_same_thread=False)
-    # A daemon: a process that never closes its store must still exit (the interpreter
-    # waits for every other thread before it runs the exit handlers that release it).
-    conn._thread.daemon = True
+    task = asyncio.ensure_future(asyncio.to_thread(_connect, target, uri, parsed, role))
     try:
-        await asyncio.wait_for(conn, timeout=options.connect_timeout)
+        return await asyncio.wait_for(asyncio.shield(task),
+                                      timeout=parsed.options.connect_timeout)
     except BaseException as exc:
-        # aiosqlite stops its worker thread without waiting for it; wait here, or the
-        # thread may call back into an event loop that has closed by then.
-        thread = getattr(conn, "_thread", None)
-        if thread is not None and thread.is_alive():
-            await asyncio.to_thread(thread.join, 5)
+        task.add_done_callback(_discard)
         if isinstance(exc, Exception):
             raise _failure(exc, path) from exc
         raise
-    try:
-        # The busy timeout makes a second process wait for the write lock instead of
-        # failing; WAL lets readers work beside one writer; synchronous=NORMAL is
-        # crash-safe in WAL mode (a power cut may lose the last commits; use FULL).
-        await conn.execute_fetchall(f"PRAGMA busy_timeout = {int(options.busy_timeout * 1000)}")
-        if not reader:
-            await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-        await conn.execute_fetchall(f"PRAGMA synchronous = {options.synchronous.upper()}")
-        if reader:
-            await conn.execute_fetchall("PRAGMA query_only = 1")
-        # From now on a busy database is waited for without blocking (SQLiteConnection).
-        # (Each PRAGMA's rows are read: a statement left half-read blocks VACUUM.)
-        await conn.execute_fetchall("PRAGMA busy_timeout = 0")
-        raw, clock = conn._conn, _Clock()
-        raw.create_function("pl_now_us", 0, clock)  # the dialect's now_us
-    except Exception as exc:
-        await conn.close()
-        raise _failure(exc, path) from exc
-    return _Handle(conn, raw, clock, path)
+
+
+async def _open(path: str, parsed: ParsedDSN, *, reader: bool) -> _Handle:
+    raw = await _open_raw(path, parsed, "reader" if reader else "writer")
+    clock = _Clock()
+    raw.create_function("pl_now_us", 0, clock)  # the dialect's now_us
+    fsync = parsed.options.synchronous in _FSYNCING and not _is_memory(path)
+    return _Handle(raw, clock, path, fsync_commits=fsync)
 
 
 def _exists(path: str) -> bool:
@@ -435,12 +428,13 @@ async def connect(parsed: ParsedDSN) -> SQLiteDatabase:
                                  backend="sqlite", ddl="")
     writer = await _open(path, parsed, reader=False)
     readers: list[_Handle] = []
+    checkpointing = None
     try:
         if not _is_memory(path):
             for _ in range(parsed.options.readers):
                 readers.append(await _open(path, parsed, reader=True))
+            checkpointing = await _open_raw(path, parsed, "checkpoints")
     except BaseException:
-        for handle in [writer, *readers]:
-            await handle.conn.close()
+        await asyncio.to_thread(_close_all, [writer.raw, *(r.raw for r in readers)])
         raise
-    return SQLiteDatabase(writer, readers, parsed.options.busy_timeout)
+    return SQLiteDatabase(writer, readers, parsed.options.busy_timeout, checkpointing)
