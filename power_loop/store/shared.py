@@ -209,10 +209,13 @@ def forget_schema(table_prefix: str) -> None:
         _schema_ready.difference_update({k for k in _schema_ready if k[1] == table_prefix})
         for key in [k for k in _caches if k[1] == table_prefix]:
             del _caches[key]
-        for key in [k for k in _stores if k[1] == table_prefix]:
-            store = _stores[key]()
+        for opened in [k for k in _stores if k[1] == table_prefix]:
+            store = _stores[opened]()
             idle = _idle.get(store) if store is not None else None
             if idle is not None:
-                del _stores[key]  # the next loop opens (and checks) a store of its own
+                del _stores[opened]  # the next loop opens (and checks) a store of its own
                 if idle.task is not None:  # its cancellation closes the store
-                    idle.task.get_loop().call_soon_threadsafe(idle.task.cancel)
+                    try:
+                        idle.task.get_loop().call_soon_threadsafe(idle.task.cancel)
+                    except RuntimeError:
+                        pass  # its event loop is closed: released at exit, quietly
