@@ -61,6 +61,9 @@ class StoredMessage(Message):
     def __reduce__(self) -> tuple[Any, ...]:
         return (Message, (self.role, self.parts, self.meta))
 
+    def __repr__(self) -> str:
+        return repr(Message(self.role, self.parts, self.meta))
+
 
 class StoredUser(StoredMessage):
     """A stored user message of text alone (its role is the class's: one slot less to
