@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -45,7 +46,7 @@ metas = st.dictionaries(st.sampled_from(["usage", "stop_reason", "model", "x"]),
 def messages(draw: st.DrawFn) -> Message:
     """Any message the codec stores: text-only ones above all, some with tool parts."""
     shape = draw(st.sampled_from(["user", "assistant", "calls", "result"]))
-    meta = draw(metas)
+    meta: dict[str, Any] = draw(metas)
     if shape == "user":
         return Message.user(draw(texts), **meta)
     if shape == "assistant":
