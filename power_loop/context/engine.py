@@ -159,26 +159,28 @@ def _group_stored(rows: Sequence[Sequence[Any]], first_seq: int) -> list[_Group]
     common case, a text-only body, is made inline.
     """
     groups: list[_Group] = []
-    group: _Group | None = None
-    seq = first_seq
+    group = _Group(-1, first_seq, [], 0, False)
+    append = group.messages.append
     new, lazy_kinds = object.__new__, LAZY_KINDS
+    seq, chars = first_seq, 0  # chars: the group's lazy texts, reckoned at its end
     for send_index, role, body in rows:
+        if send_index != group.send_index:
+            group.nbytes += 400 * len(group.messages) + 2 * chars  # stored.text_bytes
+            group = _Group(send_index, seq, [], 0, False)
+            groups.append(group)
+            append, chars = group.messages.append, 0
         kind = lazy_kinds.get(role) if type(body) is str else None
         if kind is not None and "tool_" not in body and "\\u" not in body:
             message: Message = new(kind)
             set_text(message, body)
-            size, eager = 400 + 2 * len(body), False  # stored.text_bytes, inline
+            chars += len(body)
         else:
             message = stored_message(role, body)
-            size, eager = message_bytes(message), True
-        if group is not None and send_index == group.send_index:
-            group.messages.append(message)
-            group.nbytes += size
-            group.eager = group.eager or eager
-        else:
-            group = _Group(send_index, seq, [message], size, eager)
-            groups.append(group)
+            group.nbytes += message_bytes(message) - 400  # the 400 is added at the end
+            group.eager = True
+        append(message)
         seq += 1
+    group.nbytes += 400 * len(group.messages) + 2 * chars
     return groups
 
 
