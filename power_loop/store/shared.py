@@ -29,7 +29,9 @@ requests do not overlap:
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -97,15 +99,32 @@ def _cache_for(dsn: str, prefix: str) -> WindowCache[Any]:
         return cache
 
 
+@functools.lru_cache(maxsize=64)
+def _relative_file(dsn: str) -> bool:
+    """Whether ``dsn`` names a SQLite file by a relative path."""
+    try:
+        parsed = parse_dsn(dsn)
+    except Exception:  # a bad DSN is reported by open_store itself, with its message
+        return False
+    return (parsed.backend.name == "sqlite" and parsed.location != ":memory:"
+            and not os.path.isabs(parsed.location))
+
+
+def _named(dsn: str) -> str:
+    """What the registry calls ``dsn``: a relative SQLite path is another file once the
+    process changes directory, so the directory is part of its name."""
+    return f"{dsn}\0{os.getcwd()}" if _relative_file(dsn) else dsn
+
+
 async def _open(dsn: str, prefix: str, schema: SchemaPolicy) -> Store:
-    known = (dsn, prefix)
+    known = (_named(dsn), prefix)
     ready = schema is not SchemaPolicy.NONE and known in _schema_ready
     store = await open_store(dsn, table_prefix=prefix,
                              schema=SchemaPolicy.NONE if ready else schema)
     if schema is not SchemaPolicy.NONE and not _is_memory(dsn):
         with _guard:
             _schema_ready.add(known)
-    store._cache = _cache_for(dsn, prefix)
+    store._cache = _cache_for(known[0], prefix)
     return store
 
 
@@ -115,7 +134,7 @@ async def acquire_store(dsn: str, *, table_prefix: str = "pl_",
 
     Every call must be paired with :func:`release_store`.
     """
-    key = (dsn, table_prefix, schema, asyncio.get_running_loop())
+    key = (_named(dsn), table_prefix, schema, asyncio.get_running_loop())
     with _guard:
         for dead in [k for k, ref in _stores.items() if ref() is None]:
             del _stores[dead]

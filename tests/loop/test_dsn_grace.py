@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,19 @@ def test_a_bad_grace_is_refused(grace: object) -> None:
     with pytest.raises(InvalidArgumentError, match="store_grace"):
         StatefulAgentLoop(llm=ScriptedLLM(["hi"]), dsn="x.db",
                           store_grace=grace)  # type: ignore[arg-type]
+
+
+async def test_a_relative_sqlite_path_is_another_store_in_another_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dsn="app.db"`` names a file in the current directory: after a chdir, the idle
+    store of the first directory is not reused, and the new file gets its tables."""
+    stores = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        async with dsn_loop("app.db", "pl_", 3600) as loop:
+            sid = await loop.new_session()
+            result = await loop.send("hello", session_id=sid)
+            stores.append(loop.store)
+        assert result.send_index == 0 and (tmp_path / name / "app.db").exists()
+    assert stores[0] is not stores[1]
