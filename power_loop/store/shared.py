@@ -42,7 +42,7 @@ from power_loop.errors import InvalidArgumentError
 from power_loop.store.dsn import parse_dsn
 from power_loop.store.migrations import SchemaPolicy
 from power_loop.store.store import Store, open_store
-from power_loop.store.unclosed import owned
+from power_loop.store.unclosed import owned, release_now
 from power_loop.store.window_cache import WindowCache
 
 KEPT_CACHES = 8
@@ -64,10 +64,17 @@ _caches: OrderedDict[tuple[str, str], WindowCache[Any]] = OrderedDict()
 
 @dataclass(eq=False)
 class _Idle:
-    """A store no loop holds, and the task that closes it when its grace expires."""
+    """A store no loop holds, and the task that closes it when its grace expires (or
+    when ``expire`` is set early)."""
 
+    expire: asyncio.Future[None]
     task: asyncio.Task[None] | None = None
     reclaimed: bool = False
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 # Strong: the registry owns an idle store until it closes it.
@@ -175,9 +182,10 @@ async def release_store(store: Store, *, grace: float = DEFAULT_GRACE) -> None:
         _refs.pop(store, None)
         keys = [k for k, ref in _stores.items() if ref() is store]
         if grace > 0 and not stopping and keys:
-            idle = _Idle()
+            loop = asyncio.get_running_loop()
+            idle = _Idle(loop.create_future())
             _idle[store] = idle
-            idle.task = asyncio.get_running_loop().create_task(
+            idle.task = loop.create_task(
                 _close_when_idle(store, idle, grace), name="power_loop: idle shared store")
             owned(store.database, True)
             return
@@ -187,13 +195,16 @@ async def release_store(store: Store, *, grace: float = DEFAULT_GRACE) -> None:
 
 
 async def _close_when_idle(store: Store, idle: _Idle, grace: float) -> None:
+    timer = asyncio.get_running_loop().call_later(grace, _expire, idle.expire)
     try:
-        await asyncio.sleep(grace)
+        await idle.expire
     except asyncio.CancelledError:
         if idle.reclaimed:
             return  # a loop took the store again
         await _retire(store, idle)  # the event loop is shutting down
         raise
+    finally:
+        timer.cancel()
     await _retire(store, idle)
 
 
@@ -230,11 +241,17 @@ def forget_schema(table_prefix: str) -> None:
             del _caches[key]
         for opened in [k for k in _stores if k[1] == table_prefix]:
             store = _stores[opened]()
-            idle = _idle.get(store) if store is not None else None
-            if idle is not None:
-                del _stores[opened]  # the next loop opens (and checks) a store of its own
-                if idle.task is not None:  # its cancellation closes the store
-                    try:
-                        idle.task.get_loop().call_soon_threadsafe(idle.task.cancel)
-                    except RuntimeError:
-                        pass  # its event loop is closed: released at exit, quietly
+            idle = _idle.pop(store, None) if store is not None else None
+            if store is None or idle is None:
+                continue
+            # The next loop opens (and checks) a store of its own; this one is released
+            # now, without its event loop: an asynchronous close could be cut short by
+            # that loop shutting down, leaving a driver thread to call into a closed loop.
+            del _stores[opened]
+            idle.reclaimed = True  # its task ends without closing anything
+            if idle.task is not None:
+                try:
+                    idle.task.get_loop().call_soon_threadsafe(idle.task.cancel)
+                except RuntimeError:
+                    pass  # its event loop is closed
+            release_now(store.database)

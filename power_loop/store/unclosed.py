@@ -59,6 +59,16 @@ def owned(database: object, value: bool) -> None:
         found.owned = value
 
 
+def release_now(database: object) -> None:
+    """Release a driver's database here and now, without an event loop and without a
+    warning (the registry of shared stores closing an idle store from synchronous
+    code)."""
+    found = getattr(database, "_unclosed", None)
+    if isinstance(found, Watch):
+        found.owned = True
+        found._finalizer()
+
+
 def _abandoned(where: str, release: Callable[[], None], state: list[bool]) -> None:
     # Released first: a warning turned into an error must not keep anything open.
     try:
