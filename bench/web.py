@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from bench.servers import add_server_arguments, provision
 from power_loop import AgentLoopConfig, LLMSummaryFold, StatefulAgentLoop
 from power_loop.llm.scripted import ScriptedLLM
 from power_loop.store import Store, open_store
+from power_loop.store.dsn import parse_dsn
 from power_loop.testing import drop_store_tables, fresh_prefix
 
 STYLES = ("dsn", "shared", "warm", "process")
@@ -90,6 +92,7 @@ class Case:
     wall: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
     open_ms: list[float] = field(default_factory=list)
+    raw_ms: list[tuple[float, float]] = field(default_factory=list)
     read_floor_ms: float = 0.0
 
 
@@ -138,10 +141,27 @@ async def child(dsn: str, prefix: str, sid: str, folded: bool) -> dict[str, floa
     open_ms = (time.perf_counter() - wall) * 1e3
     try:
         send_wall, send_cpu = await timed(lambda: loop_on(store, folded).send(TEXT, sid))
+        fold = await store.latest_fold(sid) if folded else None
     finally:
         await store.aclose()
     del cpu
-    return {"open_ms": open_ms, "wall_ms": send_wall, "cpu_ms": send_cpu}
+    result = {"open_ms": open_ms, "wall_ms": send_wall, "cpu_ms": send_cpu}
+    if store.backend == "sqlite":  # the physical limit: a bare SELECT of the same rows
+        result["raw_wall_ms"], result["raw_cpu_ms"] = bare_select(
+            parse_dsn(dsn).location, prefix, sid, fold.end_seq if fold else 0)
+    return result
+
+
+def bare_select(path: str, prefix: str, sid: str, start: int) -> tuple[float, float]:
+    """Wall and CPU ms of the stdlib ``sqlite3`` reading the rows a cold send reads."""
+    conn = sqlite3.connect(path)
+    try:
+        cpu, wall = time.process_time(), time.perf_counter()
+        conn.execute(f"SELECT send_index, role, body FROM {prefix}messages WHERE session_id = ?"
+                     " AND seq >= ? ORDER BY seq", (sid, start)).fetchall()
+        return (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
+    finally:
+        conn.close()
 
 
 async def read_floor(store: Store, sid: str, folded: bool, length: int) -> float:
@@ -193,6 +213,8 @@ async def measure(backend: str, dsn: str, floor_dsn: str, lengths: Sequence[int]
                 case.wall["process"] = [r["wall_ms"] for r in runs]
                 case.cpu["process"] = [r["cpu_ms"] for r in runs]
                 case.open_ms = [r["open_ms"] for r in runs]
+                case.raw_ms = [(r["raw_wall_ms"], r["raw_cpu_ms"]) for r in runs
+                               if "raw_wall_ms" in r]
                 case.read_floor_ms = await read_floor(store, sids["process"], folded, length)
                 cases.append(case)
     finally:
@@ -221,6 +243,10 @@ def render(backend: str, where: str, cases: list[Case], floor: tuple[float, floa
                 f"{floor_ms:>9.2f}")
         lines.append(f"{'':>15} new process: open_store p50 {statistics.median(case.open_ms):.1f}"
                      f" ms; reading the window's rows (port) {case.read_floor_ms:.2f} ms")
+        if case.raw_ms:
+            lines.append(f"{'':>15} in that process, a bare sqlite3 SELECT of those rows: "
+                         f"{statistics.median(w for w, _ in case.raw_ms):.1f} ms wall, "
+                         f"{statistics.median(c for _, c in case.raw_ms):.1f} ms CPU")
     return "\n".join(lines)
 
 

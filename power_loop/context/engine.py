@@ -27,7 +27,7 @@ from power_loop.context.fold import FoldJob, FoldStrategy, SendCost
 from power_loop.context.memory import MemoryProvider
 from power_loop.context.notes import NoteLimits, render_notes
 from power_loop.context.outcome import checked_outcome, error_record, fold_error
-from power_loop.context.representation import Representation
+from power_loop.context.representation import Representation, VerbatimRepresentation
 from power_loop.context.tokens import (
     TokenCounter,
     calibration,
@@ -51,6 +51,13 @@ from power_loop.llm.messages import (
     decode_message,
 )
 from power_loop.llm.service import LLMService, ToolSpec
+from power_loop.llm.stored import (
+    LAZY_KINDS,
+    StoredMessage,
+    set_text,
+    stored_bytes,
+    stored_message,
+)
 from power_loop.loop.results import SendResult
 from power_loop.loop.window import check_next
 from power_loop.store.context_ops import FoldRecord, NoteRecord
@@ -149,6 +156,64 @@ def _group_rows(rows: Sequence[tuple[int, int, str, Any]],
     return groups
 
 
+def _group_stored(rows: Sequence[Sequence[Any]], first_seq: int) -> list[_Group]:
+    """Rows ``(send_index, role, body)`` from seq ``first_seq`` on, as messages grouped
+    into sends, with their estimated bytes; text-only bodies are decoded when read.
+
+    This runs once per stored message on a cold send (10,000 for a long session): the
+    common case, a text-only body, is made inline.
+    """
+    groups: list[_Group] = []
+    group = _Group(-1, first_seq, [], 0, False)
+    append = group.messages.append
+    new, lazy_kinds = object.__new__, LAZY_KINDS
+    seq, chars = first_seq, 0  # chars: the group's lazy texts, reckoned at its end
+    for send_index, role, body in rows:
+        if send_index != group.send_index:
+            group.nbytes += 400 * len(group.messages) + 2 * chars  # stored.text_bytes
+            group = _Group(send_index, seq, [], 0, False)
+            groups.append(group)
+            append, chars = group.messages.append, 0
+        kind = lazy_kinds.get(role) if type(body) is str else None
+        if kind is not None and "tool_" not in body and "\\u" not in body:
+            message: Message = new(kind)
+            set_text(message, body)
+            chars += len(body)
+        else:
+            message = stored_message(role, body)
+            group.nbytes += message_bytes(message) - 400  # the 400 is added at the end
+            group.eager = True
+        append(message)
+        seq += 1
+    group.nbytes += 400 * len(group.messages) + 2 * chars
+    return groups
+
+
+@dataclass(slots=True)
+class _Group:
+    """One send's messages as read, the memory they take (an estimate), and whether
+    any was decoded at once (may hold tool calls)."""
+
+    send_index: int
+    first_seq: int
+    messages: list[Message]
+    nbytes: int
+    eager: bool
+
+
+def _call_ids(messages: Sequence[Message]) -> frozenset[str]:
+    """The ids of the tool calls among ``messages`` (stored text-only messages have
+    none, and are left undecoded)."""
+    ids: list[str] = []
+    for message in messages:
+        if message.role == "assistant" and not isinstance(message, StoredMessage):
+            ids.extend(p.id for p in message.parts if type(p) is ToolCallPart)
+    return frozenset(ids) if ids else _NO_IDS
+
+
+_NO_IDS: frozenset[str] = frozenset()
+
+
 def _plain_user(message: Message) -> bool:
     """A user message of text alone (nothing for the pairing check to see)."""
     return message.role == "user" and all(type(p) is TextPart for p in message.parts)
@@ -164,6 +229,9 @@ def message_bytes(message: Message) -> int:
     Objects cost their CPython sizes (a message ~200 bytes, a part ~150, a meta mapping
     ~400), strings their length plus their header; close enough to bound a cache.
     """
+    stored = stored_bytes(message)
+    if stored is not None:  # not decoded yet: reckoned from its text
+        return stored
     total = 200 + (400 if message.meta else 0)
     for part in message.parts:
         if type(part) is TextPart:
@@ -229,29 +297,41 @@ class ContextEngine:
 
     async def _extend(self, store: Store, history: History, upto_seq: int,
                       upto_send: int) -> None:
-        rows = await store.read_message_bodies(history.session_id, from_seq=history.next_seq,
-                                               limit=upto_seq - history.next_seq)
-        if len(rows) != upto_seq - history.next_seq:
+        start = history.next_seq
+        rows = await store.read_message_texts(history.session_id, from_seq=start,
+                                              upto_seq=upto_seq)
+        if len(rows) != upto_seq - start:
             raise HistoryInvariantError(
-                f"session {history.session_id!r}: expected messages {history.next_seq}.."
+                f"session {history.session_id!r}: expected messages {start}.."
                 f"{upto_seq - 1}, the store returned {len(rows)}")
         projections: dict[int, tuple[int, Any]] = {}
         if self.representation.stores_projections:
             projections = await store.read_projections(history.session_id,
                                                         history.next_send, upto_send)
         open_calls: list[str] = []
-        groups = _group_rows(rows)
-        for send_index, first_seq, messages in groups:
-            for offset, message in enumerate(messages):
-                if open_calls or not _plain_user(message):
+        groups = _group_stored(rows, start)
+        verbatim = type(self.representation) is VerbatimRepresentation
+        for group in groups:
+            send_index, first_seq, messages = group.send_index, group.first_seq, group.messages
+            # A stored message of text alone (decoded when first read) cannot change
+            # the pairing state: it is checked only where a result is due.
+            for offset, message in enumerate(messages) if group.eager or open_calls else ():
+                if open_calls or not (isinstance(message, StoredMessage)
+                                      or _plain_user(message)):
                     check_next(message, open_calls, history.call_ids, history.session_id,
                                first_seq + offset)
+            if verbatim and not group.eager and not self.counts_tokens:
+                # What _append makes of it, without the copy, the count or the scan.
+                history.add(RenderedSend(send_index, first_seq, messages, 0, _NO_IDS,
+                                         group.nbytes))
+                continue
             stored = projections.get(send_index)
             projection = stored[1] if stored and stored[0] == self.representation.version else None
             if projection is None and self.representation.stores_projections:
                 projection = self.representation.project(send_index, messages)
                 history.unstored.append((send_index, self.representation.version, projection))
-            self._append(history, send_index, first_seq, messages, projection)
+            self._append(history, send_index, first_seq, messages, projection,
+                         group.nbytes if verbatim else None)
         if open_calls:
             raise HistoryInvariantError(
                 f"session {history.session_id!r}: finished sends leave tool calls {open_calls} "
@@ -259,16 +339,19 @@ class ContextEngine:
         history.next_seq = upto_seq
         history.next_send = upto_send
         if groups:
-            history.calibration = calibration(groups[-1][2])
+            history.calibration = calibration(groups[-1].messages)
 
     def _append(self, history: History, send_index: int, first_seq: int,
-                messages: Sequence[Message], projection: Any) -> None:
+                messages: Sequence[Message], projection: Any,
+                nbytes: int | None = None) -> None:
+        """Add a finished send (``nbytes``: its messages' estimate, when the rendering
+        is those messages)."""
         rendered = self.representation.render(send_index, messages, projection)
-        ids = frozenset(p.id for m in messages if m.role == "assistant"
-                        for p in m.parts if type(p) is ToolCallPart)
         tokens = count_messages(self.counter, rendered) if self.counts_tokens else 0
-        history.add(RenderedSend(send_index, first_seq, rendered, tokens, ids,
-                                 sum(message_bytes(m) for m in rendered)))
+        if nbytes is None:
+            nbytes = sum(message_bytes(m) for m in rendered)
+        history.add(RenderedSend(send_index, first_seq, rendered, tokens, _call_ids(messages),
+                                 nbytes))
 
     @staticmethod
     def _summary(fold: FoldRecord | None) -> Message | None:

@@ -50,7 +50,7 @@ from power_loop.loop.window import Window, load_window
 from power_loop.store.migrations import SchemaPolicy
 from power_loop.store.port import Connection
 from power_loop.store.records import Lease, SendRecord, SessionClaim
-from power_loop.store.shared import acquire_store, release_store
+from power_loop.store.shared import DEFAULT_GRACE, acquire_store, check_grace, release_store
 from power_loop.store.store import Store
 from power_loop.timers.tools import TimerLimits, timer_tools
 from power_loop.tools.registry import ToolLimits, ToolRegistry
@@ -101,13 +101,18 @@ class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, Observ
         llm: The model (any :class:`~power_loop.LLMService`; ``ScriptedLLM`` offline).
         dsn: Where the store is. Loops of one process naming the same DSN (and table
             prefix and schema policy) in one event loop share one store, opened by the
-            first and closed by :meth:`aclose` of the last; the schema is checked once
-            per process. A web app may instead open a store at start-up and pass it.
+            first and kept open ``store_grace`` seconds after :meth:`aclose` of the
+            last (so a loop per request reuses it); the schema is checked once per
+            process. A web app may instead open a store at start-up and pass it.
         store: An open store to use instead (the caller closes it).
         config: Limits and policies.
         tools: A :class:`ToolRegistry`, or tools and functions to put in one.
         table_prefix: With ``dsn``: the store's table prefix.
         schema: With ``dsn``: the schema policy.
+        store_grace: With ``dsn``: seconds the shared store stays open, idle, after
+            the last loop using it closes (default 30). A loop built within that time
+            finds it open; after it, or when the event loop shuts down, it is closed.
+            ``0`` closes it with the last loop.
         agents: Agents the model may hand tasks to (:class:`~power_loop.AgentSpec`);
             see docs/agents.md.
 
@@ -124,9 +129,11 @@ class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, Observ
                  tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
                  table_prefix: str = "pl_",
                  schema: SchemaPolicy = SchemaPolicy.AUTO_CREATE,
-                 agents: Sequence[Delegate] | None = None) -> None:
+                 agents: Sequence[Delegate] | None = None,
+                 store_grace: float = DEFAULT_GRACE) -> None:
         if (dsn is None) == (store is None):
             raise InvalidArgumentError("pass exactly one of dsn= or store=")
+        self._grace = check_grace(store_grace)
         self._llm = llm
         self._dsn = dsn
         self._store = store
@@ -192,11 +199,11 @@ class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, Observ
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Release the store if this loop opened it from ``dsn=`` (the last loop of the
-        process on that DSN closes it)."""
+        """Release the store if this loop opened it from ``dsn=`` (after the last loop of
+        the process on that DSN releases it, it closes once ``store_grace`` expires)."""
         if self._owns_store and self._store is not None:
             store, self._store = self._store, None
-            await release_store(store)
+            await release_store(store, grace=self._grace)
 
     def _cached(self, store: Store, session_id: str) -> History | None:
         """The session's history from the store's window cache (taken: this send owns

@@ -122,6 +122,9 @@ class Statements:
         self.read_messages_limit = r(
             f"SELECT {MESSAGE_COLUMNS} FROM {m} WHERE session_id = ? AND seq >= ? "
             "ORDER BY seq LIMIT ?")
+        self.read_bodies_range = r(
+            f"SELECT send_index, role, body FROM {m} WHERE session_id = ? AND seq >= ? "
+            "AND seq < ? ORDER BY seq")
         # -- leases
         self.acquire = update(
             "lease_epoch = CASE WHEN lease_owner = ? THEN lease_epoch ELSE lease_epoch + 1 END, "

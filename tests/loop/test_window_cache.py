@@ -228,7 +228,9 @@ async def test_dsn_loops_share_one_store_per_event_loop(dsn: str, table_prefix: 
     before = shared_stores()
 
     def dsn_loop() -> StatefulAgentLoop:
-        return StatefulAgentLoop(llm=ScriptedLLM(model), dsn=dsn, table_prefix=table_prefix)
+        # No grace: the last loop's close closes the store (test_dsn_grace.py has the grace).
+        return StatefulAgentLoop(llm=ScriptedLLM(model), dsn=dsn, table_prefix=table_prefix,
+                                 store_grace=0)
 
     async with dsn_loop() as a, dsn_loop() as b:
         assert a.store is b.store
@@ -261,8 +263,9 @@ async def test_a_dsn_loop_per_request_checks_the_schema_once(dsn: str, table_pre
                                                                store: Store) -> None:
     """After the first open, dsn= loops skip the schema check: shown by a version table
     dropped behind the process's back staying dropped (a check would recreate it)."""
-    def dsn_loop() -> StatefulAgentLoop:
-        return StatefulAgentLoop(llm=ScriptedLLM(model), dsn=dsn, table_prefix=table_prefix)
+    def dsn_loop() -> StatefulAgentLoop:  # no grace: each request opens the store again
+        return StatefulAgentLoop(llm=ScriptedLLM(model), dsn=dsn, table_prefix=table_prefix,
+                                 store_grace=0)
 
     async with dsn_loop() as first:
         sid = await first.new_session()
