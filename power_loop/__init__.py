@@ -64,6 +64,13 @@ from power_loop.errors import (
     StoreFileError,
     StructuredOutputError,
     TransientStoreError,
+    WorkflowBusyError,
+    WorkflowError,
+    WorkflowFailedError,
+    WorkflowLeaseLostError,
+    WorkflowNotFoundError,
+    WorkflowSpecChangedError,
+    WorkflowSpecError,
 )
 from power_loop.events import (
     ChildEvent,
@@ -133,6 +140,14 @@ from power_loop.store import (
 from power_loop.timers import TimerLimits, TimerRecord
 from power_loop.tools import Tool, ToolContext, ToolError, ToolRegistry, tool
 from power_loop.worker import Worker, WorkerStats
+from power_loop.workflows import (
+    InProcessLauncher,
+    StepState,
+    WorkerLauncher,
+    WorkflowSpec,
+    WorkflowStatus,
+    workflow_json_schema,
+)
 
 __version__ = "0.1.0"
 
@@ -161,6 +176,7 @@ __all__ = [
     "Hook",
     "HookError",
     "Hooks",
+    "InProcessLauncher",
     "IntegrityConflictError",
     "InvalidArgumentError",
     "InvalidDSNError",
@@ -219,6 +235,7 @@ __all__ = [
     "SessionRecord",
     "SessionTree",
     "StatefulAgentLoop",
+    "StepState",
     "StopReason",
     "StorageFullError",
     "Store",
@@ -255,9 +272,19 @@ __all__ = [
     "Veto",
     "Worker",
     "WorkerClaimed",
+    "WorkerLauncher",
     "WorkerLostLease",
     "WorkerReleased",
     "WorkerStats",
+    "WorkflowBusyError",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "WorkflowLeaseLostError",
+    "WorkflowNotFoundError",
+    "WorkflowSpec",
+    "WorkflowSpecChangedError",
+    "WorkflowSpecError",
+    "WorkflowStatus",
     "call_tool",
     "call_tools",
     "create_llm_service_from_env",
@@ -265,6 +292,7 @@ __all__ = [
     "open_store",
     "reply",
     "tool",
+    "workflow_json_schema",
 ]
 
 STABLE_API: frozenset[str] = frozenset({

@@ -101,6 +101,13 @@ __all__ = [
     "StructuredOutputError",
     "ToolError",
     "TransientStoreError",
+    "WorkflowBusyError",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "WorkflowLeaseLostError",
+    "WorkflowNotFoundError",
+    "WorkflowSpecChangedError",
+    "WorkflowSpecError",
 ]
 
 
@@ -596,3 +603,84 @@ class PacketTooLargeError(StoreError):
         super().__init__(message, backend="mysql", size=size, limit=limit)
         self.size = size
         self.limit = limit
+
+
+# -- workflows -------------------------------------------------------------------------
+
+
+class WorkflowError(PowerLoopError):
+    """Something about one workflow prevents the operation.
+
+    Attributes:
+        workflow_id: The workflow concerned.
+    """
+
+    code: ClassVar[str] = "workflow_error"
+
+    def __init__(self, message: str, *, workflow_id: str, **details: Any) -> None:
+        super().__init__(message, workflow_id=workflow_id, **details)
+        self.workflow_id = workflow_id
+
+
+class WorkflowSpecError(InvalidArgumentError):
+    """A workflow spec is not valid; nothing ran.
+
+    Attributes:
+        pointer: The JSON pointer of the offending node (``""`` for the whole spec).
+        reason: What is wrong there.
+    """
+
+    code: ClassVar[str] = "workflow_spec_invalid"
+
+    def __init__(self, pointer: str, reason: str) -> None:
+        super().__init__(f"workflow spec at {pointer or '/'!r}: {reason}", pointer=pointer,
+                         reason=reason)
+        self.pointer = pointer
+        self.reason = reason
+
+
+class WorkflowNotFoundError(WorkflowError):
+    """No workflow with this id exists in the store."""
+
+    code: ClassVar[str] = "workflow_not_found"
+
+
+class WorkflowSpecChangedError(WorkflowError):
+    """A resume was given a spec that differs from the one the workflow started with.
+
+    Attributes:
+        path: The JSON pointer of the first node that differs.
+    """
+
+    code: ClassVar[str] = "workflow_spec_changed"
+
+    def __init__(self, message: str, *, workflow_id: str, path: str) -> None:
+        super().__init__(message, workflow_id=workflow_id, path=path)
+        self.path = path
+
+
+class WorkflowBusyError(WorkflowError):
+    """Another executor holds the workflow's lease and it has not expired."""
+
+    code: ClassVar[str] = "workflow_busy"
+
+
+class WorkflowLeaseLostError(WorkflowError):
+    """A journal write carried a lease epoch that is no longer current; nothing was
+    written. Another executor took the workflow over: this one must stop."""
+
+    code: ClassVar[str] = "workflow_lease_lost"
+
+
+class WorkflowFailedError(WorkflowError):
+    """The workflow ended without an output (a step failed, or it was cancelled).
+
+    Attributes:
+        status: ``failed`` or ``cancelled``.
+    """
+
+    code: ClassVar[str] = "workflow_failed"
+
+    def __init__(self, message: str, *, workflow_id: str, status: str) -> None:
+        super().__init__(message, workflow_id=workflow_id, status=status)
+        self.status = status

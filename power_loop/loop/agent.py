@@ -43,6 +43,7 @@ from power_loop.loop.structured import validator_for
 from power_loop.loop.timing import TimerMethods
 from power_loop.loop.waiting import wait_for_lease
 from power_loop.loop.window import Window, load_window
+from power_loop.loop.workflowing import WorkflowMethods
 from power_loop.store.migrations import SchemaPolicy
 from power_loop.store.port import Connection
 from power_loop.store.records import Lease, SendRecord, SessionClaim
@@ -72,7 +73,7 @@ def _built_in_tools(notes: NoteLimits | None, recall_chars: int | None,
     return tuple(built)
 
 
-class StatefulAgentLoop(TimerMethods, DelegationMethods):
+class StatefulAgentLoop(TimerMethods, DelegationMethods, WorkflowMethods):
     """Runs agent sends durably against a store.
 
     Args:

@@ -26,6 +26,9 @@ from power_loop.store.schema import (
     SESSION_LINKS,
     SESSIONS,
     TIMERS,
+    WORKFLOW_SIGNALS,
+    WORKFLOW_STEPS,
+    WORKFLOWS,
     Column,
     Index,
     Table,
@@ -65,6 +68,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "projections, fold journal, agent notes", (PROJECTIONS, FOLDS, NOTES)),
     Migration(3, "timers, resume attempts and parking", (TIMERS,)),
     Migration(4, "child session links (sub-agents)", (SESSION_LINKS,)),
+    Migration(5, "workflow journal: workflows, steps, signals",
+              (WORKFLOWS, WORKFLOW_STEPS, WORKFLOW_SIGNALS)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -1,0 +1,23 @@
+"""Workflows: multi-agent plans as JSON, run durably over a journal.
+
+``await loop.start_workflow(spec, input)`` runs a :class:`WorkflowSpec` whose leaves are
+the loop's agents (``AgentSpec``), each in a child session. Every step is journaled by
+its structural path; after a crash ``resume_workflow`` (or a worker) goes on from the
+journal. See docs/workflows.md.
+"""
+
+from power_loop.loop.workflowing import install_workflow_engine
+from power_loop.workflows._service import (
+    Engine,
+    InProcessLauncher,
+    StepState,
+    WorkerLauncher,
+    WorkflowStatus,
+)
+from power_loop.workflows.schema import workflow_json_schema
+from power_loop.workflows.spec import WorkflowSpec
+
+install_workflow_engine(Engine())
+
+__all__ = ["InProcessLauncher", "StepState", "WorkerLauncher", "WorkflowSpec",
+           "WorkflowStatus", "workflow_json_schema"]
