@@ -13,6 +13,7 @@ from power_loop.workflows._service import (
     StepState,
     WorkerLauncher,
     WorkflowStatus,
+    use_launcher,
 )
 from power_loop.workflows.schema import workflow_json_schema
 from power_loop.workflows.spec import WorkflowSpec
@@ -20,4 +21,4 @@ from power_loop.workflows.spec import WorkflowSpec
 install_workflow_engine(Engine())
 
 __all__ = ["InProcessLauncher", "StepState", "WorkerLauncher", "WorkflowSpec",
-           "WorkflowStatus", "workflow_json_schema"]
+           "WorkflowStatus", "use_launcher", "workflow_json_schema"]

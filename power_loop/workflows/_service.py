@@ -144,7 +144,8 @@ class Engine:
             agent_loop = loop._agent_loop(agent)
             if agent_loop is None:
                 raise StepFailed(child_id, f"no agent {agent!r} on this loop")
-            return await self.launcher.run_leaf(agent_loop, agent, child_id, task)
+            launcher: WorkerLauncher = getattr(loop, "_workflow_launcher", self.launcher)
+            return await launcher.run_leaf(agent_loop, agent, child_id, task)
 
         async def make_child(agent: str, key: str) -> str:
             slot = await journal.store.make_child_session(workflow_id, 0, key, name=agent)
@@ -243,6 +244,12 @@ class Engine:
                      payload: Any) -> bool:
         journal = await self._journal(loop)
         return await journal.signal(workflow_id, name, payload)
+
+
+def use_launcher(loop: StatefulAgentLoop, launcher: WorkerLauncher) -> None:
+    """Run the leaves of ``loop``'s workflows through ``launcher`` (in a container, a
+    sandbox, another process...) instead of in this process."""
+    loop._workflow_launcher = launcher  # type: ignore[attr-defined]
 
 
 def _forget(tasks: dict[str, asyncio.Task[Any]], workflow_id: str,
