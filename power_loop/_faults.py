@@ -27,6 +27,9 @@ POINTS = frozenset({
     "fold_started",         # a fold is journaled as started; its model calls not made
     "fold_answered",        # the fold strategy produced its summary; nothing committed
     "in_fold_commit",       # inside the fold's commit transaction, before COMMIT
+    "workflow_before_step",  # a workflow step is about to get its row (nothing written)
+    "workflow_leaf_answered",  # a leaf's child session answered; its outcome not recorded
+    "workflow_step_recorded",  # a step's outcome is committed to the journal
 })
 
 

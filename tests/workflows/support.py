@@ -40,6 +40,8 @@ class LeafModel:
 
     calls_file: str | None = None
     gate: asyncio.Event | None = None
+    delays: dict[str, float] = field(default_factory=dict)
+    """Seconds the model takes to answer a task (by task)."""
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def model(self, agent: str) -> ScriptedLLM:
@@ -52,6 +54,8 @@ class LeafModel:
                     out.flush()
             if self.gate is not None:
                 await self.gate.wait()
+            if task in self.delays:
+                await asyncio.sleep(self.delays[task])
             return reply(answer(agent, task))
         return ScriptedLLM(script)
 
