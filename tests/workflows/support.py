@@ -49,9 +49,7 @@ class LeafModel:
             task = request.messages[0].text
             self.calls[(agent, task)] += 1
             if self.calls_file is not None:
-                with open(self.calls_file, "a", encoding="utf-8") as out:
-                    out.write(json.dumps([agent, task]) + "\n")
-                    out.flush()
+                _append(self.calls_file, json.dumps([agent, task]))
             if self.gate is not None:
                 await self.gate.wait()
             if task in self.delays:
@@ -67,6 +65,11 @@ class LeafModel:
                   for name in AGENTS]
         return StatefulAgentLoop(llm=ScriptedLLM([]), store=store, config=config,
                                  agents=agents)
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
 
 
 def file_calls(path: str) -> Counter[tuple[str, str]]:

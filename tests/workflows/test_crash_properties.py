@@ -32,13 +32,14 @@ class CrashingLauncher:
         self.at, self.after = at, after
         self.started = 0
         self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
         self.crashed = False
         self.inner = InProcessLauncher()
 
     async def _die(self) -> None:
         self.crashed = True
-        while self.in_flight:
-            await asyncio.sleep(0.001)
+        await self.idle.wait()
         raise Crash
 
     async def run_leaf(self, loop: StatefulAgentLoop, agent: str, child_id: str,
@@ -50,10 +51,13 @@ class CrashingLauncher:
         if k == self.at and not self.after:
             await self._die()
         self.in_flight += 1
+        self.idle.clear()
         try:
             answer = await self.inner.run_leaf(loop, agent, child_id, task)
         finally:
             self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
         if k == self.at:
             await self._die()
         return answer
