@@ -1,4 +1,4 @@
-"""The JSON Schema (draft 2020-12) of the workflow DSL, for editors and for models.
+"""The JSON Schema (draft-07) of the workflow DSL, for editors and for models.
 
 The validator (:class:`~power_loop.WorkflowSpec`) checks more than the schema can say
 (references to earlier steps, unique ids, known agents); the schema never accepts what
@@ -11,7 +11,7 @@ from typing import Any
 
 from power_loop.workflows.spec import COMPARE, MAX_CONCURRENCY, MAX_SLEEP
 
-_STEP = {"$ref": "#/$defs/step"}
+_STEP = {"$ref": "#/definitions/step"}
 _ID = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_-]{0,63}$"}
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 _CONC = {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY}
@@ -33,13 +33,13 @@ def workflow_json_schema() -> dict[str, Any]:
     compare = [{"type": "object", "required": [op], "properties": {
         op: {"type": "array", "minItems": 2, "maxItems": 2, "items": operand}},
         "additionalProperties": False} for op in COMPARE]
-    conds = {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/condition"}}
+    conds = {"type": "array", "minItems": 1, "items": {"$ref": "#/definitions/condition"}}
     condition = {"oneOf": [
         *compare,
-        _only("exists", _REF), _only("not", {"$ref": "#/$defs/condition"}),
+        _only("exists", _REF), _only("not", {"$ref": "#/definitions/condition"}),
         _only("and", conds), _only("or", conds)]}
     arm = {"type": "object", "required": ["if", "then"], "additionalProperties": False,
-           "properties": {"if": {"$ref": "#/$defs/condition"}, "then": _STEP}}
+           "properties": {"if": {"$ref": "#/definitions/condition"}, "then": _STEP}}
     step = {"oneOf": [
         _kind("agent", _NAME, input={"type": "string"}),
         _kind("sequence", steps),
@@ -50,10 +50,10 @@ def workflow_json_schema() -> dict[str, Any]:
         _kind("wait", _NAME, timeout=_SECONDS),
         _kind("sleep", _SECONDS),
     ]}
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+    return {"$schema": "http://json-schema.org/draft-07/schema#",
             "$id": "https://power-loop.dev/schemas/workflow.json",
-            "title": "power_loop workflow spec", "$ref": "#/$defs/step",
-            "$defs": {"step": step, "condition": condition}}
+            "title": "power_loop workflow spec", "$ref": "#/definitions/step",
+            "definitions": {"step": step, "condition": condition}}
 
 
 def _only(key: str, value: dict[str, Any]) -> dict[str, Any]:
