@@ -32,6 +32,12 @@ class WorkflowEngine(Protocol):
 
     async def cancel(self, loop: StatefulAgentLoop, workflow_id: str) -> bool: ...
 
+    async def claim_stranded(self, loop: StatefulAgentLoop, limit: int,
+                             max_attempts: int) -> tuple[list[tuple[str, int]], list[str]]: ...
+
+    async def run_claimed(self, loop: StatefulAgentLoop, workflow_id: str,
+                          epoch: int) -> Any: ...
+
     async def signal(self, loop: StatefulAgentLoop, workflow_id: str, name: str,
                      payload: Any) -> bool: ...
 
@@ -105,6 +111,17 @@ class WorkflowMethods:
         Returns ``False`` when a signal of that name was sent before (the first stays).
         """
         return await _engine().signal(self._me(), workflow_id, name, payload)
+
+    async def claim_stranded_workflows(self, limit: int, max_attempts: int,
+                                       ) -> tuple[list[tuple[str, int]], list[str]]:
+        """For workers: lease up to ``limit`` workflows nobody runs (their executor died);
+        those taken more than ``max_attempts`` times are parked instead. Returns the
+        claims ``(workflow_id, epoch)`` and the parked ids."""
+        return await _engine().claim_stranded(self._me(), limit, max_attempts)
+
+    async def run_claimed_workflow(self, workflow_id: str, epoch: int) -> Any:
+        """For workers: run a claimed workflow to its end; returns its output."""
+        return await _engine().run_claimed(self._me(), workflow_id, epoch)
 
     def _agent_loop(self, agent: str) -> StatefulAgentLoop | None:
         """The loop running the agent ``agent`` (``None``: this loop has no such agent)."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from power_loop.agents._child import attach
 from power_loop.errors import (
     SessionExistsError,
+    WorkflowBusyError,
     WorkflowFailedError,
     WorkflowLeaseLostError,
     WorkflowSpecChangedError,
@@ -129,12 +130,14 @@ class Engine:
         return task
 
     async def execute(self, loop: StatefulAgentLoop, workflow_id: str,
-                      spec: WorkflowSpec | None, count_attempt: bool) -> Any:
-        """Take the lease and run the workflow to its end here (what resumes and workers
-        do); returns its output."""
+                      spec: WorkflowSpec | None, count_attempt: bool,
+                      epoch: int | None = None) -> Any:
+        """Take the lease (unless ``epoch``: taken already) and run the workflow to its
+        end here (what resumes and workers do); returns its output."""
         journal = await self._journal(loop)
         ttl = loop.config.lease_ttl
-        epoch = await journal.acquire(workflow_id, ttl, count_attempt=count_attempt)
+        if epoch is None:
+            epoch = await journal.acquire(workflow_id, ttl, count_attempt=count_attempt)
         record = await journal.load(workflow_id)
         root = record.spec if spec is None else spec.root
         if spec is not None and spec.hash != record.spec_hash:
@@ -230,6 +233,31 @@ class Engine:
         if record.status != "running":
             return _outcome(record)
         return await self.execute(loop, workflow_id, checked, True)
+
+    async def claim_stranded(self, loop: StatefulAgentLoop, limit: int,
+                             max_attempts: int) -> tuple[list[tuple[str, int]], list[str]]:
+        """Take the lease of up to ``limit`` workflows nobody runs; park those taken more
+        than ``max_attempts`` times. Returns the claims (id, epoch) and the parked ids."""
+        journal = await self._journal(loop)
+        ttl = loop.config.lease_ttl
+        claims: list[tuple[str, int]] = []
+        parked: list[str] = []
+        for workflow_id in await journal.stranded(limit):
+            try:
+                epoch = await journal.acquire(workflow_id, ttl, count_attempt=True)
+            except WorkflowBusyError:
+                continue  # another worker was quicker
+            if (await journal.load(workflow_id)).attempts > max_attempts:
+                await journal.park(workflow_id)
+                await journal.release(workflow_id, epoch)
+                parked.append(workflow_id)
+            else:
+                claims.append((workflow_id, epoch))
+        return claims, parked
+
+    async def run_claimed(self, loop: StatefulAgentLoop, workflow_id: str, epoch: int) -> Any:
+        """Run a workflow :meth:`claim_stranded` claimed."""
+        return await self.execute(loop, workflow_id, None, True, epoch)
 
     async def cancel(self, loop: StatefulAgentLoop, workflow_id: str) -> bool:
         journal = await self._journal(loop)
