@@ -173,3 +173,28 @@ def test_a_workflow_killed_while_it_sleeps_sleeps_on(
     first.killed()
     report = start(view, tmp_path, processes, "b", "resume", spec, None).report()
     check(view, tmp_path, report["output"], spec, None, 3)
+
+
+def test_a_stopped_executor_past_its_lease_loses_the_workflow(
+        view: StoreView, tmp_path: Path, processes: list[Process]) -> None:
+    """SIGSTOP while a leaf's model answers; another process takes over once the lease
+    lapsed and finishes; the stopped one, continued, writes nothing and says so."""
+    spec = {"sequence": [{"agent": "up", "input": "one"}, {"agent": "echo", "input": "slow"},
+                         {"agent": "up", "input": "three"}]}
+    first = start(view, tmp_path, processes, "a", "start", spec, None, delays={"slow": 3.0})
+    calls = tmp_path / "calls.jsonl"
+    wait_until(lambda: ("echo", "slow") in file_calls(str(calls)), "the slow leaf's call")
+    first.proc.send_signal(signal.SIGSTOP)
+    try:
+        second = start(view, tmp_path, processes, "b", "resume", spec, None).report()
+        epoch = view.run(Journal(view.store).load("wf-1")).lease_epoch
+        before = rows_of(view)
+    finally:
+        first.proc.send_signal(signal.SIGCONT)
+    late = first.report()
+    assert late["executor"] == "WorkflowLeaseLostError"
+    assert late["output"] == second["output"] == "THREE"
+    assert rows_of(view) == before  # the zombie's late writes were all refused
+    assert all(row.epoch <= epoch for row in before.values())
+    assert rows_of(view)["/sequence/2"].epoch == epoch
+    check(view, tmp_path, second["output"], spec, None, 3, again=[("echo", "slow")])

@@ -43,7 +43,14 @@ async def run(args: WorkflowArgs) -> dict[str, Any]:
         loop = model.loop(store, lease_ttl=args.lease_ttl)
         if args.op == "start":
             workflow_id = await loop.start_workflow(args.spec, args.input, args.workflow_id)
-            return {"output": await loop.wait_workflow(workflow_id)}
+            executor = "finished"
+            task = loop._workflow_tasks.get(workflow_id)  # type: ignore[attr-defined]
+            if task is not None:
+                try:
+                    await task
+                except Exception as exc:  # how this process's executor ended
+                    executor = type(exc).__name__
+            return {"output": await loop.wait_workflow(workflow_id), "executor": executor}
         while True:
             try:
                 return {"output": await loop.resume_workflow(args.workflow_id)}
