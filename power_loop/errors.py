@@ -14,6 +14,7 @@ The tree::
     │   ├── MissingDriverError          missing_driver
     │   └── InvalidIdentifierError      invalid_identifier
     ├── InvalidArgumentError            invalid_argument
+    │   └── WorkflowSpecError           workflow_spec_invalid
     ├── FoldError                       fold_failed
     │   └── FoldVetoedError             fold_vetoed
     ├── HookError                       hook_failed
@@ -39,18 +40,24 @@ The tree::
     │   ├── SessionBusyError            session_busy
     │   ├── SendPendingError            send_pending
     │   └── LeaseLostError              lease_lost
-    └── StoreError                      store_error
-        ├── SchemaMissingError          schema_missing
-        ├── SchemaVersionError          schema_version
-        ├── TransientStoreError         store_transient
-        ├── IntegrityConflictError      store_conflict
-        ├── ConnectionLostError         connection_lost
-        ├── StorageFullError            storage_full
-        ├── StoreAuthenticationError    store_authentication
-        ├── DatabaseNotFoundError       database_not_found
-        ├── StoreFileError              store_file
-        │   └── StoreFileCorruptError   store_file_corrupt
-        └── PacketTooLargeError         store_packet_too_large
+    ├── StoreError                      store_error
+    │   ├── SchemaMissingError          schema_missing
+    │   ├── SchemaVersionError          schema_version
+    │   ├── TransientStoreError         store_transient
+    │   ├── IntegrityConflictError      store_conflict
+    │   ├── ConnectionLostError         connection_lost
+    │   ├── StorageFullError            storage_full
+    │   ├── StoreAuthenticationError    store_authentication
+    │   ├── DatabaseNotFoundError       database_not_found
+    │   ├── StoreFileError              store_file
+    │   │   └── StoreFileCorruptError   store_file_corrupt
+    │   └── PacketTooLargeError         store_packet_too_large
+    └── WorkflowError                   workflow_error
+        ├── WorkflowNotFoundError       workflow_not_found
+        ├── WorkflowSpecChangedError    workflow_spec_changed
+        ├── WorkflowBusyError           workflow_busy
+        ├── WorkflowLeaseLostError      workflow_lease_lost
+        └── WorkflowFailedError         workflow_failed
 """
 
 from __future__ import annotations

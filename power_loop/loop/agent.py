@@ -170,8 +170,10 @@ class StatefulAgentLoop(TimerMethods, DelegationMethods, WorkflowMethods):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Release the store if this loop opened it from ``dsn=`` (the last loop of the
-        process on that DSN closes it)."""
+        """Stop this loop's workflow executors (their leases released: another process
+        resumes them at once), then release the store if this loop opened it from
+        ``dsn=`` (the last loop of the process on that DSN closes it)."""
+        await self._stop_workflows()
         if self._owns_store and self._store is not None:
             store, self._store = self._store, None
             await release_store(store)

@@ -7,6 +7,7 @@ loops), so the loop cannot import it. It installs itself here, as the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -122,6 +123,14 @@ class WorkflowMethods:
     async def run_claimed_workflow(self, workflow_id: str, epoch: int) -> Any:
         """For workers: run a claimed workflow to its end; returns its output."""
         return await _engine().run_claimed(self._me(), workflow_id, epoch)
+
+    async def _stop_workflows(self) -> None:
+        """Cancel the workflows this loop runs in the background; each releases its lease."""
+        tasks: dict[str, asyncio.Task[Any]] = getattr(self, "_workflow_tasks", {})
+        running = list(tasks.values())
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     def _agent_loop(self, agent: str) -> StatefulAgentLoop | None:
         """The loop running the agent ``agent`` (``None``: this loop has no such agent)."""
