@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.loop import shape_of
 from bench.machine import machine_facts
-from bench.send_floor import open_send_floor
+from bench.send_floor import SendFloor, SendShape, open_send_floor
 from power_loop import (
     AgentLoopConfig,
     AgentSpec,
@@ -154,6 +154,15 @@ async def parallel10(store: Store, rounds: int) -> tuple[float, float]:
     return wall / rounds, cpu / rounds
 
 
+async def floor_sends(floor: SendFloor, shape: SendShape, n: int) -> tuple[float, float]:
+    sids = [await floor.new_session() for _ in range(n)]
+
+    async def work() -> None:
+        for sid in sids:
+            await floor.send(sid, shape)
+    return await timed(work)
+
+
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f} us"
 
@@ -179,12 +188,7 @@ async def run(n: int, repeat: int, workdir: Path) -> None:
             wall, cpu, sid = await bare_sends(store, n)
             rows["bare send"].append((wall, cpu))
             shape = await shape_of(store, sid)
-            sids = [await floor.new_session() for _ in range(n)]
-
-            async def floor_work() -> None:
-                for s in sids:
-                    await floor.send(s, shape)
-            wall, cpu = await timed(floor_work)
+            wall, cpu = await floor_sends(floor, shape, n)
             rows["floor send"].append((wall / n, cpu / n))
             for k in resumes:
                 resumes[k].append(await resume_at(store, n, k))
