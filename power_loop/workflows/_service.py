@@ -100,13 +100,7 @@ class Engine:
         return tasks
 
     def _spec(self, loop: StatefulAgentLoop, given: Any) -> WorkflowSpec:
-        spec = given if isinstance(given, WorkflowSpec) else WorkflowSpec(given)
-        for ptr, node in iter_nodes(spec.root):
-            if "agent" in node and loop._agent_loop(node["agent"]) is None:
-                raise WorkflowSpecError(f"{ptr}/agent", f"this loop has no agent "
-                                        f"{node['agent']!r}: give it with "
-                                        "StatefulAgentLoop(..., agents=[AgentSpec(...)])")
-        return spec
+        return checked_spec(loop, given)
 
     async def start(self, loop: StatefulAgentLoop, spec: Any, value: Any,
                     workflow_id: str | None) -> str:
@@ -272,6 +266,17 @@ class Engine:
                      payload: Any) -> bool:
         journal = await self._journal(loop)
         return await journal.signal(workflow_id, name, payload)
+
+
+def checked_spec(loop: StatefulAgentLoop, given: Any) -> WorkflowSpec:
+    """``given`` validated, its leaves naming agents of ``loop``."""
+    spec = given if isinstance(given, WorkflowSpec) else WorkflowSpec(given)
+    for ptr, node in iter_nodes(spec.root):
+        if "agent" in node and loop._agent_loop(node["agent"]) is None:
+            raise WorkflowSpecError(f"{ptr}/agent", f"this loop has no agent "
+                                    f"{node['agent']!r}: give it with "
+                                    "StatefulAgentLoop(..., agents=[AgentSpec(...)])")
+    return spec
 
 
 def use_launcher(loop: StatefulAgentLoop, launcher: WorkerLauncher) -> None:

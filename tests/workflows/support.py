@@ -57,14 +57,16 @@ class LeafModel:
             return reply(answer(agent, task))
         return ScriptedLLM(script)
 
-    def loop(self, store: Store, *, lease_ttl: float = 30.0) -> StatefulAgentLoop:
+    def agents(self, lease_ttl: float = 30.0) -> list[AgentSpec]:
+        config = AgentLoopConfig(lease_ttl=lease_ttl, lease_wait=None, cache_sessions=0)
+        return [AgentSpec(name, f"the {name} agent", llm=self.model(name), config=config)
+                for name in AGENTS]
+
+    def loop(self, store: Store, *, lease_ttl: float = 30.0,
+             llm: ScriptedLLM | None = None) -> StatefulAgentLoop:
         config = AgentLoopConfig(lease_ttl=lease_ttl, lease_wait=None)
-        agents = [AgentSpec(name, f"the {name} agent", llm=self.model(name),
-                            config=AgentLoopConfig(lease_ttl=lease_ttl, lease_wait=None,
-                                                   cache_sessions=0))
-                  for name in AGENTS]
-        return StatefulAgentLoop(llm=ScriptedLLM([]), store=store, config=config,
-                                 agents=agents)
+        return StatefulAgentLoop(llm=llm or ScriptedLLM([]), store=store, config=config,
+                                 agents=self.agents(lease_ttl))
 
 
 def _append(path: str, line: str) -> None:
