@@ -17,10 +17,19 @@ from power_loop.workflows._service import (
 )
 from power_loop.workflows.schema import workflow_json_schema
 from power_loop.workflows.spec import WorkflowSpec
+from power_loop.workflows.subprocess_launcher import SubprocessLauncher
 from power_loop.workflows.tool import workflow_tool
 
 install_workflow_engine(Engine())
 
-__all__ = ["InProcessLauncher", "StepState", "WorkerLauncher", "WorkflowSpec",
-           "WorkflowStatus", "use_launcher", "workflow_json_schema",
-           "workflow_tool"]
+__all__ = [
+    "InProcessLauncher",
+    "StepState",
+    "SubprocessLauncher",
+    "WorkerLauncher",
+    "WorkflowSpec",
+    "WorkflowStatus",
+    "use_launcher",
+    "workflow_json_schema",
+    "workflow_tool",
+]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ class LeafModel:
             task = request.messages[0].text
             self.calls[(agent, task)] += 1
             if self.calls_file is not None:
-                _append(self.calls_file, json.dumps([agent, task]))
+                _append(self.calls_file, json.dumps([agent, task, os.getpid()]))
             if self.gate is not None:
                 await self.gate.wait()
             if task in self.delays:
@@ -74,11 +75,16 @@ def _append(path: str, line: str) -> None:
         out.write(line + "\n")
 
 
+def make_loop(store: Store) -> StatefulAgentLoop:
+    """The app factory of the subprocess launcher's tests (``$WF_CALLS``: the calls file)."""
+    return LeafModel(calls_file=os.environ.get("WF_CALLS")).loop(store)
+
+
 def file_calls(path: str) -> Counter[tuple[str, str]]:
     counts: Counter[tuple[str, str]] = Counter()
     if Path(path).exists():
         for line in Path(path).read_text(encoding="utf-8").splitlines():
-            agent, task = json.loads(line)
+            agent, task, _pid = json.loads(line)
             counts[(agent, task)] += 1
     return counts
 
