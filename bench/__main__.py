@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "worker": "timer fires/s and lateness through power-loop worker processes (1 and 3)",
     "web": "a loop per request (dsn=, shared store), warm, new process: latency by history",
     "hooks": "what hooks cost a SQLite send: none, an empty list, observers; the floor",
+    "workflow": "a 1,000-item foreach: per step beside a bare send, bytes, resume at 900",
 }
 """Benchmark name (the module ``bench.<name>``) and a one-line summary for ``--help``."""
 

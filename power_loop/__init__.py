@@ -68,6 +68,13 @@ from power_loop.errors import (
     TransientStoreError,
     WaitDecidedError,
     WaitNotFoundError,
+    WorkflowBusyError,
+    WorkflowError,
+    WorkflowFailedError,
+    WorkflowLeaseLostError,
+    WorkflowNotFoundError,
+    WorkflowSpecChangedError,
+    WorkflowSpecError,
 )
 from power_loop.events import (
     ChildEvent,
@@ -153,6 +160,14 @@ from power_loop.store.usage import SendUsage, SessionUsage
 from power_loop.timers import TimerLimits, TimerRecord
 from power_loop.tools import Tool, ToolContext, ToolError, ToolRegistry, tool
 from power_loop.worker import Worker, WorkerStats
+from power_loop.workflows import (
+    InProcessLauncher,
+    StepState,
+    WorkerLauncher,
+    WorkflowSpec,
+    WorkflowStatus,
+    workflow_json_schema,
+)
 
 __version__ = "0.1.0"
 
@@ -184,6 +199,7 @@ __all__ = [
     "Hook",
     "HookError",
     "Hooks",
+    "InProcessLauncher",
     "IntegrityConflictError",
     "InvalidArgumentError",
     "InvalidDSNError",
@@ -254,6 +270,7 @@ __all__ = [
     "Sink",
     "SinkStats",
     "StatefulAgentLoop",
+    "StepState",
     "StopReason",
     "StorageFullError",
     "Store",
@@ -293,9 +310,19 @@ __all__ = [
     "WaitRecord",
     "Worker",
     "WorkerClaimed",
+    "WorkerLauncher",
     "WorkerLostLease",
     "WorkerReleased",
     "WorkerStats",
+    "WorkflowBusyError",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "WorkflowLeaseLostError",
+    "WorkflowNotFoundError",
+    "WorkflowSpec",
+    "WorkflowSpecChangedError",
+    "WorkflowSpecError",
+    "WorkflowStatus",
     "ask_user_tool",
     "call_tool",
     "call_tools",
@@ -308,6 +335,7 @@ __all__ = [
     "reply",
     "sink_stats",
     "tool",
+    "workflow_json_schema",
 ]
 
 STABLE_API: frozenset[str] = frozenset({
@@ -397,6 +425,13 @@ STABLE_API: frozenset[str] = frozenset({
     "UsageUpdated",
     "WaitDecidedError",
     "WaitNotFoundError",
+    "WorkflowBusyError",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "WorkflowLeaseLostError",
+    "WorkflowNotFoundError",
+    "WorkflowSpecChangedError",
+    "WorkflowSpecError",
     "call_tool",
     "call_tools",
     "create_llm_service_from_env",

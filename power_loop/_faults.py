@@ -29,6 +29,9 @@ POINTS = frozenset({
     "in_fold_commit",       # inside the fold's commit transaction, before COMMIT
     "after_decision",       # an approval (rejection, answer) is committed; the send not
                             # continued yet
+    "workflow_before_step",  # a workflow step is about to get its row (nothing written)
+    "workflow_leaf_answered",  # a leaf's child session answered; its outcome not recorded
+    "workflow_step_recorded",  # a step's outcome is committed to the journal
 })
 
 

@@ -14,6 +14,7 @@ The tree::
     │   ├── MissingDriverError          missing_driver
     │   └── InvalidIdentifierError      invalid_identifier
     ├── InvalidArgumentError            invalid_argument
+    │   └── WorkflowSpecError           workflow_spec_invalid
     ├── FoldError                       fold_failed
     │   └── FoldVetoedError             fold_vetoed
     ├── HookError                       hook_failed
@@ -42,18 +43,24 @@ The tree::
     │   ├── LeaseLostError              lease_lost
     │   ├── WaitNotFoundError           wait_not_found
     │   └── WaitDecidedError            wait_already_decided
-    └── StoreError                      store_error
-        ├── SchemaMissingError          schema_missing
-        ├── SchemaVersionError          schema_version
-        ├── TransientStoreError         store_transient
-        ├── IntegrityConflictError      store_conflict
-        ├── ConnectionLostError         connection_lost
-        ├── StorageFullError            storage_full
-        ├── StoreAuthenticationError    store_authentication
-        ├── DatabaseNotFoundError       database_not_found
-        ├── StoreFileError              store_file
-        │   └── StoreFileCorruptError   store_file_corrupt
-        └── PacketTooLargeError         store_packet_too_large
+    ├── StoreError                      store_error
+    │   ├── SchemaMissingError          schema_missing
+    │   ├── SchemaVersionError          schema_version
+    │   ├── TransientStoreError         store_transient
+    │   ├── IntegrityConflictError      store_conflict
+    │   ├── ConnectionLostError         connection_lost
+    │   ├── StorageFullError            storage_full
+    │   ├── StoreAuthenticationError    store_authentication
+    │   ├── DatabaseNotFoundError       database_not_found
+    │   ├── StoreFileError              store_file
+    │   │   └── StoreFileCorruptError   store_file_corrupt
+    │   └── PacketTooLargeError         store_packet_too_large
+    └── WorkflowError                   workflow_error
+        ├── WorkflowNotFoundError       workflow_not_found
+        ├── WorkflowSpecChangedError    workflow_spec_changed
+        ├── WorkflowBusyError           workflow_busy
+        ├── WorkflowLeaseLostError      workflow_lease_lost
+        └── WorkflowFailedError         workflow_failed
 """
 
 from __future__ import annotations
@@ -107,6 +114,13 @@ __all__ = [
     "TransientStoreError",
     "WaitDecidedError",
     "WaitNotFoundError",
+    "WorkflowBusyError",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "WorkflowLeaseLostError",
+    "WorkflowNotFoundError",
+    "WorkflowSpecChangedError",
+    "WorkflowSpecError",
 ]
 
 
@@ -652,3 +666,84 @@ class PacketTooLargeError(StoreError):
         super().__init__(message, backend="mysql", size=size, limit=limit)
         self.size = size
         self.limit = limit
+
+
+# -- workflows -------------------------------------------------------------------------
+
+
+class WorkflowError(PowerLoopError):
+    """Something about one workflow prevents the operation.
+
+    Attributes:
+        workflow_id: The workflow concerned.
+    """
+
+    code: ClassVar[str] = "workflow_error"
+
+    def __init__(self, message: str, *, workflow_id: str, **details: Any) -> None:
+        super().__init__(message, workflow_id=workflow_id, **details)
+        self.workflow_id = workflow_id
+
+
+class WorkflowSpecError(InvalidArgumentError):
+    """A workflow spec is not valid; nothing ran.
+
+    Attributes:
+        pointer: The JSON pointer of the offending node (``""`` for the whole spec).
+        reason: What is wrong there.
+    """
+
+    code: ClassVar[str] = "workflow_spec_invalid"
+
+    def __init__(self, pointer: str, reason: str) -> None:
+        super().__init__(f"workflow spec at {pointer or '/'!r}: {reason}", pointer=pointer,
+                         reason=reason)
+        self.pointer = pointer
+        self.reason = reason
+
+
+class WorkflowNotFoundError(WorkflowError):
+    """No workflow with this id exists in the store."""
+
+    code: ClassVar[str] = "workflow_not_found"
+
+
+class WorkflowSpecChangedError(WorkflowError):
+    """A resume was given a spec that differs from the one the workflow started with.
+
+    Attributes:
+        path: The JSON pointer of the first node that differs.
+    """
+
+    code: ClassVar[str] = "workflow_spec_changed"
+
+    def __init__(self, message: str, *, workflow_id: str, path: str) -> None:
+        super().__init__(message, workflow_id=workflow_id, path=path)
+        self.path = path
+
+
+class WorkflowBusyError(WorkflowError):
+    """Another executor holds the workflow's lease and it has not expired."""
+
+    code: ClassVar[str] = "workflow_busy"
+
+
+class WorkflowLeaseLostError(WorkflowError):
+    """A journal write carried a lease epoch that is no longer current; nothing was
+    written. Another executor took the workflow over: this one must stop."""
+
+    code: ClassVar[str] = "workflow_lease_lost"
+
+
+class WorkflowFailedError(WorkflowError):
+    """The workflow ended without an output (a step failed, or it was cancelled).
+
+    Attributes:
+        status: ``failed`` or ``cancelled``.
+    """
+
+    code: ClassVar[str] = "workflow_failed"
+
+    def __init__(self, message: str, *, workflow_id: str, status: str) -> None:
+        super().__init__(message, workflow_id=workflow_id, status=status)
+        self.status = status

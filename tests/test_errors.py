@@ -25,6 +25,13 @@ from tests.cli_support import REPO
 # Frozen: users match on these strings. Changing one is a breaking change; adding a
 # class means adding its line here on purpose.
 FROZEN_CODES: dict[str, str] = {
+    "WorkflowBusyError": "workflow_busy",
+    "WorkflowError": "workflow_error",
+    "WorkflowFailedError": "workflow_failed",
+    "WorkflowLeaseLostError": "workflow_lease_lost",
+    "WorkflowNotFoundError": "workflow_not_found",
+    "WorkflowSpecChangedError": "workflow_spec_changed",
+    "WorkflowSpecError": "workflow_spec_invalid",
     "PowerLoopError": "power_loop_error",
     "ConfigurationError": "configuration",
     "InvalidDSNError": "invalid_dsn",

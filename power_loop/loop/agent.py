@@ -47,6 +47,7 @@ from power_loop.loop.structured import validator_for
 from power_loop.loop.timing import TimerMethods
 from power_loop.loop.waiting import wait_for_lease
 from power_loop.loop.window import Window, load_window
+from power_loop.loop.workflowing import WorkflowMethods
 from power_loop.store.migrations import SchemaPolicy
 from power_loop.store.port import Connection
 from power_loop.store.records import Lease, SendRecord, SessionClaim
@@ -94,7 +95,8 @@ def _joined(first: Emit, second: Emit) -> Emit:
     return both
 
 
-class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, ObservingMethods):
+class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, ObservingMethods,
+                        WorkflowMethods):
     """Runs agent sends durably against a store.
 
     Args:
@@ -199,8 +201,11 @@ class StatefulAgentLoop(ApprovalMethods, TimerMethods, DelegationMethods, Observ
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Release the store if this loop opened it from ``dsn=`` (after the last loop of
-        the process on that DSN releases it, it closes once ``store_grace`` expires)."""
+        """Stop this loop's workflow executors (their leases released: another process
+        resumes them at once), then release the store if this loop opened it from
+        ``dsn=`` (after the last loop of the process on that DSN releases it, it closes
+        once ``store_grace`` expires)."""
+        await self._stop_workflows()
         if self._owns_store and self._store is not None:
             store, self._store = self._store, None
             await release_store(store, grace=self._grace)

@@ -28,6 +28,9 @@ from power_loop.store.schema import (
     SESSIONS,
     TIMERS,
     WAITS,
+    WORKFLOW_SIGNALS,
+    WORKFLOW_STEPS,
+    WORKFLOWS,
     Column,
     Index,
     Table,
@@ -76,6 +79,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "waits for approvals and answers, timer kinds", (WAITS,)),
     Migration(6, "session feed wake-ups (a NOTIFY trigger on PostgreSQL)",
               statements=_feed_trigger),
+    Migration(7, "workflow journal: workflows, steps, signals",
+              (WORKFLOWS, WORKFLOW_STEPS, WORKFLOW_SIGNALS)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -297,6 +297,68 @@ SESSION_LINKS = Table(
 )
 
 
+WORKFLOWS = Table(
+    "workflows",
+    (
+        # The workflow's id is also the id of its session: its leaves are that
+        # session's children (session_links), so a resume finds them by derived id.
+        _c("workflow_id", ID),
+        _c("spec", JSON),
+        _c("spec_hash", NAME),
+        _c("input", JSON),
+        # running -> done | failed | cancelled
+        _c("status", NAME),
+        _c("output", JSON, null=True),
+        _c("error", JSON, null=True),
+        # The executor's lease, with the epoch every journal write is fenced by.
+        _c("lease_owner", ID, null=True, exported=False),
+        _c("lease_epoch", BIGINT),
+        _c("lease_expires_at", TS, null=True, exported=False),
+        _c("attempts", INT),
+        _c("parked_at", TS, null=True),
+        _c("created_at", TS),
+        _c("updated_at", TS),
+    ),
+    primary_key=("workflow_id",),
+    indexes=(Index("status", ("status", "updated_at")),),
+    session_column="workflow_id",
+)
+
+WORKFLOW_STEPS = Table(
+    "workflow_steps",
+    (
+        _c("workflow_id", ID),
+        # The step's structural path (JSON pointer, with "@k" after a foreach item's
+        # "do"): never the order in which steps ran.
+        _c("path", ID),
+        _c("kind", NAME),
+        # running | waiting | sleeping -> done | failed
+        _c("status", NAME),
+        _c("output", JSON, null=True),
+        _c("child_session", ID, null=True),
+        # When a sleep ends or a wait times out (database clock, microseconds).
+        _c("due_at", TS, null=True),
+        _c("epoch", BIGINT),
+        _c("created_at", TS),
+        _c("updated_at", TS),
+    ),
+    primary_key=("workflow_id", "path"),
+    session_column="workflow_id",
+)
+
+WORKFLOW_SIGNALS = Table(
+    "workflow_signals",
+    (
+        _c("workflow_id", ID),
+        _c("name", ID),
+        _c("payload", JSON),
+        _c("created_at", TS),
+    ),
+    primary_key=("workflow_id", "name"),
+    session_column="workflow_id",
+)
+
+
 class TableNames:
     """Prefixed, quoted table names for one store, as attributes (``names.messages``)."""
 

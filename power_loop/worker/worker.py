@@ -35,6 +35,8 @@ from power_loop.errors import (
     SendPendingError,
     SessionBusyError,
     SessionNotFoundError,
+    WorkflowFailedError,
+    WorkflowLeaseLostError,
 )
 from power_loop.events.sinks import Sink, check_sinks, sink_feed
 from power_loop.events.types import (
@@ -69,6 +71,8 @@ class WorkerStats:
     sends_resumed: int = 0
     sessions_parked: int = 0
     leases_lost: int = 0
+    workflows_resumed: int = 0
+    workflows_parked: int = 0
     failures: int = 0
     polls: int = 0
     wakeups: int = 0
@@ -253,6 +257,13 @@ class Worker:
                 self._start_task(self._resume(loop, session_claim))
             started += len(claims)
             free -= len(claims)
+            if free > 0:  # workflows whose executor died
+                flows, stuck = await loop.claim_stranded_workflows(free, self.max_attempts)
+                self.stats.workflows_parked += len(stuck)
+                for workflow_id, epoch in flows:
+                    self._start_task(self._run_workflow(loop, workflow_id, epoch))
+                started += len(flows)
+                free -= len(flows)
             if free > 0:
                 timers = await store.claim_due_timers(self.name, ttl=self.claim_ttl,
                                                       limit=free)
@@ -374,6 +385,10 @@ class Worker:
                 if not await store.renew_timer_claim(claim, ttl=self.claim_ttl):
                     return
 
+    def _run_workflow(self, loop: StatefulAgentLoop, workflow_id: str,
+                      epoch: int) -> Awaitable[None]:
+        return _run_workflow_claim(self, loop, workflow_id, epoch)
+
     async def _resume(self, loop: StatefulAgentLoop, claim: SessionClaim) -> None:
         session_id = claim.lease.session_id
         self._emit(WorkerClaimed(session_id=session_id, worker=self.name, kind="session",
@@ -392,6 +407,20 @@ class Worker:
         except PowerLoopError as exc:
             self.stats.failures += 1
             log.warning("%s: resuming %r failed: %s", self.name, session_id, exc)
+
+
+async def _run_workflow_claim(worker: Worker, loop: StatefulAgentLoop, workflow_id: str,
+                              epoch: int) -> None:
+    try:
+        await loop.run_claimed_workflow(workflow_id, epoch)
+        worker.stats.workflows_resumed += 1
+    except WorkflowFailedError:
+        worker.stats.workflows_resumed += 1  # it ended (failed): recorded in its journal
+    except WorkflowLeaseLostError:
+        worker.stats.leases_lost += 1
+    except PowerLoopError as exc:
+        worker.stats.failures += 1
+        log.warning("%s: resuming workflow %r failed: %s", worker.name, workflow_id, exc)
 
 
 async def run_worker(**options: Any) -> WorkerStats:
