@@ -1,5 +1,8 @@
 """Every error power_loop raises on purpose.
 
+(Over 600 lines on purpose: one module, one root, the whole tree in one place, as httpx
+keeps it; each class is a few lines.)
+
 All of them derive from :class:`PowerLoopError` and carry a frozen, machine-readable
 ``code`` (a class attribute: match on it, log it, alert on it; it never changes between
 releases). Structured attributes (``session_id``, ``backend``...) replace strings to
