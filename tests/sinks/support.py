@@ -104,8 +104,8 @@ def _for_hint(hint: Any, where: str) -> st.SearchStrategy[Any]:
         return ERRORS
     if isinstance(hint, type) and issubclass(hint, Event):
         return st.deferred(lambda: st.one_of(*(events_of(c) for c in _leaf_classes())))
-    if hint is SendResult:
-        return _dataclass(SendResult, where)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # SendResult, WaitRecord...
+        return _dataclass(hint, where)
     raise AssertionError(f"{where}: no strategy for {hint!r}: teach tests/sinks/support.py "
                          "(and the JSONL codec) this type")
 
