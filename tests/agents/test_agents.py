@@ -275,6 +275,10 @@ async def test_a_worker_finishes_a_stranded_parent_and_its_stranded_child(
     crashed = await run_until(first, at + 1)
     pending = [n for n in (await store.session_tree(root)).walk() if n.status == "pending"]
     assert crashed is None and pending
+    # Even a session whose lease was being taken as the cancellation came (a write in
+    # flight) is handed back: else the worker would wait out its lease_ttl.
+    assert [(await store.get_session(n.session_id)).lease_owner for n in pending] \
+        == [None] * len(pending)
     before = len(model.runs)
 
     work = worker(store, model.loop(store), concurrency=concurrency)

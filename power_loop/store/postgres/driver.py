@@ -253,7 +253,10 @@ class _Pooled:
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
-    return None
+    # A transaction cut off by a cancellation (its ROLLBACK could not run) must not
+    # come back from the pool open: the next BEGIN would join it.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 async def connect(parsed: ParsedDSN) -> PostgresDatabase:
@@ -272,7 +275,7 @@ async def connect(parsed: ParsedDSN) -> PostgresDatabase:
             # power_loop leaves no session state behind on pooled connections (no SET,
             # LISTEN: listeners get connections of their own, cursors or session
             # locks), so asyncpg's per-release reset query is a wasted round trip; an
-            # open transaction is still rolled back on release.
+            # open transaction is still rolled back on release (_no_reset).
             reset=_no_reset,
         )
     return PostgresDatabase(pool, parsed)
