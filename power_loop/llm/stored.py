@@ -15,23 +15,10 @@ the codec's :class:`~power_loop.InvalidArgumentError` where it is first read.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import Any
 
+from power_loop.llm._json import loads as _loads
 from power_loop.llm.messages import Message, decode_message
-
-_loads: Callable[[str], Any]
-try:  # optional: pip install power-loop[fast]
-    from orjson import loads as _orjson_loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
-else:
-    def _loads(text: str) -> Any:
-        try:
-            return _orjson_loads(text)
-        except ValueError:  # whatever orjson refuses, json decodes as before (or refuses)
-            return json.loads(text)
 
 _set = object.__setattr__
 

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from power_loop.errors import InvalidArgumentError
+from power_loop.llm._json import loads
 from power_loop.store.port import ID_MAX_CHARS
-
-_fast_loads: Callable[[str], Any] | None
-try:  # optional: pip install power-loop[fast]
-    from orjson import loads as _fast_loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _fast_loads = None
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
@@ -99,12 +94,7 @@ def dump_json(value: Any, *, sort_keys: bool = False) -> str:
 def load_json(text: str) -> Any:
     """Decode stored JSON (with orjson, when installed: a cold send decodes every
     message of the window; whatever orjson refuses, json decodes as before)."""
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(text)
-        except ValueError:
-            pass
-    return json.loads(text)
+    return loads(text)
 
 
 def check_id(value: object, what: str = "session_id") -> str:
