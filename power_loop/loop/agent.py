@@ -42,7 +42,7 @@ from power_loop.loop.recovery import RecoveryMethods
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
 from power_loop.loop.timing import TimerMethods
-from power_loop.loop.waiting import take_lease, wait_for_lease
+from power_loop.loop.waiting import wait_for_lease
 from power_loop.loop.window import Window
 from power_loop.loop.workflowing import WorkflowMethods
 from power_loop.store.migrations import SchemaPolicy
@@ -363,10 +363,9 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
         owner = self._owner()
 
         async def begin() -> Any:
-            return await take_lease(
-                store.begin_send(session_id, encode(first, 0), owner=owner,
-                                 ttl=self.config.lease_ttl, source=source,
-                                 request_key=request_key), store.release_lease)
+            return await store.begin_send(session_id, encode(first, 0), owner=owner,
+                                          ttl=self.config.lease_ttl, source=source,
+                                          request_key=request_key)
 
         while True:
             try:

@@ -10,7 +10,6 @@ from power_loop.errors import PowerLoopError
 from power_loop.events.types import SendStarted
 from power_loop.loop.accounting import usage_json
 from power_loop.loop.driver import UNKNOWN_OUTCOME, Emit, encode, open_call_parts, synthetic_result
-from power_loop.loop.waiting import take_lease
 from power_loop.loop.window import Window, load_window
 
 if TYPE_CHECKING:
@@ -43,9 +42,7 @@ class RecoveryMethods:
         store = await self._get_store()
         owner = self._owner()
         claim = await self._wait_for(
-            lambda: take_lease(store.claim_session(session_id, owner=owner,
-                                                   ttl=self.config.lease_ttl),
-                               store.release_lease),
+            lambda: store.claim_session(session_id, owner=owner, ttl=self.config.lease_ttl),
             session_id, emit, send_index)
         return store, claim
 

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from power_loop.errors import PowerLoopError, SessionBusyError
+from power_loop.errors import SessionBusyError
 from power_loop.events.types import Event, LeaseWait
 from power_loop.store.records import Lease
 
@@ -45,37 +45,6 @@ HOLDER_UNKNOWN = "holder_unknown"
 class _HasLease(Protocol):
     @property
     def lease(self) -> Lease | None: ...
-
-
-async def take_lease(take: Awaitable[Taken],
-                     release: Callable[[Lease], Awaitable[object]]) -> Taken:
-    """Await ``take`` (a write that takes a session lease) as a unit.
-
-    A cancellation that lands while the write is in flight does not stop it: its
-    transaction may commit all the same, and a lease nobody knows it holds would keep
-    the session from every other holder (a worker among them) until it expires. So
-    the write is run to its end, the lease it took (if any) is released, and the
-    cancellation goes on.
-    """
-    task = asyncio.ensure_future(take)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.shield(_hand_back(task, release))
-        raise
-
-
-async def _hand_back(task: asyncio.Future[Taken],
-                     release: Callable[[Lease], Awaitable[object]]) -> None:
-    await asyncio.gather(task, return_exceptions=True)
-    if task.cancelled() or task.exception() is not None:
-        return
-    lease = task.result().lease
-    if lease is not None:
-        try:
-            await release(lease)
-        except PowerLoopError:
-            pass  # it lapses at its expiry, as a dead holder's would
 
 
 def holder_state(owner: str) -> str:
