@@ -12,6 +12,7 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from power_loop import ConnectionLostError, InvalidDSNError, StoreAuthenticationError, open_store
 from power_loop.store.dsn import connect, parse_dsn
 from power_loop.store.mysql.tls import OPTIONS, SSLMode, TLSSettings, offers_tls, tls_settings
-from tests.tls.server import TLSServer, tls_mariadb
+from tests.tls.server import TLSServer, open_to, sockets_released, tls_mariadb
 
 MODES = [m.value for m in SSLMode]
 
@@ -150,6 +151,8 @@ async def _cipher(dsn: str) -> str:
             (_name, cipher), = await conn.fetch("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
     finally:
         await database.close()
+    # Closed means closed: the TLS shutdown is over when close() returns.
+    assert open_to(urlsplit(dsn).port or 3306) == 0
     return str(cipher)
 
 
@@ -172,6 +175,7 @@ async def test_a_certificate_from_another_ca_is_refused(backend: str,
         await connect(dsn, connect_timeout=10)
     assert "TLS handshake failed" in info.value.message
     assert isinstance(info.value.__cause__, Exception)
+    await sockets_released(tls_server.port)
 
 
 @pytest.mark.backends("mysql")
@@ -183,6 +187,7 @@ async def test_a_host_the_certificate_does_not_name_fails_verify_identity(
     with pytest.raises(ConnectionLostError) as info:
         await connect(wrong_host, connect_timeout=10)
     assert "TLS handshake failed" in info.value.message
+    await sockets_released(tls_server.port)
 
 
 @pytest.mark.backends("mysql")
@@ -191,6 +196,7 @@ async def test_a_user_that_requires_x509_logs_in_with_a_client_certificate(
     with pytest.raises(StoreAuthenticationError):
         await connect(tls_server.dsn("x509", ssl_mode="VERIFY_CA", ssl_ca=str(tls_server.ca)),
                       connect_timeout=10)
+    await sockets_released(tls_server.port)
     with_certificate = tls_server.dsn(
         "x509", ssl_mode="VERIFY_CA", ssl_ca=str(tls_server.ca),
         ssl_cert=str(tls_server.client_cert), ssl_key=str(tls_server.client_key))

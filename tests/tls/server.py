@@ -8,6 +8,7 @@ directory of its own, on a free port, until the fixture stops it.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import socket
@@ -122,3 +123,32 @@ def tls_mariadb(base: Path) -> Iterator[TLSServer]:
             server.kill()
             server.wait()
         log.close()
+
+
+def open_to(port: int) -> int:
+    """How many sockets of this process are connected to 127.0.0.1:``port`` (Linux)."""
+    ours = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            link = fd.readlink().name
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            ours.add(link[len("socket:["):-1])
+    count = 0
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        remote, inode = fields[2], fields[9]
+        if inode in ours and int(remote.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+async def sockets_released(port: int, within: float = 10.0) -> None:
+    """Wait until this process holds no socket to the server at ``port``, failing after
+    ``within`` seconds: a connection that failed inside TLS is shut down by the driver some turns
+    of the loop later, and a test that ended first would leave the socket to the garbage
+    collector (a ResourceWarning in a later test)."""
+    async with asyncio.timeout(within):
+        while open_to(port):  # noqa: ASYNC110 (the kernel's table is polled; nothing signals)
+            await asyncio.sleep(0.01)
