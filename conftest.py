@@ -93,6 +93,10 @@ async def open_more(dsn: str, table_prefix: str) -> AsyncIterator[Callable[..., 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     outcome = yield
     report = outcome.get_result()
+    if report.when == "call" and report.failed and "page" in getattr(item, "fixturenames", ()):
+        from tests.browser_support import record_failure  # only browser tests import it
+
+        record_failure(item, True)
     callspec = getattr(item, "callspec", None)
     backend = callspec.params.get("backend") if callspec else None
     if backend and (report.when == "call" or report.outcome == "failed"):
