@@ -126,7 +126,7 @@ def _one_line(text: str) -> str:
 
 def _yaml() -> Any:
     try:
-        import yaml  # type: ignore[import-untyped]
+        import yaml  # type: ignore[import-untyped, unused-ignore]
     except ImportError as exc:  # pragma: no cover - PyYAML is installed where tests run
         raise MissingDriverError("PyYAML", "skills") from exc
     return yaml
