@@ -108,7 +108,8 @@ def read_text(path: Path, shown: str, *, max_bytes: int) -> str:
 
 
 def listing(folder: Path) -> tuple[str, ...]:
-    """The skill's files (besides ``SKILL.md``), sorted, hidden ones left out."""
+    """The skill's files (besides ``SKILL.md``), sorted; hidden ones and links leading
+    out of the folder left out."""
     found: list[str] = []
     for current, folders, files in os.walk(folder):  # symlinked folders are not entered
         folders[:] = sorted(f for f in folders if not f.startswith("."))
@@ -116,6 +117,11 @@ def listing(folder: Path) -> tuple[str, ...]:
         for name in sorted(files):
             relative = (base / name).as_posix()
             if name.startswith(".") or relative == "SKILL.md":
+                continue
+            try:  # a link leading out is not the skill's file: readable, it would not be
+                if not (folder / relative).resolve().is_relative_to(folder):
+                    continue
+            except (OSError, RuntimeError):
                 continue
             found.append(relative)
     return tuple(sorted(found))
