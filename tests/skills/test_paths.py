@@ -136,5 +136,6 @@ def test_generated_paths_never_reach_outside(skills: Skills, parts: list[str],
     except ToolError as exc:
         assert SECRET not in exc.message
         return
-    inside = {REFERENCE, "print('filled')\n"}
+    own = (skills.path / "pdf-forms" / "SKILL.md").read_text()
+    inside = {REFERENCE, "print('filled')\n", own}
     assert content in inside, (path, content[:80])
