@@ -25,4 +25,5 @@ async def main(dsn: str, prefix: str, folder: str, session_id: str, texts: list[
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:5], sys.argv[5:]))
+    dsn, prefix, folder, session_id, *texts = sys.argv[1:]
+    asyncio.run(main(dsn, prefix, folder, session_id, texts))

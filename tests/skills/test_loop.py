@@ -13,7 +13,15 @@ import os
 import sys
 from pathlib import Path
 
-from power_loop import LLMRequest, ScriptedLLM, Skills, StatefulAgentLoop, Store
+from power_loop import (
+    LLMRequest,
+    ScriptedLLM,
+    Skills,
+    StatefulAgentLoop,
+    Store,
+    ToolCallPart,
+)
+from tests.loop.support import crash_after_tool_calls
 from tests.skills.support import PDF_BODY, REFERENCE, conversation, skill_file, write_skills
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,3 +112,22 @@ async def test_a_changed_skill_file_does_not_change_a_past_request(
     assert now[1].content == "Rewritten reference.\n"
     stored = [p.content for item in history for p in item.message.tool_results]
     assert stored == [past[0].content, past[1].content, now[0].content, now[1].content]
+
+
+async def test_skill_calls_cut_off_by_a_crash_are_run_again_on_resume(
+        store: Store, tmp_path: Path) -> None:
+    root = write_skills(tmp_path)
+    loop = StatefulAgentLoop(llm=ScriptedLLM(conversation), store=store,
+                             tools=Skills(root).tools())
+    sid = await loop.new_session()
+    calls = [ToolCallPart("c1", "load_skill", '{"name": "pdf-forms"}'),
+             ToolCallPart("c2", "read_skill_file",
+                          '{"skill": "pdf-forms", "path": "reference.md"}')]
+    await crash_after_tool_calls(store, sid, "fill", calls)
+
+    result = await loop.resume(sid)
+
+    assert result is not None and result.status == "done"
+    stored = [p for item in await loop.history(sid) for p in item.message.tool_results]
+    assert [(p.call_id, p.is_error) for p in stored] == [("c1", False), ("c2", False)]
+    assert PDF_BODY in stored[0].content and stored[1].content == REFERENCE
