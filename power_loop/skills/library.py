@@ -136,18 +136,18 @@ def _read_folder(root: Path, max_bytes: int) -> list[Skill]:
     except OSError as exc:
         raise SkillError(f"the skills folder {shown!r} cannot be read: {exc}", path=shown,
                          reason="unreadable") from exc
-    return [_read_skill(real / entry, max_bytes) for entry in entries
+    return [_read_skill(real / entry, root / entry, max_bytes) for entry in entries
             if (real / entry).is_dir()]
 
 
-def _read_skill(folder: Path, max_bytes: int) -> Skill:
-    file = folder / SKILL_FILE
-    shown = str(file)
+def _read_skill(folder: Path, given: Path, max_bytes: int) -> Skill:
+    """The skill in ``folder`` (``given`` is how errors name it: as the caller wrote it)."""
+    shown = str(given / SKILL_FILE)
     try:
         real = folder.resolve(strict=True)
         raw = _read_regular(real / SKILL_FILE, max_bytes + 1)
     except FileNotFoundError as exc:
-        raise SkillError(f"the skill folder {str(folder)!r} has no {SKILL_FILE}: add one, or "
+        raise SkillError(f"the skill folder {str(given)!r} has no {SKILL_FILE}: add one, or "
                          "move the folder out of the skills folder", path=shown,
                          reason="no_skill_file") from exc
     except IsADirectoryError as exc:
