@@ -203,7 +203,7 @@ class SkillError(ConfigurationError):
             ``unreadable``, ``too_large``, ``not_utf8``, ``not_text``,
             ``no_front_matter``, ``yaml_invalid``, ``yaml_alias``, ``yaml_tag``,
             ``not_a_mapping``, ``missing_name``, ``invalid_name``, ``name_mismatch``,
-            ``missing_description``, ``invalid_description``, ``too_many``.
+            ``missing_description``, ``invalid_description``, ``no_skill_file``.
     """
 
     code: ClassVar[str] = "skill_invalid"

@@ -127,7 +127,7 @@ def _one_line(text: str) -> str:
 def _yaml() -> Any:
     try:
         import yaml  # type: ignore[import-untyped, unused-ignore]
-    except ImportError as exc:  # pragma: no cover - PyYAML is installed where tests run
+    except ImportError as exc:
         raise MissingDriverError("PyYAML", "skills") from exc
     return yaml
 

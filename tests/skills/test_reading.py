@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from power_loop import (
     ConfigurationError,
     InvalidArgumentError,
+    MissingDriverError,
     SkillError,
     Skills,
     Tool,
@@ -142,3 +144,12 @@ def test_a_symlinked_skill_folder_is_read_through_its_link(tmp_path: Path) -> No
     skills = Skills(tmp_path / "mine")
     found = skills.get("pdf-forms")
     assert found is not None and found.folder == (shared / "pdf-forms").resolve()
+
+
+def test_without_pyyaml_the_error_names_the_extra(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    write_skills(tmp_path)
+    monkeypatch.setitem(sys.modules, "yaml", None)  # what `import yaml` meets when absent
+    with pytest.raises(MissingDriverError) as caught:
+        Skills(tmp_path)
+    assert caught.value.extra == "skills" and "power-loop[skills]" in caught.value.message
