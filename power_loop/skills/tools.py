@@ -34,7 +34,7 @@ def skill_tools(skills: Skills) -> tuple[Tool, ...]:
             raise ToolError(f"Error: there is no skill named {shown}. Skills: {known}.")
         return found
 
-    def load_skill(name: str) -> str:
+    async def load_skill(name: str) -> str:  # from memory: no thread needed
         """Load a skill's instructions.
 
         Args:

@@ -8,6 +8,7 @@ bytes. Nothing else may come out: no ``yaml`` error, no ``ValueError``, no hang.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -25,11 +26,11 @@ SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-def outcome(data: bytes) -> Skills | SkillError:
-    """Skills read from a folder holding one skill, ``demo``, whose file is ``data``."""
+def outcome(data: bytes, name: str = "demo") -> Skills | SkillError:
+    """Skills read from a folder holding one skill, ``name``, whose file is ``data``."""
     with tempfile.TemporaryDirectory() as root:
-        (Path(root) / "demo").mkdir()
-        (Path(root) / "demo" / "SKILL.md").write_bytes(data)
+        (Path(root) / name).mkdir()
+        (Path(root) / name / "SKILL.md").write_bytes(data)
         try:
             return Skills(root)
         except SkillError as exc:
@@ -52,12 +53,20 @@ KEYS = st.sampled_from(["name", "description", "license", "metadata", "? complex
                         "name ", "<<", "- list"])
 
 
+NAMES = st.one_of(st.just("demo"), st.just("'demo'"), VALUES)
+DESCRIPTIONS = st.one_of(st.text(max_size=1_100).map(
+    lambda t: json.dumps(t, ensure_ascii=False)), st.just(">\n  Folded\n  text."),
+                         VALUES)
+
+
 @st.composite
 def front_matters(draw: st.DrawFn) -> str:
-    lines = [f"{draw(KEYS)}: {draw(VALUES)}" for _ in range(draw(st.integers(0, 6)))]
-    if draw(st.booleans()):  # often the two fields, so deeper checks are reached
-        lines[0:0] = [f"name: {draw(VALUES)}", f"description: {draw(VALUES)}"]
-    if draw(st.booleans()):
+    extra = st.one_of(st.sampled_from(["license", "metadata", "allowed-tools"]), KEYS)
+    lines = [f"{key}: {draw(st.one_of(st.just('MIT'), VALUES))}"
+             for key in draw(st.lists(extra, unique=True, max_size=2))]
+    if draw(st.integers(0, 3)):  # mostly the two fields, so the deeper checks are reached
+        lines[0:0] = [f"name: {draw(NAMES)}", f"description: {draw(DESCRIPTIONS)}"]
+    if not draw(st.integers(0, 4)):
         lines.insert(draw(st.integers(0, len(lines))), draw(st.text(max_size=30)))
     return "\n".join(lines)
 
@@ -70,6 +79,28 @@ def test_generated_front_matter_is_read_or_refused(front: str, body: str) -> Non
         skill = result.get("demo")
         assert skill is not None and 0 < len(skill.description) <= 1024
         assert "\n" not in skill.description
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=st.from_regex(r"[a-z0-9]{1,8}(-[a-z0-9]{1,8}){0,2}", fullmatch=True),
+       description=st.text(max_size=1_100), body=st.text(max_size=200),
+       windows=st.booleans())
+def test_generated_well_formed_skills_read_back_exactly(name: str, description: str,
+                                                        body: str, windows: bool) -> None:
+    quoted = json.dumps(description, ensure_ascii=False)
+    text = f"---\nname: '{name}'\ndescription: {quoted}\n---\n{body}"
+    if windows:
+        text = "\ufeff" + text.replace("\n", "\r\n")
+    result = outcome(text.encode("utf-8", "surrogatepass"), name)
+    if isinstance(result, SkillError):
+        assert result.reason in {"invalid_description", "missing_description",
+                                 "yaml_invalid", "not_text", "not_utf8"}, result.message
+        return
+    skill = result.get(name)
+    assert skill is not None and skill.description == " ".join(description.split())
+    clean_body = body.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+    assert skill.body == clean_body
+    assert result.catalog() == f"- {name}: {skill.description}"
 
 
 LINE_ENDS = st.sampled_from(["\n", "\r\n", "\r"])
