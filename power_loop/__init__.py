@@ -59,6 +59,7 @@ from power_loop.errors import (
     SessionExistsError,
     SessionNotFoundError,
     SessionWaitingError,
+    SkillError,
     StorageFullError,
     StoreAuthenticationError,
     StoreError,
@@ -144,6 +145,7 @@ from power_loop.llm.anthropic import AnthropicService
 from power_loop.llm.openai import OpenAIChatService
 from power_loop.llm.pricing import ModelPrice, PriceTable
 from power_loop.loop import AgentLoopConfig, HistoryItem, SendResult, StatefulAgentLoop
+from power_loop.skills import Skill, Skills
 from power_loop.store import (
     ConnectOptions,
     Lease,
@@ -269,6 +271,9 @@ __all__ = [
     "SessionWaitingError",
     "Sink",
     "SinkStats",
+    "Skill",
+    "SkillError",
+    "Skills",
     "StatefulAgentLoop",
     "StepState",
     "StopReason",
@@ -397,6 +402,7 @@ STABLE_API: frozenset[str] = frozenset({
     "SessionNotFoundError",
     "SessionRecord",
     "SessionWaitingError",
+    "SkillError",
     "StatefulAgentLoop",
     "StopReason",
     "StorageFullError",

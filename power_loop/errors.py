@@ -15,7 +15,8 @@ The tree::
     ├── ConfigurationError              configuration
     │   ├── InvalidDSNError             invalid_dsn
     │   ├── MissingDriverError          missing_driver
-    │   └── InvalidIdentifierError      invalid_identifier
+    │   ├── InvalidIdentifierError      invalid_identifier
+    │   └── SkillError                  skill_invalid
     ├── InvalidArgumentError            invalid_argument
     │   └── WorkflowSpecError           workflow_spec_invalid
     ├── FoldError                       fold_failed
@@ -107,6 +108,7 @@ __all__ = [
     "SessionExistsError",
     "SessionNotFoundError",
     "SessionWaitingError",
+    "SkillError",
     "StorageFullError",
     "StoreAuthenticationError",
     "StoreError",
@@ -162,7 +164,8 @@ class InvalidDSNError(ConfigurationError):
 
 
 class MissingDriverError(ConfigurationError):
-    """The database driver for a DSN's scheme (or a sink's SDK) is not installed.
+    """The database driver for a DSN's scheme (or a sink's SDK, or PyYAML for skills) is
+    not installed.
 
     Attributes:
         driver: The Python package that is missing (``asyncpg``, ``opentelemetry-api``...).
@@ -186,6 +189,29 @@ class InvalidIdentifierError(ConfigurationError):
     """A name that becomes part of SQL (a table prefix) is not a plain identifier."""
 
     code: ClassVar[str] = "invalid_identifier"
+
+
+class SkillError(ConfigurationError):
+    """A skills folder, or one of its ``SKILL.md`` files, cannot be accepted.
+
+    Raised when :class:`~power_loop.Skills` reads the folder, never in the middle of a
+    send (a bad call of a skill tool is a tool error the model reads).
+
+    Attributes:
+        path: The file or folder at fault.
+        reason: What was wrong, a stable token: ``not_found``, ``not_a_folder``,
+            ``unreadable``, ``too_large``, ``not_utf8``, ``not_text``,
+            ``no_front_matter``, ``yaml_invalid``, ``yaml_alias``, ``yaml_tag``,
+            ``not_a_mapping``, ``missing_name``, ``invalid_name``, ``name_mismatch``,
+            ``missing_description``, ``invalid_description``, ``no_skill_file``.
+    """
+
+    code: ClassVar[str] = "skill_invalid"
+
+    def __init__(self, message: str, *, path: str, reason: str) -> None:
+        super().__init__(message, path=path, reason=reason)
+        self.path = path
+        self.reason = reason
 
 
 # -- caller input ----------------------------------------------------------------------

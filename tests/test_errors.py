@@ -37,6 +37,7 @@ FROZEN_CODES: dict[str, str] = {
     "InvalidDSNError": "invalid_dsn",
     "MissingDriverError": "missing_driver",
     "InvalidIdentifierError": "invalid_identifier",
+    "SkillError": "skill_invalid",
     "InvalidArgumentError": "invalid_argument",
     "HistoryInvariantError": "history_invariant",
     "FoldError": "fold_failed",
