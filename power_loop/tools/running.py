@@ -68,6 +68,7 @@ class ToolOutcome:
     result: ToolResultPart
     error_type: str | None = None
     traceback: str | None = None
+    refused: bool = False  # a ToolError: the tool declined the call, it did not fail
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class _Ended:
     is_error: bool = False
     error_type: str | None = None
     traceback: str | None = None
+    refused: bool = False  # a ToolError: the tool declined the call, it did not fail
 
 
 @dataclass(slots=True)
@@ -219,6 +221,11 @@ def _raised(name: str, exc: BaseException) -> _Ended:
         text = clean(truncate(text, MAX_ERROR_CHARS))
     except BaseException:
         text = f"Error: tool {name!r} failed: {type_name(exc)}"
+    if isinstance(exc, ToolError):
+        # The tool's own answer to a bad request, written for the model: not a fault of
+        # the tool, so an INFO line instead of a warning with the traceback (which
+        # ToolCallFinished still carries).
+        return _Ended(text, True, qualified_name(exc), format_traceback(exc), refused=True)
     return _Ended(text, True, qualified_name(exc), format_traceback(exc))
 
 
@@ -295,6 +302,11 @@ def _discard(context: ToolContext, late: bool, task: asyncio.Task[Any]) -> None:
 
 
 def _log_failure(context: ToolContext, ended: _Ended, overran: float | None) -> None:
+    if ended.refused and overran is None:
+        log.info("tool %s answered call %s (session %s, send #%d) with a ToolError",
+                 context.tool_name, clean(context.call_id), context.session_id,
+                 context.send_index)
+        return
     what = (f"did not finish within {overran:g}s" if overran is not None
             else f"failed with {ended.error_type}")
     log.warning("tool %s %s (session %s, send #%d, call %s)\n%s", context.tool_name, what,

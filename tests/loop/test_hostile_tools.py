@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -479,3 +480,19 @@ async def test_cancelling_the_caller_propagates_even_past_a_stubborn_tool() -> N
     [abandoned] = _abandoned
     release.set()
     await asyncio.wait([abandoned])
+
+
+async def test_a_tool_error_is_logged_as_information_not_as_a_failure(
+        caplog: pytest.LogCaptureFixture) -> None:
+    def refuse() -> str:
+        raise ToolError("no such file; list the folder first")
+
+    def crash() -> str:
+        raise KeyError("boom")
+
+    with caplog.at_level(logging.INFO, logger="power_loop.tools"):
+        refused = await run(refuse)
+        crashed = await run(crash)
+    assert refused.traceback is not None and crashed.traceback is not None
+    levels = [(r.levelno, "Traceback" in r.getMessage()) for r in caplog.records]
+    assert levels == [(logging.INFO, False), (logging.WARNING, True)]

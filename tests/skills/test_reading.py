@@ -94,17 +94,6 @@ def test_a_skill_folder_without_a_regular_skill_file_is_refused(tmp_path: Path) 
     refused(tmp_path, "no_skill_file")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_an_unreadable_skill_file_is_refused(tmp_path: Path) -> None:
-    write_skills(tmp_path)
-    target = tmp_path / "pdf-forms" / "SKILL.md"
-    target.chmod(0)
-    try:
-        refused(tmp_path, "unreadable")
-    finally:
-        target.chmod(0o644)
-
-
 def test_a_name_that_is_not_the_folder_name_is_refused(tmp_path: Path) -> None:
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "SKILL.md").write_text(skill_file("two", "A skill.", "Body."))
