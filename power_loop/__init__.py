@@ -155,6 +155,14 @@ from power_loop.store import (
     Store,
     open_store,
 )
+from power_loop.shell import (
+    LocalShell,
+    ShellBackend,
+    ShellOutput,
+    ShellRequest,
+    ShellResult,
+    bash_tool,
+)
 from power_loop.store.feed import FeedItem, FeedMessage, FeedSend
 from power_loop.store.usage import SendUsage, SessionUsage
 from power_loop.timers import TimerLimits, TimerRecord
@@ -222,6 +230,7 @@ __all__ = [
     "LLMUnavailableError",
     "Lease",
     "LeaseLostError",
+    "LocalShell",
     "MemoryProvider",
     "MemorySink",
     "Message",
@@ -267,6 +276,10 @@ __all__ = [
     "SessionTree",
     "SessionUsage",
     "SessionWaitingError",
+    "ShellBackend",
+    "ShellOutput",
+    "ShellRequest",
+    "ShellResult",
     "Sink",
     "SinkStats",
     "StatefulAgentLoop",
@@ -324,6 +337,7 @@ __all__ = [
     "WorkflowSpecError",
     "WorkflowStatus",
     "ask_user_tool",
+    "bash_tool",
     "call_tool",
     "call_tools",
     "close_sinks",
