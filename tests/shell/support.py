@@ -7,13 +7,14 @@ orphan the backend left behind (zombies are dead: they are not counted).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import os
 import uuid
 from pathlib import Path
 from typing import Any
 
+from conformance.waiting import eventually
 from power_loop import LocalShell, ToolCallPart, ToolContext, ToolRegistry, bash_tool
 from power_loop.tools.registry import ToolLimits, ToolOutcome
 
@@ -47,25 +48,31 @@ def running_with(tag: str) -> list[int]:
     return found
 
 
-async def wait_all_gone(tag: str, within: float = 5.0) -> list[int]:
+async def wait_all_gone(tag: str, within: float = 10.0) -> list[int]:
     """Wait until no process carries the tag (a SIGKILLed process takes a moment to
     die); the ones still running at ``within`` seconds, for the assertion."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while (left := running_with(tag)) and loop.time() < deadline:
-        await asyncio.sleep(0.02)
-    return left
+
+    async def gone() -> bool:
+        return not running_with(tag)
+
+    with contextlib.suppress(AssertionError):
+        await eventually(gone, f"the processes tagged {tag} to end", within=within)
+    return running_with(tag)
 
 
 async def wait_for_file(path: Path, within: float = 10.0) -> str:
     """The text of ``path`` once it exists and ends with a newline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while loop.time() < deadline:
-        if path.exists() and (text := path.read_text()).endswith("\n"):
-            return text
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{path} was not written within {within}s")
+
+    async def written() -> bool:
+        return _finished_text(path) is not None
+
+    await eventually(written, f"{path} to be written", within=within)
+    return _finished_text(path) or ""
+
+
+def _finished_text(path: Path) -> str | None:
+    text = path.read_text() if path.exists() else ""
+    return text if text.endswith("\n") else None
 
 
 def context(call_id: str = "c1", attempt: int = 1) -> ToolContext:
