@@ -61,7 +61,7 @@ class LocalShell:
                  max_output_bytes: int = 20_000,
                  env_allow: Iterable[str] = DEFAULT_ENV_ALLOW,
                  env: Mapping[str, str] | None = None, shell: str = "/bin/bash",
-                 kill_grace: float = 1.0, wrapper: Sequence[str] = ()) -> None:
+                 kill_grace: float = 0.5, wrapper: Sequence[str] = ()) -> None:
         self.cwd = os.fspath(cwd)
         self.timeout = _seconds("timeout", timeout, _MAX_TIMEOUT)
         self.kill_grace = _seconds("kill_grace", kill_grace, 60.0)

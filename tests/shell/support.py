@@ -60,6 +60,15 @@ async def wait_all_gone(tag: str, within: float = 10.0) -> list[int]:
     return running_with(tag)
 
 
+async def wait_running(tag: str, at_least: int) -> None:
+    """Wait until ``at_least`` processes carry the tag (forks and execs take a moment)."""
+
+    async def enough() -> bool:
+        return len(running_with(tag)) >= at_least
+
+    await eventually(enough, f"{at_least} processes tagged {tag}", within=10.0)
+
+
 async def wait_for_file(path: Path, within: float = 10.0) -> str:
     """The text of ``path`` once it exists and ends with a newline."""
 

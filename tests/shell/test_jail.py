@@ -44,7 +44,8 @@ async def test_the_jailed_command_sees_no_network_and_no_other_process(
 async def test_a_timeout_kills_even_what_left_the_group(tmp_path: Path) -> None:
     shell, tag = tagged_shell(tmp_path, wrapper=JAIL, timeout=1.0)
     outcome = await call_bash(shell, {"command": (
-        "setsid sh -c 'echo $$ > escaped; exec sleep 30' & sleep 30")})
+        "setsid sh -c 'echo $$ > escaped; exec sleep 30' & "
+        "while [ ! -s escaped ]; do sleep 0.01; done; sleep 30")})
     await wait_for_file(tmp_path / "escaped")
     assert "timed out: the command ran past 1s" in outcome.result.content
     assert await wait_all_gone(tag) == []

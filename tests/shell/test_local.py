@@ -11,7 +11,13 @@ import pytest
 
 from power_loop import InvalidArgumentError, LocalShell, ShellRequest, ToolError
 from power_loop.shell import DEFAULT_ENV_ALLOW
-from tests.shell.support import TAG_VAR, running_with, tagged_shell, wait_all_gone, wait_for_file
+from tests.shell.support import (
+    TAG_VAR,
+    tagged_shell,
+    wait_all_gone,
+    wait_for_file,
+    wait_running,
+)
 
 # Background grandchildren, one of them deaf to SIGTERM, then the leader waits: its pids
 # are written to a file so the test knows they ran.
@@ -37,9 +43,11 @@ async def test_a_command_runs_and_reports(tmp_path: Path) -> None:
 
 
 async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
-    shell, tag = tagged_shell(tmp_path, timeout=0.5)
+    shell, tag = tagged_shell(tmp_path, timeout=1.0)
     result = await shell.run(ShellRequest(SPAWN + "trap '' TERM; sleep 30"))
-    pids = [int(p) for p in (tmp_path / "pids").read_text().split()[:3]]
+    written = (tmp_path / "pids").read_text().split()
+    assert written[3:] == ["started"]
+    pids = [int(p) for p in written[:3]]
     assert result.timed_out
     assert result.exit_code == -signal.SIGKILL  # the leader ignored SIGTERM too
     assert await wait_all_gone(tag) == []
@@ -80,7 +88,7 @@ async def test_cancellation_kills_the_whole_process_group(tmp_path: Path) -> Non
     shell, tag = tagged_shell(tmp_path, timeout=30.0)
     task = asyncio.create_task(shell.run(ShellRequest(SPAWN + "sleep 30")))
     await wait_for_file(tmp_path / "pids")
-    assert len(running_with(tag)) >= 4
+    await wait_running(tag, 5)  # the shell, three children, one grandchild
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

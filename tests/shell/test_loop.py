@@ -9,7 +9,7 @@ import pytest
 
 from power_loop import ScriptedLLM, Store, ToolCallPart, bash_tool, call_tool
 from tests.loop.support import crash_after_tool_calls, make_loop, trailing_results
-from tests.shell.support import running_with, tagged_shell, wait_all_gone, wait_for_file
+from tests.shell.support import tagged_shell, wait_all_gone, wait_for_file, wait_running
 
 
 async def test_a_send_runs_commands_and_exports_the_key(store: Store, tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ async def test_cancelling_the_send_kills_the_command(store: Store, tmp_path: Pat
     sid = await loop.new_session()
     task = asyncio.create_task(loop.send("Start it", session_id=sid))
     await wait_for_file(tmp_path / "ready")
-    assert len(running_with(tag)) >= 2
+    await wait_running(tag, 2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -44,12 +44,12 @@ async def test_the_model_reads_exit_code_streams_and_the_key(tmp_path: Path) -> 
 
 
 async def test_a_timeout_and_a_cut_are_stated(tmp_path: Path) -> None:
-    shell, _ = tagged_shell(tmp_path, timeout=0.3, max_output_bytes=200)
+    shell, _ = tagged_shell(tmp_path, timeout=1.0, max_output_bytes=200)
     outcome = await call_bash(shell, {"command": "head -c 1000 /dev/zero | tr '\\0' a; "
                                                  "exec sleep 30"})
     text = outcome.result.content
     assert text.startswith("exit code: -15 (ended by SIGTERM)\ntimed out: the command ran "
-                           "past 0.3s; its process group was killed\n<stdout>\n" + "a" * 100)
+                           "past 1s; its process group was killed\n<stdout>\n" + "a" * 100)
     assert "[... 800 bytes cut: 1,000 bytes in all" in text
     assert text.endswith("a" * 100 + "\n</stdout>\nstderr: (empty)")
 
