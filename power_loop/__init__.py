@@ -144,6 +144,14 @@ from power_loop.llm.anthropic import AnthropicService
 from power_loop.llm.openai import OpenAIChatService
 from power_loop.llm.pricing import ModelPrice, PriceTable
 from power_loop.loop import AgentLoopConfig, HistoryItem, SendResult, StatefulAgentLoop
+from power_loop.shell import (
+    LocalShell,
+    ShellBackend,
+    ShellOutput,
+    ShellRequest,
+    ShellResult,
+    bash_tool,
+)
 from power_loop.store import (
     ConnectOptions,
     Lease,
@@ -154,14 +162,6 @@ from power_loop.store import (
     SessionRecord,
     Store,
     open_store,
-)
-from power_loop.shell import (
-    LocalShell,
-    ShellBackend,
-    ShellOutput,
-    ShellRequest,
-    ShellResult,
-    bash_tool,
 )
 from power_loop.store.feed import FeedItem, FeedMessage, FeedSend
 from power_loop.store.usage import SendUsage, SessionUsage
