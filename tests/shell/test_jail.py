@@ -19,7 +19,7 @@ from tests.shell.support import call_bash, tagged_shell, wait_all_gone, wait_for
 JAIL = ("unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child")
 
 
-def _jail_works() -> bool:
+def jail_works() -> bool:
     if shutil.which("unshare") is None:
         return False
     # Creating namespaces takes CAP_SYS_ADMIN (root, as here) or unprivileged user
@@ -27,7 +27,7 @@ def _jail_works() -> bool:
     return subprocess.run([*JAIL, "true"], capture_output=True).returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not _jail_works(),
+pytestmark = pytest.mark.skipif(not jail_works(),
                                 reason="unshare cannot create namespaces here")
 
 
