@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import uuid
@@ -67,8 +68,8 @@ async def _resume_without_rerunning(store: Store, sid: str, workdir: Path) -> No
 
 async def test_a_jail_dies_with_a_killed_agent(store: Store, dsn: str, table_prefix: str,
                                                tmp_path: Path) -> None:
-    if not jail_works():
-        pytest.skip("unshare cannot create namespaces here")
+    if not jail_works() or shutil.which("setpriv") is None:
+        pytest.skip("unshare cannot create namespaces here, or setpriv is missing")
     sid = await make_loop(store, ScriptedLLM([])).new_session()
     tag = await _kill_during_the_command(dsn, table_prefix, sid, tmp_path, DEATH_JAIL)
     assert await wait_all_gone(tag) == []
