@@ -145,6 +145,14 @@ from power_loop.llm.anthropic import AnthropicService
 from power_loop.llm.openai import OpenAIChatService
 from power_loop.llm.pricing import ModelPrice, PriceTable
 from power_loop.loop import AgentLoopConfig, HistoryItem, SendResult, StatefulAgentLoop
+from power_loop.shell import (
+    LocalShell,
+    ShellBackend,
+    ShellOutput,
+    ShellRequest,
+    ShellResult,
+    bash_tool,
+)
 from power_loop.skills import Skill, Skills
 from power_loop.store import (
     ConnectOptions,
@@ -224,6 +232,7 @@ __all__ = [
     "LLMUnavailableError",
     "Lease",
     "LeaseLostError",
+    "LocalShell",
     "MemoryProvider",
     "MemorySink",
     "Message",
@@ -269,6 +278,10 @@ __all__ = [
     "SessionTree",
     "SessionUsage",
     "SessionWaitingError",
+    "ShellBackend",
+    "ShellOutput",
+    "ShellRequest",
+    "ShellResult",
     "Sink",
     "SinkStats",
     "Skill",
@@ -329,6 +342,7 @@ __all__ = [
     "WorkflowSpecError",
     "WorkflowStatus",
     "ask_user_tool",
+    "bash_tool",
     "call_tool",
     "call_tools",
     "close_sinks",
