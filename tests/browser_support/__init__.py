@@ -10,8 +10,10 @@ Use it from a test module with ``pytest_plugins``-free import::
 
     from tests.browser_support import browser, page  # noqa: F401 (fixtures)
 
-The tests are synchronous (Playwright's sync API cannot run inside an event loop): they
-talk to servers in other processes, and to the store through ``asyncio.run``.
+The tests are synchronous (Playwright's sync API cannot run inside an event loop, and keeps
+one running while it is open): they talk to servers in other processes, and to the store
+through a thread of its own or before the browser starts. A module that uses the browser
+holds no async test.
 """
 
 from __future__ import annotations
@@ -48,9 +50,14 @@ def artifacts() -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the session's browser tests."""
+    """One headless Chromium for a module's browser tests.
+
+    Module-scoped, not session-scoped: while Playwright's sync API is open it keeps an event
+    loop running on the main thread, and every test that needs one of its own
+    (pytest-asyncio, ``asyncio.run``) fails with "cannot be called from a running event
+    loop". So a module that uses it holds only synchronous tests."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=chromium_path(), headless=True,
