@@ -62,12 +62,12 @@ async def test_find_refuses_bad_arguments(store: Store) -> None:
     find = session_search(store).find
     for bad in ({"state": "done"}, {"limit": 0}, {"text": "x" * (MAX_SEARCH_CHARS + 1)}):
         with pytest.raises(InvalidArgumentError):
-            await find(**bad)  # type: ignore[arg-type]
+            await find(**bad)
 
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+@given(text=st.text(st.characters(codec="utf-8", exclude_characters="\x00"),
                     min_size=1, max_size=12))
 async def test_any_text_is_a_literal_substring(store: Store, text: str) -> None:
     # Whatever the text (quotes, wildcards, the escape character), it is data: every
