@@ -45,6 +45,14 @@ def _param(request: Request, name: str) -> str | None:
     return value or None
 
 
+def _id(request: Request) -> str:
+    # Ids travel in the query string: any text (a slash too) survives the trip.
+    value = request.query_params.get("id")
+    if not value:
+        raise HTTPException(400, "which one? pass ?id=")
+    return value
+
+
 def _login_form(reader: Reader, message: str | None = None) -> Markup:
     return page("Sign in",
                 el("p", message, class_="error") if message else None,
@@ -68,13 +76,13 @@ def build(store: Store, *, token: str | None) -> Guard:
                                          text=_param(request, "q")))
 
     async def session(request: Request) -> Response:
-        return _html(await session_page(reader, request.path_params["sid"]))
+        return _html(await session_page(reader, _id(request)))
 
     async def fragment(request: Request) -> Response:
-        return _html(session_body(await reader.session(request.path_params["sid"])))
+        return _html(session_body(await reader.session(_id(request))))
 
     async def tree(request: Request) -> Response:
-        return _html(await tree_page(reader, request.path_params["sid"]))
+        return _html(await tree_page(reader, _id(request)))
 
     async def timers(request: Request) -> Response:
         return _html(await timers_page(reader, status=_param(request, "status")))
@@ -83,10 +91,10 @@ def build(store: Store, *, token: str | None) -> Guard:
         return _html(await workflows_page(reader))
 
     async def workflow(request: Request) -> Response:
-        return _html(await workflow_page(reader, request.path_params["wid"]))
+        return _html(await workflow_page(reader, _id(request)))
 
     async def live(request: Request) -> Response:
-        sid = request.path_params["sid"]
+        sid = _id(request)
         await reader.session_exists(sid)
         after = request.headers.get("last-event-id") or _param(request, "after")
         return StreamingResponse(_events(reader, sid, after), media_type="text/event-stream",
@@ -127,13 +135,13 @@ def build(store: Store, *, token: str | None) -> Guard:
     app = Starlette(routes=[
         Route("/", index),
         Route("/sessions", sessions),
-        Route("/sessions/{sid:str}", session),
-        Route("/sessions/{sid:str}/fragment", fragment),
-        Route("/sessions/{sid:str}/tree", tree),
-        Route("/sessions/{sid:str}/live", live),
+        Route("/session", session),
+        Route("/session/fragment", fragment),
+        Route("/session/tree", tree),
+        Route("/session/live", live),
         Route("/timers", timers),
         Route("/workflows", workflows),
-        Route("/workflows/{wid:str}", workflow),
+        Route("/workflow", workflow),
         Route("/login", login, methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ], exception_handlers={PowerLoopError: failed, HTTPException: http_failed})

@@ -68,7 +68,7 @@ def tokens(usage: Usage) -> str:
 
 
 def session_link(session_id: str) -> Markup:
-    return el("a", session_id, href=path("sessions", session_id))
+    return el("a", session_id, href=path("session", query={"id": session_id}))
 
 
 def badge(text: str) -> Markup:

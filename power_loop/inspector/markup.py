@@ -52,7 +52,7 @@ def _children(items: Iterable[object]) -> str:
 
 
 def el(tag: str, *children: object, **attrs: str | int | bool | None) -> Markup:
-    """An element: ``el("a", "text", href=path("sessions", sid), class_="x")``.
+    """An element: ``el("a", "text", href=path("session", query={"id": sid}), class_="x")``.
 
     A trailing underscore is dropped from an attribute name (``class_``), other
     underscores become dashes (``data_cursor`` is ``data-cursor``). ``True`` writes a

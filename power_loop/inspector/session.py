@@ -117,7 +117,7 @@ def _header(view: SessionView) -> Markup:
         ("parent", "-" if link is None else el(
             "span", session_link(link.parent_id),
             f" (agent {link.name}, send #{link.parent_send}, call {link.parent_call})")),
-        ("sub-agents", el("a", "tree", href=path("sessions", record.id, "tree"))),
+        ("sub-agents", el("a", "tree", href=path("session", "tree", query={"id": record.id}))),
         ("created", at(record.created_at)), ("updated", at(record.updated_at)),
         ("messages", record.next_seq), ("sends", record.send_count),
         ("lease", record.lease_owner or "free"),
@@ -141,10 +141,10 @@ def session_body(view: SessionView) -> Markup:
 
 async def session_page(reader: Reader, session_id: str) -> Markup:
     view = await reader.session(session_id)
-    live = path("sessions", session_id, "live", query={"after": view.cursor or ""})
+    live = path("session", "live", query={"id": session_id, "after": view.cursor or ""})
     return page(f"Session {session_id}",
                 el("p", el("span", "live", class_="live", id="live", data_events=live,
-                           data_fragment=path("sessions", session_id, "fragment"))),
+                           data_fragment=path("session", "fragment", query={"id": session_id}))),
                 session_body(view), backend=reader.backend, live=True)
 
 
