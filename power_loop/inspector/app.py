@@ -100,6 +100,9 @@ def build(store: Store, *, token: str | None) -> Guard:
         return StreamingResponse(_events(reader, sid, after), media_type="text/event-stream",
                                  headers={"x-accel-buffering": "no"})
 
+    async def no_icon(_: Request) -> Response:
+        return Response(status_code=204)
+
     async def login(request: Request) -> Response:
         if request.method == "GET" or token is None:
             return _html(_login_form(reader, None if token else "no token is needed here"))
@@ -142,6 +145,7 @@ def build(store: Store, *, token: str | None) -> Guard:
         Route("/timers", timers),
         Route("/workflows", workflows),
         Route("/workflow", workflow),
+        Route("/favicon.ico", no_icon),
         Route("/login", login, methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ], exception_handlers={PowerLoopError: failed, HTTPException: http_failed})

@@ -74,8 +74,8 @@ def _outcome(record: WorkflowRecord) -> str:
 
 async def workflows_page(reader: Reader) -> Markup:
     records = await reader.workflows(limit=LIMIT)
-    rows = [[el("a", r.workflow_id, href=path("workflow", query={"id": r.workflow_id})), badge(r.status),
-             "yes" if r.parked else "-", r.attempts, _outcome(r)] for r in records]
+    rows = [[el("a", r.workflow_id, href=path("workflow", query={"id": r.workflow_id})),
+             badge(r.status), "yes" if r.parked else "-", r.attempts, _outcome(r)] for r in records]
     return page("Workflows", table(("ID", "STATUS", "PARKED", "ATTEMPTS", "OUTPUT / ERROR"),
                                    rows, empty="no workflows"), backend=reader.backend)
 

@@ -130,12 +130,12 @@ def session_body(view: SessionView) -> Markup:
     cut = None if view.complete else el("p", f"only the first {MAX_ITEMS} items are shown",
                                         class_="muted")
     return el("div", _header(view), el("h2", "Waiting and decided calls"), _waits(view),
-              el("h2", "Usage"), _usage(view), el("h2", "Sends"), _sends(view),
+              el("h2", "Timeline"), timeline(view.items), cut,
+              el("h2", "Sends"), _sends(view), el("h2", "Usage"), _usage(view),
               el("h2", "Timers"), _timers(view), el("h2", "Folds"), _folds(view),
               el("h2", "Notes"), table(("NOTE", "TEXT", "UPDATED"),
                                        [[n.note_id, el("pre", n.text), at(n.updated_at)]
                                         for n in view.notes], empty="no notes"),
-              el("h2", "Timeline"), timeline(view.items), cut,
               id="session", data_cursor=view.cursor or "")
 
 

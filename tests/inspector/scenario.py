@@ -9,10 +9,20 @@ writes comes from ``texts``, so a test can fill it with hostile strings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from power_loop import AgentSpec, LLMRequest, ScriptedLLM, StatefulAgentLoop, Turn
-from power_loop import call_tool, call_tools, reply, tool
+from power_loop import (
+    AgentSpec,
+    LLMRequest,
+    ScriptedLLM,
+    StatefulAgentLoop,
+    Turn,
+    call_tool,
+    call_tools,
+    reply,
+    tool,
+)
 from power_loop.store import Store
 
 
@@ -44,7 +54,7 @@ class Made:
     wait_id: str
 
 
-def _model(texts: Texts):  # type: ignore[no-untyped-def]
+def _model(texts: Texts) -> Callable[[LLMRequest], Turn]:
     def model(request: LLMRequest) -> Turn:
         last = request.messages[-1]
         if request.system == "You help.":

@@ -1,0 +1,116 @@
+"""The inspector in a real browser (system Chromium): hostile text stays text, and a
+session's page follows what the session commits."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from playwright.sync_api import ConsoleMessage, Dialog, Page
+
+from tests.inspector.harness import ThreadedView, inspector
+from tests.inspector.scenario import PLAIN, Texts, make, make_loop
+from tests.inspector.xss import CLASSIC, PWN
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+HOSTILE = Texts(
+    session_id=f"<img src=x onerror=\"{PWN}\">/'\"&id", metadata=CLASSIC[2],
+    question=" ".join(CLASSIC[:5]), argument=CLASSIC[6], tool_name=CLASSIC[3],
+    task=CLASSIC[7], child_answer=CLASSIC[8], answer=" ".join(CLASSIC[9:]),
+    payee=CLASSIC[1], timer=CLASSIC[5], workflow_input=CLASSIC[13])
+
+
+@pytest.fixture
+def view(dsn: str, table_prefix: str) -> Iterator[ThreadedView]:
+    opened = ThreadedView(dsn, table_prefix)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+class Watched:
+    """What a page did that it must not: dialogs, CSP violations, script errors."""
+
+    def __init__(self, page: Page) -> None:
+        self.dialogs: list[str] = []
+        self.console: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
+
+    def _dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type in {"error", "warning"}:
+            self.console.append(message.text)
+
+
+def _open(page: Page, url: str) -> str:
+    page.goto(url)
+    page.wait_for_load_state("load")
+    assert page.evaluate("() => window.__pwned") is None
+    return page.inner_text("body")
+
+
+@pytest.mark.backends("sqlite")
+def test_hostile_text_never_runs_and_is_shown_as_written(view: ThreadedView, page: Page) -> None:
+    made = view.run(make(view.store, HOSTILE))
+    watched = Watched(page)
+    with inspector(view.dsn, view.prefix) as running:
+        base = running.url
+        listing = _open(page, f"{base}/sessions")
+        assert HOSTILE.session_id in listing
+        shown = _open(page, f"{base}/session?{urlencode({'id': made.session_id})}")
+        for text in (HOSTILE.session_id, HOSTILE.question, HOSTILE.payee, HOSTILE.timer,
+                     HOSTILE.tool_name, HOSTILE.answer):
+            assert text in shown, text
+        for route, query in (("/session/tree", {"id": made.child_id}),
+                             ("/session", {"id": made.child_id}),
+                             ("/timers", {}), ("/workflows", {}),
+                             ("/workflow", {"id": made.workflow_id}),
+                             ("/sessions", {"q": HOSTILE.metadata})):
+            _open(page, f"{base}{route}?{urlencode(query)}")
+        # Clicking through to a session whose id is a payload lands on its page.
+        page.goto(f"{base}/sessions")
+        page.get_by_role("link", name=HOSTILE.session_id).click()
+        page.wait_for_load_state("load")
+        assert page.locator("h1").inner_text() == f"Session {HOSTILE.session_id}"
+    assert watched.dialogs == []
+    assert page.evaluate("() => window.__pwned") is None
+    assert [m for m in watched.console if "Content Security Policy" in m
+            or "pageerror" in m] == []
+
+
+@pytest.mark.backends("sqlite")
+def test_the_page_follows_the_session_live(view: ThreadedView, page: Page) -> None:
+    made = view.run(make(view.store, PLAIN))
+    watched = Watched(page)
+    with inspector(view.dsn, view.prefix) as running:
+        shown = _open(page, f"{running.url}/session?{urlencode({'id': made.session_id})}")
+        assert "wired 40 to" not in shown and "waiting" in shown
+        page.wait_for_function(
+            "() => document.getElementById('live').textContent === 'live'")
+
+        async def approve() -> None:
+            async with make_loop(view.store, PLAIN) as loop:
+                await loop.approve(made.session_id, made.wait_id)
+
+        view.run(approve())
+        page.get_by_text("wired 40 to Pay Bob.").wait_for()
+        page.wait_for_function(
+            "() => !document.body.innerText.includes('#1 pending')")
+        assert int(page.locator("#live").get_attribute("data-updates") or 0) >= 1
+        sends = view.run(view.store.list_sends(made.session_id))
+        assert [s.status for s in sends] == ["done", "done"]
+        page.set_viewport_size({"width": 1200, "height": 900})
+        target = DOCS / "inspector.png"
+        page.screenshot(path=str(target.with_suffix(".new.png")), full_page=False)
+        shutil.move(str(target.with_suffix(".new.png")), target)
+    assert watched.dialogs == [] and watched.console == []
