@@ -22,7 +22,13 @@ from power_loop.cli.store_access import (
     store_target,
 )
 from power_loop.errors import InvalidArgumentError
-from power_loop.inspector import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, create_app, require_web
+from power_loop.inspector import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    TOKEN_ENV,
+    create_inspector_app,
+    require_web,
+)
 from power_loop.store import SchemaPolicy, redact_dsn
 
 
@@ -58,8 +64,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         async with opened_store(target) as store:
-            config = uvicorn.Config(create_app(store, token=token), host=host, port=port,
-                                    log_level="warning", access_log=False, lifespan="off",
+            app = create_inspector_app(store, token=token)
+            config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                    access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=2)
             server = uvicorn.Server(config)
             print(f"power-loop inspect: {redact_dsn(target.dsn)} (prefix {target.prefix}, "

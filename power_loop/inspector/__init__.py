@@ -37,7 +37,7 @@ def require_web() -> None:
             raise MissingDriverError(package, "web") from None
 
 
-def create_app(store: Store, *, token: str | None = None) -> Any:
+def create_inspector_app(store: Store, *, token: str | None = None) -> Any:
     """The inspector as an ASGI application over an open ``store``.
 
     The caller opens and closes the store. With a ``token``, every page asks for it
@@ -52,4 +52,5 @@ def create_app(store: Store, *, token: str | None = None) -> Any:
     return build(store, token=token)
 
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENV", "create_app", "require_web"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENV", "create_inspector_app",
+           "require_web"]

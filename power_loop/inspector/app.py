@@ -1,7 +1,7 @@
 """The inspector's Starlette application: routes, login, live updates, errors.
 
-Imported only by :func:`power_loop.inspector.create_app`, once the ``web`` extra is known
-to be installed.
+Imported only by :func:`power_loop.inspector.create_inspector_app`, once the ``web``
+extra is known to be installed.
 """
 
 from __future__ import annotations
