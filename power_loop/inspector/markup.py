@@ -81,7 +81,10 @@ def el(tag: str, *children: object, **attrs: str | int | bool | None) -> Markup:
     parts.append(">")
     if tag in _VOID:
         return Markup("".join(parts))
-    return Markup("".join(parts) + _children(children) + f"</{tag}>")
+    inner = _children(children)
+    if tag == "pre" and inner.startswith("\n"):
+        inner = "\n" + inner  # the parser drops one newline right after <pre>
+    return Markup("".join(parts) + inner + f"</{tag}>")
 
 
 def path(*segments: str | int, query: dict[str, str] | None = None) -> str:

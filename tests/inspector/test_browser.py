@@ -3,14 +3,19 @@ session's page follows what the session commits."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from playwright.sync_api import ConsoleMessage, Dialog, Page
 
+from power_loop import LLMRequest, ScriptedLLM, StatefulAgentLoop, Turn, call_tool, reply
 from tests.inspector.harness import ThreadedView, inspector
 from tests.inspector.scenario import PLAIN, Texts, make, make_loop
 from tests.inspector.xss import CLASSIC, PWN
@@ -113,4 +118,64 @@ def test_the_page_follows_the_session_live(view: ThreadedView, page: Page) -> No
         target = DOCS / "inspector.png"
         page.screenshot(path=str(target.with_suffix(".new.png")), full_page=False)
         shutil.move(str(target.with_suffix(".new.png")), target)
+    assert watched.dialogs == [] and watched.console == []
+
+
+def _printable(c: str) -> bool:
+    # Control characters are left out: HTML turns CR into LF, and NUL into U+FFFD.
+    return c in "\n\t" or (c >= " " and not "\x7f" <= c <= "\x9f")
+
+
+FRAGMENTS = ("<script>", "</script>", "<img src=x onerror=", PWN, "alert(1)", "javascript:",
+             '"', "'", ">", "<", "&amp;", "&lt;", "</pre>", "</td>", "<!--", "]]>", "\u202e",
+             "{{", "`", "<svg/onload=", "\u2028", "\n", " on", "=")
+hostile_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS),
+                                  st.text(st.characters(codec="utf-8").filter(_printable),
+                                          max_size=8)),
+                        min_size=1, max_size=8).map("".join)
+
+
+class _Echo:
+    """A model that calls a tool named by the text, with the text, then says the text."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def __call__(self, request: LLMRequest) -> Turn:
+        if request.messages[-1].role == "user":
+            return call_tool(self.text, {"a": self.text})
+        return reply(self.text)
+
+
+@pytest.mark.backends("sqlite")
+def test_generated_hostile_text_is_shown_literally(view: ThreadedView, page: Page) -> None:
+    echo = _Echo()
+    watched = Watched(page)
+    count = itertools.count()
+    with inspector(view.dsn, view.prefix) as running:
+
+        @settings(max_examples=25, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(text=hostile_text)
+        def check(text: str) -> None:
+            sid = f"g{next(count)}-{text[:150]}"
+            echo.text = text
+
+            async def store_it() -> None:
+                async with StatefulAgentLoop(llm=ScriptedLLM(echo), store=view.store) as loop:
+                    await loop.new_session(session_id=sid, metadata={"m": text})
+                    await loop.send(text, sid)
+
+            view.run(store_it())
+            page.goto(f"{running.url}/session?{urlencode({'id': sid})}")
+            assert page.evaluate("() => window.__pwned") is None
+            assert page.locator("h1").text_content() == f"Session {sid}"
+            assert page.locator("pre.text").first.text_content() == text
+            assert page.locator("pre.text").last.text_content() == text
+            assert page.locator(".call code").first.text_content() == text
+            call = page.locator(".call pre").first.text_content() or ""
+            assert json.loads(call) == {"a": text}
+            assert page.locator(".result code").first.text_content() == text
+
+        check()
     assert watched.dialogs == [] and watched.console == []
