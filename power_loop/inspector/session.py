@@ -38,7 +38,8 @@ def _part(part: object) -> Markup:
 
 def _message(item: FeedMessage) -> Markup:
     message: Message = item.message
-    meta = as_json(dict(message.meta)) if message.meta else None
+    meta = el("details", el("summary", "meta"), as_json(dict(message.meta))) if (
+        message.meta) else None
     return el("li", el("p", el("strong", message.role), f" · #{item.seq} · send "
                        f"#{item.send_index} · {at(item.created_at)}", class_="head"),
               [_part(p) for p in message.parts], meta, class_=f"message {message.role}")
@@ -118,8 +119,8 @@ def _header(view: SessionView) -> Markup:
             "span", session_link(link.parent_id),
             f" (agent {link.name}, send #{link.parent_send}, call {link.parent_call})")),
         ("sub-agents", el("a", "tree", href=path("session", "tree", query={"id": record.id}))),
-        ("created", at(record.created_at)), ("updated", at(record.updated_at)),
-        ("messages", record.next_seq), ("sends", record.send_count),
+        ("rows", f"{record.next_seq} messages, {record.send_count} sends; created "
+                 f"{at(record.created_at)}, updated {at(record.updated_at)} (UTC)"),
         ("lease", record.lease_owner or "free"),
         ("metadata", as_json(dict(record.metadata))),
         ("system prompt", el("pre", record.system_prompt or "-"))])
