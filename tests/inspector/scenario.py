@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from power_loop import (
+    AgentLoopConfig,
     AgentSpec,
     LLMRequest,
     ScriptedLLM,
@@ -23,6 +24,7 @@ from power_loop import (
     reply,
     tool,
 )
+from power_loop.context import NoteLimits
 from power_loop.store import Store
 
 
@@ -41,6 +43,8 @@ class Texts:
     payee: str
     timer: str
     workflow_input: str
+    note: str
+    summary: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,8 @@ def _model(texts: Texts) -> Callable[[LLMRequest], Turn]:
             if last.text == texts.payee:
                 return call_tool("wire_money", {"to": texts.payee, "amount": 40})
             return call_tools(("lookup", {"q": texts.argument}),
-                              (texts.tool_name, {"x": texts.argument}))
+                              (texts.tool_name, {"x": texts.argument}),
+                              ("note_add", {"text": texts.note}))
         names = [r.name for m in request.messages for r in m.tool_results]
         if "spawn_agent" in names or "wire_money" in names:
             return reply(texts.answer)
@@ -95,7 +100,22 @@ def wire_money(to: str, amount: int) -> str:
 def make_loop(store: Store, texts: Texts) -> StatefulAgentLoop:
     helper = AgentSpec("helper", "Helps.", "You help.")
     return StatefulAgentLoop(llm=ScriptedLLM(_model(texts)), store=store,
-                             tools=[lookup, wire_money], agents=[helper])
+                             tools=[lookup, wire_money], agents=[helper],
+                             config=AgentLoopConfig(notes=NoteLimits()))
+
+
+async def _fold(store: Store, session_id: str, summary: str) -> None:
+    """Journal a fold of send 0, as a fold strategy would have (the loop folds only past
+    a token budget, which a scripted model does not reach)."""
+    claim = await store.claim_session(session_id, owner="folder", ttl=30)
+    try:
+        end_seq = (await store.get_session(session_id)).next_seq
+        await store.begin_fold(session_id, epoch=claim.lease.epoch, fold_index=0,
+                               strategy="summary", first_send=0, end_send=1, end_seq=end_seq)
+        await store.commit_fold(session_id, epoch=claim.lease.epoch, fold_index=0,
+                                summary=summary, note_ops=[], usage={})
+    finally:
+        await store.release_lease(claim.lease)
 
 
 async def make(store: Store, texts: Texts) -> Made:
@@ -104,6 +124,7 @@ async def make(store: Store, texts: Texts) -> Made:
         sid = await loop.new_session(session_id=texts.session_id,
                                      metadata={"note": texts.metadata})
         await loop.send(texts.question, sid)
+        await _fold(store, sid, texts.summary)
         waiting = await loop.send(texts.payee, sid)
         assert waiting.status == "waiting", waiting
         tree = await loop.session_tree(sid)
@@ -118,4 +139,5 @@ async def make(store: Store, texts: Texts) -> Made:
 PLAIN = Texts(session_id="trip-42", metadata="customer 7", question="Plan my trip.",
               argument="Lyon", tool_name="no_such_tool", task="Find a hotel.",
               child_answer="Hotel Dieu", answer="All planned.", payee="Pay Bob.",
-              timer="Check the refund.", workflow_input="Summarise the trip.")
+              timer="Check the refund.", workflow_input="Summarise the trip.",
+              note="Bob prefers trains.", summary="Planned a trip to Lyon.")

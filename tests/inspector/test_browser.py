@@ -28,7 +28,8 @@ HOSTILE = Texts(
     session_id=f"<img src=x onerror=\"{PWN}\">/'\"&id", metadata=CLASSIC[2],
     question=" ".join(CLASSIC[:5]), argument=CLASSIC[6], tool_name=CLASSIC[3],
     task=CLASSIC[7], child_answer=CLASSIC[8], answer=" ".join(CLASSIC[9:]),
-    payee=CLASSIC[1], timer=CLASSIC[5], workflow_input=CLASSIC[13])
+    payee=CLASSIC[1], timer=CLASSIC[5], workflow_input=CLASSIC[13], note=CLASSIC[11],
+    summary=CLASSIC[12])
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_hostile_text_never_runs_and_is_shown_as_written(view: ThreadedView, pag
         assert HOSTILE.session_id in listing
         shown = _open(page, f"{base}/session?{urlencode({'id': made.session_id})}")
         for text in (HOSTILE.session_id, HOSTILE.question, HOSTILE.payee, HOSTILE.timer,
-                     HOSTILE.tool_name, HOSTILE.answer):
+                     HOSTILE.tool_name, HOSTILE.answer, HOSTILE.note, HOSTILE.summary):
             assert text in shown, text
         for route, query in (("/session/tree", {"id": made.child_id}),
                              ("/session", {"id": made.child_id}),

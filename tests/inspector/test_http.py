@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from power_loop.inspector.guard import CSP
+from power_loop.workflows._journal import Journal
 from tests.durability.harness import StoreView
 from tests.inspector.harness import inspector, table_contents
 from tests.inspector.scenario import PLAIN, Made, make, make_loop
@@ -59,6 +60,12 @@ def test_every_page_shows_the_store_and_writes_nothing(view: StoreView) -> None:
         assert missing.status_code == 404 and "session_not_found" in missing.text
         assert client.get("/sessions", params={"state": "done"}).status_code == 400
         assert client.get("/workflow", params={"id": "wf_none"}).status_code == 404
+        with client.stream("GET", "/session/live", params={"id": made.session_id}) as feed:
+            lines = feed.iter_lines()
+            assert next(lines) == "retry: 2000"
+            # From the start, the feed replays the session: its first send's start.
+            assert [next(lines) for _ in range(4)][2:] == [
+                "event: change", 'data: {"kind": "send", "send_index": 0}']
     assert view.run(table_contents(view.store)) == before  # browsing wrote nothing
 
     # The lists, against the store: the session waits (so it is pending too), the child
@@ -78,8 +85,13 @@ def test_every_page_shows_the_store_and_writes_nothing(view: StoreView) -> None:
                 if isinstance(part, dict) and isinstance(part.get(key), str):
                     assert html.escape(part[key]) in session, part
     for text in (PLAIN.question, "found: Lyon", "unknown tool", "wire_money", "Pay Bob.",
-                 PLAIN.answer, PLAIN.metadata, PLAIN.timer, made.wait_id):
+                 PLAIN.answer, PLAIN.metadata, PLAIN.timer, made.wait_id, PLAIN.summary):
         assert html.escape(text) in session, text
+    (note,) = view.run(view.store.list_notes(made.session_id))
+    assert note.text == PLAIN.note and f"<td>{note.note_id}</td><td><pre>{note.text}" in session
+    (fold,) = view.run(view.store.list_folds(made.session_id))
+    assert f"<td>{fold.fold_index}</td><td><span class=\"badge done\">done</span></td>" \
+        f"<td>summary</td><td>0-1</td>" in session
     sends = view.run(view.store.list_sends(made.session_id))
     assert [s.status for s in sends] == ["done", "pending"]
     assert session.count('<span class="badge done">done</span>') >= 1
@@ -90,8 +102,13 @@ def test_every_page_shows_the_store_and_writes_nothing(view: StoreView) -> None:
     assert PLAIN.child_answer in pages["child"]
     assert made.timer_id in pages["timers"] and made.timer_id in pages["scheduled"]
     assert made.workflow_id in pages["workflows"]
-    assert "<td>helper</td>" in pages["workflow"] or "helper" in pages["workflow"]
-    assert '<span class="badge done">done</span>' in pages["workflow"]
+    steps = view.run(Journal(view.store).steps(made.workflow_id))
+    assert steps
+    for step in steps.values():
+        assert (f"<tr><td>{html.escape(step.path)}</td><td>{step.kind}</td><td><span "
+                f'class="badge {step.status}">{step.status}</span></td>') in pages["workflow"]
+        if step.child_session:
+            assert _link(step.child_session) in pages["workflow"]
 
 
 def test_a_session_page_follows_the_feed(view: StoreView) -> None:
