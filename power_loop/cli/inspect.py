@@ -52,6 +52,9 @@ def _token(args: argparse.Namespace) -> str | None:
 
 def _inspect(args: argparse.Namespace) -> int:
     target = store_target(args)
+    if target.policy is SchemaPolicy.AUTO_CREATE:
+        raise InvalidArgumentError("the inspector never writes, so it does not create "
+                                   "tables: use --schema verify (the default) or none")
     token = _token(args)
     host, port = str(args.host), int(args.port)
     if not _loopback(host) and token is None:
@@ -73,7 +76,10 @@ def _inspect(args: argparse.Namespace) -> int:
                   f"read-only) on http://{host}:{port}/ "
                   f"({'token required' if token else 'no token'}); Ctrl-C stops",
                   file=sys.stderr, flush=True)
-            await server.serve()
+            try:
+                await server.serve()
+            except SystemExit:  # uvicorn's way of saying it could not bind
+                server.started = False
             if not server.started:
                 raise InvalidArgumentError(
                     f"could not listen on {host}:{port} (in use, or not an address of "

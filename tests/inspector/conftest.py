@@ -13,6 +13,17 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.browser_support import chromium_path, page  # noqa: F401 (fixtures)
+from tests.inspector.harness import ThreadedView
+
+
+@pytest.fixture
+def view(dsn: str, table_prefix: str) -> Iterator[ThreadedView]:
+    """The test's own store, on a thread of its own (whatever loop runs on this one)."""
+    opened = ThreadedView(dsn, table_prefix)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import itertools
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -30,15 +29,6 @@ HOSTILE = Texts(
     task=CLASSIC[7], child_answer=CLASSIC[8], answer=" ".join(CLASSIC[9:]),
     payee=CLASSIC[1], timer=CLASSIC[5], workflow_input=CLASSIC[13], note=CLASSIC[11],
     summary=CLASSIC[12])
-
-
-@pytest.fixture
-def view(dsn: str, table_prefix: str) -> Iterator[ThreadedView]:
-    opened = ThreadedView(dsn, table_prefix)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 class Watched:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +48,21 @@ async def test_importing_power_loop_imports_no_web_framework() -> None:
     result = await run_python("-c", "import sys, power_loop; print(sorted(m for m in "
                               "sys.modules if m.split('.')[0] in {'starlette', 'uvicorn'}))")
     assert result.stdout.strip() == "[]", result.output
+
+
+async def test_the_inspector_creates_no_tables() -> None:
+    result = await run_cli("inspect", "--dsn", ":memory:", "--schema", "auto_create")
+    assert result.returncode == 2 and "never writes" in result.stderr
+
+
+async def test_a_port_in_use_is_an_error(tmp_path: Path) -> None:
+    database = tmp_path / "app.db"
+    async with await power_loop.open_store(str(database)):
+        pass
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await run_cli("inspect", "--dsn", str(database), "--port", str(port))
+    assert result.returncode == 2, result.output
+    assert f"could not listen on 127.0.0.1:{port}" in result.stderr
