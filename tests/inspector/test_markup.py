@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from power_loop.inspector.markup import Markup, el, escape, path
@@ -16,13 +18,17 @@ hostile = st.one_of(st.sampled_from(CLASSIC), st.text(max_size=80),
 
 @settings(max_examples=100, deadline=None)
 @given(text=hostile, attribute=hostile)
+@example(text="\nleading newline", attribute="")
 def test_text_and_attribute_values_stay_text(text: str, attribute: str) -> None:
     document = el("div", el("span", text, title=attribute), el("pre", [text, None, [text]]),
                   data_x=attribute)
     shown = check_page(document)
-    # html.parser (like a browser) drops nothing of escaped text but NUL-free equality
-    # is the point: the text comes back exactly, three times.
-    assert shown == text * 3
+    # The text comes back exactly, three times. (html.parser keeps the newline a browser
+    # drops right after <pre>: the one el() adds when the text starts with a newline.)
+    pre = text * 2
+    assert shown == text + ("\n" + pre if pre.startswith("\n") else pre)
+    for name, value in (("title", attribute), ("data-x", attribute)):
+        assert f' {name}="{html.escape(value, quote=True)}"' in document
 
 
 @settings(max_examples=100, deadline=None)
