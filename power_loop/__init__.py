@@ -118,6 +118,7 @@ from power_loop.events.sinks import (
     replay,
     sink_stats,
 )
+from power_loop.inspector import create_inspector_app
 from power_loop.llm import (
     LLMRequest,
     LLMResponse,
@@ -346,6 +347,7 @@ __all__ = [
     "call_tool",
     "call_tools",
     "close_sinks",
+    "create_inspector_app",
     "create_llm_service_from_env",
     "fail",
     "flush_sinks",

@@ -17,7 +17,17 @@ import traceback
 from collections.abc import Sequence
 
 from power_loop import __version__
-from power_loop.cli import chat, ddl, demo, maintenance, sessions, timers, worker, workflows
+from power_loop.cli import (
+    chat,
+    ddl,
+    demo,
+    inspect,
+    maintenance,
+    sessions,
+    timers,
+    worker,
+    workflows,
+)
 from power_loop.cli.registry import Command, CommandRegistry, get_handler
 from power_loop.cli.store_access import DSN_ENV, dsn_secrets, given_dsn, scrub
 from power_loop.errors import PowerLoopError
@@ -31,6 +41,7 @@ BUILTIN_COMMANDS: tuple[Command, ...] = (
     *timers.COMMANDS,
     *workflows.COMMANDS,
     *maintenance.COMMANDS,
+    *inspect.COMMANDS,
 )
 """Every command ``power-loop`` ships, in the order ``--help`` lists them."""
 
