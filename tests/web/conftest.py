@@ -6,12 +6,23 @@ each module starts its processes once per backend rather than once per test.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from power_loop.testing import BACKENDS, BackendUnavailable, backend_dsn, fresh_prefix
+from power_loop import open_store
+from power_loop.testing import (
+    BACKENDS,
+    BackendUnavailable,
+    backend_dsn,
+    drop_store_tables,
+    fresh_prefix,
+)
+from tests.browser_support import browser, page  # noqa: F401 (fixtures of test_browser)
 from tests.durability.harness import StoreView
 from tests.web.support import Process
 
@@ -24,6 +35,36 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if marker is not None:
             chosen = [b for b in chosen if b in marker.args]
         metafunc.parametrize("web_backend", chosen, scope="module")
+
+
+class ThreadedStoreView(StoreView):
+    """A :class:`StoreView` whose event loop runs in a thread of its own.
+
+    Playwright's sync API keeps an event loop running in the test's thread, where
+    ``asyncio.run`` (and a ``Runner``) refuse to start one.
+    """
+
+    def __init__(self, dsn: str, prefix: str) -> None:
+        self.dsn, self.prefix = dsn, prefix
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="store-view")
+        self._thread.start()
+        self.store = self.run(open_store(dsn, table_prefix=prefix))
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        try:
+            try:
+                self.run(drop_store_tables(self.store))
+            finally:
+                self.run(self.store.aclose())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,18 +81,24 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(web_backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site_options() -> list[str]:
+    """The example's options for a module's servers (a module overrides it)."""
+    return ["--research-seconds", "0.5", "--lease-ttl", "3", "--poll", "0.2",
+            "--heartbeat", "1"]
+
+
+@pytest.fixture(scope="module")
+def site(web_backend: str, site_options: list[str],
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The example's web server and a worker, on a fresh table prefix."""
     folder = tmp_path_factory.mktemp(f"web-{web_backend}")
     try:
         dsn = backend_dsn(web_backend, folder)
     except BackendUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
-    view = StoreView(dsn, fresh_prefix())  # creates the tables before the servers start
-    options = ["--research-seconds", "0.5", "--lease-ttl", "3", "--poll", "0.2",
-               "--heartbeat", "1"]
-    web = Process("web", dsn, view.prefix, folder / "web.log", options=options)
-    worker = Process("worker", dsn, view.prefix, folder / "worker.log", options=options)
+    view = ThreadedStoreView(dsn, fresh_prefix())  # creates the tables before the servers start
+    web = Process("web", dsn, view.prefix, folder / "web.log", options=site_options)
+    worker = Process("worker", dsn, view.prefix, folder / "worker.log", options=site_options)
     try:
         web.start()
         worker.start()
