@@ -19,11 +19,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
 
 from .agent import Settings
-from .app import create_app
+from .app import create_app, stop_streams
 from .worker import run_worker
 
 
@@ -53,13 +55,25 @@ def settings_of(args: argparse.Namespace) -> Settings:
                     research_seconds=args.research_seconds)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, ending the open event streams as soon as it is asked to stop."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        stop_streams(self._app)
+        super().handle_exit(sig, frame)
+
+
 def serve(args: argparse.Namespace) -> None:
     app = create_app(settings_of(args), heartbeat=args.heartbeat)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                             timeout_graceful_shutdown=15)
     print(f"power_loop web example on http://{args.host}:{args.port}/ "
           f"(store: {args.dsn})", flush=True)
-    uvicorn.Server(config).run()
+    _Server(config, app).run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -75,6 +75,7 @@ def create_app(settings: Settings, *, heartbeat: float = 15.0,
     llm = make_llm()
     tools = make_tools(settings)
     runs: set[asyncio.Task[Any]] = set()
+    stopping = asyncio.Event()  # set by stop_streams(): open streams end, clients go elsewhere
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, heartbeat: float = 15.0,
         async with await open_store(settings.dsn,
                                     table_prefix=settings.table_prefix) as store:
             app.state.store = store
+            app.state.loop = asyncio.get_running_loop()
             yield
             if runs:  # let running sends finish; what is cut off a worker resumes
                 await asyncio.wait(set(runs), timeout=shutdown_grace)
@@ -137,7 +139,7 @@ def create_app(settings: Settings, *, heartbeat: float = 15.0,
         except PowerLoopError as exc:
             return problem(exc)
         assert text is not None
-        run = Run(runs, heartbeat)
+        run = Run(runs, heartbeat, stopping)
         run.start(loop_for(request, run.emit).send(text, session_id, request_key=key))
         return await run.response()
 
@@ -163,7 +165,7 @@ def create_app(settings: Settings, *, heartbeat: float = 15.0,
         except PowerLoopError as exc:
             return problem(exc)
         # The decision is stored; continue the send here (a worker would otherwise).
-        run = Run(runs, heartbeat)
+        run = Run(runs, heartbeat, stopping)
         run.start(loop_for(request, run.emit).resume(session_id))
         return await run.response()
 
@@ -177,7 +179,7 @@ def create_app(settings: Settings, *, heartbeat: float = 15.0,
         async def frames() -> AsyncIterator[bytes]:
             yield RETRY
             try:
-                async for item in with_heartbeats(watch, heartbeat):
+                async for item in with_heartbeats(watch, heartbeat, stopping):
                     yield HEARTBEAT if item is None else feed_frame(item)
             except PowerLoopError as exc:  # a bad cursor, a deleted session
                 yield frame("problem", problem_json(exc))
@@ -196,5 +198,20 @@ def create_app(settings: Settings, *, heartbeat: float = 15.0,
               methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     middleware=[Middleware(SecurityHeaders)])
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(SecurityHeaders)])
+    app.state.stopping = stopping
+    return app
+
+
+def stop_streams(app: Starlette) -> None:
+    """End every open event stream now (safe from a signal handler).
+
+    A server shutting down waits for its open responses, and a feed never ends by
+    itself: without this, every open page would hold the shutdown up to the server's
+    graceful timeout. The pages reconnect from their cursors, to another process or to
+    this one's successor. Running sends go on until the lifespan's grace.
+    """
+    loop: asyncio.AbstractEventLoop | None = getattr(app.state, "loop", None)
+    if loop is not None and not loop.is_closed():
+        loop.call_soon_threadsafe(app.state.stopping.set)

@@ -37,9 +37,11 @@ def problem(exc: PowerLoopError) -> JSONResponse:
 class Run:
     """One detached send (or continuation) and the events it has emitted so far."""
 
-    def __init__(self, runs: set[asyncio.Task[Any]], heartbeat: float) -> None:
+    def __init__(self, runs: set[asyncio.Task[Any]], heartbeat: float,
+                 stop: asyncio.Event) -> None:
         self._runs = runs
         self._heartbeat = heartbeat
+        self._stop = stop
         self._events: list[Event] = []
         self._changed = asyncio.Event()
         self._task: asyncio.Task[Any] | None = None
@@ -87,11 +89,16 @@ class Run:
                 sent += 1
             if self._task.done():
                 break
+            if self._stop.is_set():  # shutting down: the page follows the feed elsewhere
+                return
             self._changed.clear()
-            try:
-                async with asyncio.timeout(self._heartbeat):
-                    await self._changed.wait()
-            except TimeoutError:
+            waits = {asyncio.ensure_future(self._changed.wait()),
+                     asyncio.ensure_future(self._stop.wait())}
+            done, rest = await asyncio.wait(waits, timeout=self._heartbeat,
+                                            return_when=asyncio.FIRST_COMPLETED)
+            for waiting in rest:
+                waiting.cancel()
+            if not done:
                 yield HEARTBEAT
         exc = None if self._task.cancelled() else self._task.exception()
         if isinstance(exc, PowerLoopError):

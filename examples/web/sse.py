@@ -79,13 +79,19 @@ def feed_frame(item: FeedItem) -> bytes:
     return frame(item.kind, data, item.cursor)
 
 
-async def with_heartbeats(items: AsyncIterator[T], every: float) -> AsyncIterator[T | None]:
-    """``items``, with a ``None`` whenever ``every`` seconds pass without one."""
+async def with_heartbeats(items: AsyncIterator[T], every: float,
+                          stop: asyncio.Event) -> AsyncIterator[T | None]:
+    """``items``, with a ``None`` whenever ``every`` seconds pass without one; ends when
+    ``stop`` is set (the server is shutting down: the client reconnects elsewhere)."""
     source = aiter(items)
     pending: asyncio.Future[T] = asyncio.ensure_future(anext(source))
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
         while True:
-            done, _ = await asyncio.wait({pending}, timeout=every)
+            done, _ = await asyncio.wait({pending, stopped}, timeout=every,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if stopped in done:
+                return
             if not done:
                 yield None
                 continue
@@ -97,7 +103,8 @@ async def with_heartbeats(items: AsyncIterator[T], every: float) -> AsyncIterato
             pending = asyncio.ensure_future(anext(source))
     finally:
         pending.cancel()
-        await asyncio.gather(pending, return_exceptions=True)
+        stopped.cancel()
+        await asyncio.gather(pending, stopped, return_exceptions=True)
         closer = getattr(source, "aclose", None)
         if closer is not None:
             await closer()

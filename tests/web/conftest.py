@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from power_loop import open_store
 from power_loop.testing import (
@@ -22,7 +23,7 @@ from power_loop.testing import (
     drop_store_tables,
     fresh_prefix,
 )
-from tests.browser_support import browser, page  # noqa: F401 (fixtures of test_browser)
+from tests.browser_support import chromium_path, page  # noqa: F401 (page: a fixture)
 from tests.durability.harness import StoreView
 from tests.web.support import Process
 
@@ -78,6 +79,24 @@ class Site:
     @property
     def url(self) -> str:
         return self.web.url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for one module (tests.browser_support's, with a shorter life).
+
+    Playwright's sync API keeps an event loop running in the main thread for as long as
+    it is started; while it is, ``asyncio.run`` (and every async test) fails in that
+    thread. Closing it with the module leaves the tests after this one unharmed.
+    """
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 @pytest.fixture(scope="module")

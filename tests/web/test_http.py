@@ -7,7 +7,9 @@ makes sessions of its own. What the server says is checked against the store.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.durability.harness import WAIT, StoreView
 from tests.web.conftest import Site
-from tests.web.support import Frame, finished, frames_of, live, parse_frames
+from tests.web.support import Frame, Process, finished, frames_of, live, parse_frames
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +219,24 @@ def test_any_text_reaches_the_store_and_the_feed_exactly(client: httpx.Client, s
     (user, *_) = [f for f in feed(client, sid) if f.event == "message"]
     assert user.data["parts"] == [{"kind": "text", "text": text}]
     assert site.view.snapshot(sid).messages[0].body["parts"][0]["text"] == text
+
+
+@pytest.mark.backends("sqlite")
+def test_sigterm_ends_open_streams_at_once_so_pages_reconnect_elsewhere(
+        view: StoreView, tmp_path: Path) -> None:
+    # uvicorn waits for open responses when it stops, and a feed never ends by itself:
+    # without this, the stream would be cut off only at its graceful-shutdown timeout.
+    web = Process("web", view.dsn, view.prefix, tmp_path / "web.log").start()
+    try:
+        with httpx.Client(base_url=web.url, timeout=60) as client:
+            sid = new_session(client)
+            with client.stream("GET", f"/api/sessions/{sid}/feed") as stream:
+                lines = stream.iter_lines()
+                assert next(lines).startswith("retry:")
+                assert web.proc is not None
+                web.proc.send_signal(signal.SIGTERM)
+                rest = list(lines)  # a cut connection would raise here
+        assert parse_frames(rest)[-1].event == "end"
+        assert web.proc.wait(WAIT) in (0, -signal.SIGTERM)
+    finally:
+        web.stop()
