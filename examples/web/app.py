@@ -15,6 +15,7 @@ Routes (JSON in, JSON or server-sent events out):
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,6 +39,7 @@ from .sse import HEARTBEAT, RETRY, feed_frame, frame, problem_json, wait_json, w
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_TEXT = 20_000
+MAX_BODY = 256 * 1024
 SECURITY_HEADERS = {
     # No inline script, no foreign origin: stored text can never become code.
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -96,8 +98,13 @@ def create_app(settings: Settings, *, heartbeat: float = 15.0,
         return make_loop(request.app.state.store, settings, llm, tools, on_event)
 
     async def body_of(request: Request) -> dict[str, Any]:
+        data = bytearray()
+        async for chunk in request.stream():  # bounded: a huge body is refused early
+            data += chunk
+            if len(data) > MAX_BODY:
+                raise InvalidArgumentError(f"the body is over {MAX_BODY} bytes")
         try:
-            body = await request.json()
+            body = json.loads(data or b"{}")
         except ValueError:
             raise InvalidArgumentError("the body must be a JSON object") from None
         if not isinstance(body, dict):

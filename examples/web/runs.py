@@ -8,6 +8,7 @@ the feed. Its live events reach the request's response while it is there.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -17,6 +18,8 @@ from power_loop import PowerLoopError
 from power_loop.events import Event, SendFailed
 
 from .sse import HEARTBEAT, event_json, frame, problem_json
+
+log = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 """No caching, and no buffering in nginx (``X-Accel-Buffering``): events go out at once."""
@@ -61,8 +64,10 @@ class Run:
     def _ended(self, task: asyncio.Task[Any]) -> None:
         self._runs.discard(task)
         self._changed.set()
-        if not task.cancelled():
-            task.exception()  # retrieved here: the stream or the feed reports it
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and not isinstance(exc, PowerLoopError):
+            # A bug, not a refusal: the page only sees its type, the log sees it all.
+            log.error("a send failed unexpectedly", exc_info=exc)
 
     async def response(self) -> Response:
         """The answer: an event stream, or an error if the send refused to start."""

@@ -177,6 +177,8 @@ def test_bad_requests_get_a_code_and_change_nothing(client: httpx.Client, site: 
         (client.post(base + "/messages", json={"text": 5}), 400, "invalid_argument"),
         (client.post(base + "/messages", json={"text": "x" * 20_001}), 400,
          "invalid_argument"),
+        (client.post(base + "/messages", content=b"{" + b" " * 300_000 + b"}"), 400,
+         "invalid_argument"),
         (send(client, "no-such-session", "hi"), 404, "session_not_found"),
         (client.get("/api/sessions/no-such-session"), 404, "session_not_found"),
         (client.post(base + "/waits/call_9/approve", json={}), 404, "wait_not_found"),

@@ -130,7 +130,16 @@
 
   // -- what waits on the user -----------------------------------------------------
 
-  async function refreshWaiting() {
+  let refreshing = null;
+
+  function refreshWaiting() {
+    // Once per burst: a page catching up reads many send items at once.
+    if (!refreshing) {
+      refreshing = setTimeout(() => { refreshing = null; loadWaiting(); }, 50);
+    }
+  }
+
+  async function loadWaiting() {
     if (!sessionId) return;
     let waiting = [];
     try {
