@@ -128,6 +128,27 @@ def test_a_following_feed_delivers_a_send_made_meanwhile(client: httpx.Client) -
     assert frames[-1].data["send_index"] == 1
 
 
+def test_the_worker_fires_the_wakeup_the_agent_scheduled(client: httpx.Client,
+                                                          site: Site) -> None:
+    sid = new_session(client)
+    done = finished(frames_of(send(client, sid, "remind me")))
+    assert done["final_text"] == "I will get back to you in a few seconds."
+    cursor = feed(client, sid)[-1].id
+    assert cursor is not None
+    with client.stream("GET", f"/api/sessions/{sid}/feed", params={"after": cursor}) as stream:
+        lines: list[str] = []
+        for line in stream.iter_lines():  # the worker's send, as the page sees it
+            lines.append(line)
+            frames = parse_frames(lines)
+            if frames and frames[-1].event == "send" and frames[-1].data["status"] != "pending":
+                break
+    assert [f.event for f in frames] == ["send", "message", "message", "send"]
+    assert frames[0].data["source"] == "timer"
+    assert frames[2].data["parts"] == [{"kind": "text", "text": "Reminder: Time to stretch!"}]
+    stored = site.view.snapshot(sid)
+    assert [(s.source, s.status) for s in stored.sends] == [("user", "done"), ("timer", "done")]
+
+
 def test_approve_reject_and_answer_continue_the_send(client: httpx.Client, site: Site) -> None:
     sid = new_session(client)
     waiting = finished(frames_of(send(client, sid, "pay Alice 25")))
