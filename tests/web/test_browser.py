@@ -121,6 +121,18 @@ def test_click_approve(page: Page, site: Site) -> None:
     assert_page_matches_store(page, stored)
 
 
+def test_answer_a_question(page: Page, site: Site) -> None:
+    sid = open_page(page, site)
+    say(page, "ask me")
+    expect(page.locator("#waits .question")).to_have_text("Which city should I book?")
+    page.fill("#waits .answer-text", "Paris <b>centre</b>")
+    page.click("#waits button.answer")
+    answers = page.locator("#transcript .msg.assistant .text")
+    expect(answers.last).to_have_text("Thanks, noted: Paris <b>centre</b>")
+    expect(page.locator("#waiting")).to_be_hidden()
+    assert_page_matches_store(page, site.view.snapshot(sid))
+
+
 def test_the_page_catches_up_after_the_web_server_is_killed_mid_send(
         page: Page, site: Site) -> None:
     sid = open_page(page, site)

@@ -131,6 +131,7 @@
   // -- what waits on the user -----------------------------------------------------
 
   let refreshing = null;
+  let shownWaits = "[]";      // the waits the list shows now
 
   function refreshWaiting() {
     // Once per burst: a page catching up reads many send items at once.
@@ -149,9 +150,13 @@
     } catch (error) {
       return;  // the server is away; the next feed item refreshes this
     }
-    const list = $("waits");
-    list.replaceChildren();
-    for (const wait of waiting) list.appendChild(renderWait(wait));
+    const key = JSON.stringify(waiting.map((w) => [w.wait_id, w.status]));
+    if (key !== shownWaits) {  // unchanged: keep the list, and what is typed in it
+      shownWaits = key;
+      const list = $("waits");
+      list.replaceChildren();
+      for (const wait of waiting) list.appendChild(renderWait(wait));
+    }
     $("waiting").hidden = waiting.length === 0;
   }
 
@@ -301,6 +306,7 @@
     transcript.replaceChildren();
     seen.clear();
     cursor = null;
+    shownWaits = null;
     openFeed();
     refreshWaiting();
   }
