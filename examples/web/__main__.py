@@ -45,6 +45,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--research-seconds", type=float, default=4.0,
                         help="how long the offline research tool takes")
     parser.add_argument("--poll", type=float, default=1.0, help="the worker's poll interval")
+    parser.add_argument("--grace", type=float, default=10.0,
+                        help="seconds running sends get on shutdown before a worker "
+                             "takes them over")
     parser.add_argument("--heartbeat", type=float, default=15.0,
                         help="seconds between heartbeats on a quiet event stream")
     return parser.parse_args(argv)
@@ -68,7 +71,8 @@ class _Server(uvicorn.Server):
 
 
 def serve(args: argparse.Namespace) -> None:
-    app = create_app(settings_of(args), heartbeat=args.heartbeat)
+    app = create_app(settings_of(args), heartbeat=args.heartbeat,
+                     shutdown_grace=args.grace)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                             timeout_graceful_shutdown=15)
     print(f"power_loop web example on http://{args.host}:{args.port}/ "

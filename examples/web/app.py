@@ -87,7 +87,7 @@ def create_app(settings: Settings, *, heartbeat: float = 15.0,
             app.state.store = store
             app.state.loop = asyncio.get_running_loop()
             yield
-            if runs:  # let running sends finish; what is cut off a worker resumes
+            if runs:  # let running sends finish; the rest are handed to the workers
                 await asyncio.wait(set(runs), timeout=shutdown_grace)
             for task in set(runs):
                 task.cancel()

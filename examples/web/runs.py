@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from power_loop import PowerLoopError
+from power_loop import PowerLoopError, hand_over_on_cancel
 from power_loop.events import Event, SendFailed
 
 from .sse import HEARTBEAT, event_json, frame, problem_json
@@ -55,8 +55,16 @@ class Run:
         self._changed.set()
 
     def start(self, work: Coroutine[Any, Any, Any]) -> None:
-        """Run ``work`` in a task the application keeps until it ends."""
-        task = asyncio.create_task(work)
+        """Run ``work`` in a task the application keeps until it ends.
+
+        Cancelled (the server stops, past its grace), the send is handed over: it stays
+        pending with its lease released, and a worker finishes it.
+        """
+        async def handed_over() -> Any:
+            hand_over_on_cancel()
+            return await work
+
+        task = asyncio.create_task(handed_over())
         self._runs.add(task)
         task.add_done_callback(self._ended)
         self._task = task
@@ -95,6 +103,7 @@ class Run:
             if self._task.done():
                 break
             if self._stop.is_set():  # shutting down: the page follows the feed elsewhere
+                yield frame("end", {})
                 return
             self._changed.clear()
             waits = {asyncio.ensure_future(self._changed.wait()),

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.durability.harness import WAIT, StoreView
+from tests.durability.harness import WAIT, StoreView, wait_until
 from tests.web.conftest import Site
 from tests.web.support import Frame, Process, finished, frames_of, live, parse_frames
 
@@ -263,3 +263,40 @@ def test_sigterm_ends_open_streams_at_once_so_pages_reconnect_elsewhere(
         assert web.proc.wait(WAIT) in (0, -signal.SIGTERM)
     finally:
         web.stop()
+
+
+@pytest.mark.backends("sqlite")
+def test_a_send_running_past_the_shutdown_grace_is_handed_to_a_worker(
+        view: StoreView, tmp_path: Path) -> None:
+    web = Process("web", view.dsn, view.prefix, tmp_path / "web.log",
+                  options=["--research-seconds", "3600", "--grace", "0.2"]).start()
+    worker = Process("worker", view.dsn, view.prefix, tmp_path / "worker.log",
+                     options=["--research-seconds", "0", "--poll", "0.2"])
+    try:
+        with httpx.Client(base_url=web.url, timeout=60) as client:
+            sid = new_session(client)
+            with client.stream("POST", f"/api/sessions/{sid}/messages",
+                               json={"text": "research tides"}) as stream:
+                lines: list[str] = []
+                received = stream.iter_lines()
+                for line in received:
+                    lines.append(line)
+                    if any(e["type"] == "ToolCallStarted" for e in live(parse_frames(lines))):
+                        break
+                assert web.proc is not None
+                web.proc.send_signal(signal.SIGTERM)  # the tool would run for an hour
+                rest = list(received)  # the stream ends at once (a cut one would raise)
+        assert parse_frames(rest)[-1].event == "end"
+        assert web.proc.wait(WAIT) in (0, -signal.SIGTERM)
+        handed = view.snapshot(sid)
+        assert handed.sends[0].status == "pending"  # not ended "cancelled"
+        assert view.lease_lapsed(sid)                # and free for a worker at once
+        worker.start()
+        wait_until(lambda: view.snapshot(sid).sends[0].status == "done",
+                   "a worker to finish the handed-over send")
+        done = view.snapshot(sid)
+        done.check_consistent()
+        assert [m.role for m in done.messages] == ["user", "assistant", "tool", "assistant"]
+    finally:
+        web.stop()
+        worker.stop()
