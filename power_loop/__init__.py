@@ -145,7 +145,13 @@ from power_loop.llm import (
 from power_loop.llm.anthropic import AnthropicService
 from power_loop.llm.openai import OpenAIChatService
 from power_loop.llm.pricing import ModelPrice, PriceTable
-from power_loop.loop import AgentLoopConfig, HistoryItem, SendResult, StatefulAgentLoop
+from power_loop.loop import (
+    AgentLoopConfig,
+    HistoryItem,
+    SendResult,
+    StatefulAgentLoop,
+    hand_over_on_cancel,
+)
 from power_loop.shell import (
     LocalShell,
     ShellBackend,
@@ -351,6 +357,7 @@ __all__ = [
     "create_llm_service_from_env",
     "fail",
     "flush_sinks",
+    "hand_over_on_cancel",
     "open_store",
     "replay",
     "reply",

@@ -2,6 +2,8 @@
 
 from power_loop.loop.agent import StatefulAgentLoop
 from power_loop.loop.config import AgentLoopConfig
+from power_loop.loop.recovery import hand_over_on_cancel
 from power_loop.loop.results import HistoryItem, SendResult
 
-__all__ = ["AgentLoopConfig", "HistoryItem", "SendResult", "StatefulAgentLoop"]
+__all__ = ["AgentLoopConfig", "HistoryItem", "SendResult", "StatefulAgentLoop",
+           "hand_over_on_cancel"]

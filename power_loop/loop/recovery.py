@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 from power_loop.errors import PowerLoopError
 from power_loop.events.types import SendStarted
 from power_loop.loop.accounting import usage_json
-from power_loop.loop.driver import UNKNOWN_OUTCOME, Emit, encode, open_call_parts, synthetic_result
+from power_loop.loop.driver import (
+    CANCEL_MEANS_RELEASE,
+    UNKNOWN_OUTCOME,
+    Emit,
+    encode,
+    open_call_parts,
+    synthetic_result,
+)
 from power_loop.loop.window import Window, load_window
 
 if TYPE_CHECKING:
@@ -21,6 +28,28 @@ if TYPE_CHECKING:
     from power_loop.store.port import Connection
     from power_loop.store.records import SendRecord, SessionClaim
     from power_loop.store.store import Store
+
+
+def hand_over_on_cancel() -> None:
+    """Make the sends of the current task hand their work over when cancelled.
+
+    By default a cancelled send ends ``cancelled``, its partial answer kept. After this
+    call, in the task that made it (and in the tasks it starts afterwards: it is a
+    context variable), a cancelled send is handed over instead: it stays pending, its
+    session lease released at once, and a worker resumes it at its next poll, as it
+    would the send of a process that died (a tool cut off is run again only if it is
+    ``safe_to_repeat``; see docs/recovery.md). Workers run their sends this way.
+
+    For a process that stops on purpose with sends still running: a web server shutting
+    down past its grace, a deploy (docs/web.md).
+
+    Example::
+
+        async def run_send(loop, text, session_id):
+            hand_over_on_cancel()  # a shutdown hands this send to the workers
+            return await loop.send(text, session_id)
+    """
+    CANCEL_MEANS_RELEASE.set(True)
 
 
 class RecoveryMethods:

@@ -1,0 +1,128 @@
+"""The web example's servers: started once per module and backend, on tables of their own.
+
+``web_backend`` is the module-scoped twin of ``backend`` (same ``--backends`` option), so
+each module starts its processes once per backend rather than once per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from power_loop import open_store
+from power_loop.testing import (
+    BACKENDS,
+    BackendUnavailable,
+    backend_dsn,
+    drop_store_tables,
+    fresh_prefix,
+)
+from tests.browser_support import chromium_path, page  # noqa: F401 (page: a fixture)
+from tests.durability.harness import StoreView
+from tests.web.support import Process
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "web_backend" in metafunc.fixturenames:
+        chosen = [b for b in metafunc.config.getoption("--backends").split(",")
+                  if b in BACKENDS]
+        marker = metafunc.definition.get_closest_marker("backends")
+        if marker is not None:
+            chosen = [b for b in chosen if b in marker.args]
+        metafunc.parametrize("web_backend", chosen, scope="module")
+
+
+class ThreadedStoreView(StoreView):
+    """A :class:`StoreView` whose event loop runs in a thread of its own.
+
+    Playwright's sync API keeps an event loop running in the test's thread, where
+    ``asyncio.run`` (and a ``Runner``) refuse to start one.
+    """
+
+    def __init__(self, dsn: str, prefix: str) -> None:
+        self.dsn, self.prefix = dsn, prefix
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="store-view")
+        self._thread.start()
+        self.store = self.run(open_store(dsn, table_prefix=prefix))
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        try:
+            try:
+                self.run(drop_store_tables(self.store))
+            finally:
+                self.run(self.store.aclose())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A running example: its web server, its worker, and the store they share."""
+
+    web: Process
+    worker: Process
+    view: StoreView
+
+    @property
+    def url(self) -> str:
+        return self.web.url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for one module (tests.browser_support's, with a shorter life).
+
+    Playwright's sync API keeps an event loop running in the main thread for as long as
+    it is started; while it is, ``asyncio.run`` (and every async test) fails in that
+    thread. Closing it with the module leaves the tests after this one unharmed.
+    """
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def site_options() -> list[str]:
+    """The example's options for a module's servers (a module overrides it)."""
+    return ["--research-seconds", "0.5", "--lease-ttl", "3", "--poll", "0.2",
+            "--heartbeat", "1"]
+
+
+@pytest.fixture(scope="module")
+def site(web_backend: str, site_options: list[str],
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The example's web server and a worker, on a fresh table prefix."""
+    folder = tmp_path_factory.mktemp(f"web-{web_backend}")
+    try:
+        dsn = backend_dsn(web_backend, folder)
+    except BackendUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    view = ThreadedStoreView(dsn, fresh_prefix())  # creates the tables before the servers start
+    web = Process("web", dsn, view.prefix, folder / "web.log", options=site_options)
+    worker = Process("worker", dsn, view.prefix, folder / "worker.log", options=site_options)
+    try:
+        web.start()
+        worker.start()
+        yield Site(web, worker, view)
+    finally:
+        web.stop()
+        worker.stop()
+        view.close()
