@@ -13,8 +13,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,33 @@ class StoreView:
         finally:
             self.run(self.store.aclose())
             self._runner.close()
+
+
+class ThreadedStoreView(StoreView):
+    """A :class:`StoreView` whose event loop runs in a thread of its own.
+
+    Playwright's sync API keeps an event loop running in the test's thread, where
+    ``asyncio.run`` (and a ``Runner``) refuse to start one.
+    """
+
+    def __init__(self, dsn: str, prefix: str) -> None:
+        self.dsn, self.prefix = dsn, prefix
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="store-view")
+        self._thread.start()
+        self.store = self.run(open_store(dsn, table_prefix=prefix))
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        try:
+            try:
+                self.run(drop_store_tables(self.store))
+            finally:
+                self.run(self.store.aclose())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()

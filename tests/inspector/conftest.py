@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.browser_support import browser, page  # noqa: F401 (fixtures)
-from tests.inspector.harness import ThreadedView
+from tests.durability.harness import ThreadedStoreView
 
 
 @pytest.fixture
-def view(dsn: str, table_prefix: str) -> Iterator[ThreadedView]:
+def view(dsn: str, table_prefix: str) -> Iterator[ThreadedStoreView]:
     """The test's own store, on a thread of its own (whatever loop runs on this one)."""
-    opened = ThreadedView(dsn, table_prefix)
+    opened = ThreadedStoreView(dsn, table_prefix)
     try:
         yield opened
     finally:

@@ -8,20 +8,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import httpx
 
 from power_loop.store import Store
 from power_loop.store.schema import TableNames
 from tests.cli_support import REPO, cli_env
-from tests.durability.harness import StoreView
-
-T = TypeVar("T")
 
 START_TIMEOUT = 60.0
 
@@ -93,27 +88,3 @@ async def table_contents(store: Store) -> dict[str, list[tuple[object, ...]]]:
             rows = await conn.fetch(f"SELECT * FROM {getattr(names, table)}", [])
         contents[table] = sorted((tuple(r) for r in rows), key=repr)
     return contents
-
-
-class ThreadedView:
-    """A :class:`StoreView` living on a thread of its own: Playwright's sync API keeps an
-    event loop running on the test's thread, where no other loop may run."""
-
-    def __init__(self, dsn: str, prefix: str) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1)
-        self._view: StoreView = self._thread.submit(StoreView, dsn, prefix).result()
-        self.dsn, self.prefix = dsn, prefix
-
-    @property
-    def store(self) -> Store:
-        return self._view.store
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        result: T = self._thread.submit(self._view.run, coro).result()
-        return result
-
-    def close(self) -> None:
-        try:
-            self._thread.submit(self._view.close).result()
-        finally:
-            self._thread.shutdown()

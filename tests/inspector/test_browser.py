@@ -17,7 +17,8 @@ from playwright.sync_api import ConsoleMessage, Dialog, Page
 
 from power_loop import LLMRequest, ScriptedLLM, StatefulAgentLoop, Turn, call_tool, reply
 from tests.browser_support import artifacts
-from tests.inspector.harness import ThreadedView, inspector
+from tests.durability.harness import ThreadedStoreView
+from tests.inspector.harness import inspector
 from tests.inspector.scenario import PLAIN, Texts, make, make_loop
 from tests.inspector.xss import CLASSIC, PWN
 
@@ -58,7 +59,8 @@ def _open(page: Page, url: str) -> str:
 
 
 @pytest.mark.backends("sqlite")
-def test_hostile_text_never_runs_and_is_shown_as_written(view: ThreadedView, page: Page) -> None:
+def test_hostile_text_never_runs_and_is_shown_as_written(view: ThreadedStoreView,
+                                                         page: Page) -> None:
     made = view.run(make(view.store, HOSTILE))
     watched = Watched(page)
     with inspector(view.dsn, view.prefix) as running:
@@ -87,7 +89,7 @@ def test_hostile_text_never_runs_and_is_shown_as_written(view: ThreadedView, pag
 
 
 @pytest.mark.backends("sqlite")
-def test_the_page_follows_the_session_live(view: ThreadedView, page: Page) -> None:
+def test_the_page_follows_the_session_live(view: ThreadedStoreView, page: Page) -> None:
     made = view.run(make(view.store, PLAIN))
     watched = Watched(page)
     with inspector(view.dsn, view.prefix) as running:
@@ -143,7 +145,7 @@ class _Echo:
 
 
 @pytest.mark.backends("sqlite")
-def test_generated_hostile_text_is_shown_literally(view: ThreadedView, page: Page) -> None:
+def test_generated_hostile_text_is_shown_literally(view: ThreadedStoreView, page: Page) -> None:
     echo = _Echo()
     watched = Watched(page)
     count = itertools.count()

@@ -11,7 +11,8 @@ import pytest
 
 from power_loop.inspector.guard import CSP
 from power_loop.workflows._journal import Journal
-from tests.inspector.harness import ThreadedView, inspector, table_contents
+from tests.durability.harness import ThreadedStoreView
+from tests.inspector.harness import inspector, table_contents
 from tests.inspector.scenario import PLAIN, Made, make, make_loop
 
 
@@ -49,7 +50,7 @@ def _link(session_id: str) -> str:
     return html.escape(f'href="/session?{urlencode({"id": session_id})}"', quote=False)
 
 
-def test_every_page_shows_the_store_and_writes_nothing(view: ThreadedView) -> None:
+def test_every_page_shows_the_store_and_writes_nothing(view: ThreadedStoreView) -> None:
     made = view.run(make(view.store, PLAIN))
     before = view.run(table_contents(view.store))
     with inspector(view.dsn, view.prefix) as running, running.client() as client:
@@ -110,7 +111,7 @@ def test_every_page_shows_the_store_and_writes_nothing(view: ThreadedView) -> No
             assert _link(step.child_session) in pages["workflow"]
 
 
-def test_a_session_page_follows_the_feed(view: ThreadedView) -> None:
+def test_a_session_page_follows_the_feed(view: ThreadedStoreView) -> None:
     made = view.run(make(view.store, PLAIN))
     with inspector(view.dsn, view.prefix) as running, running.client() as client:
         page = _get(client, "/session", id=made.session_id).text
@@ -143,7 +144,7 @@ def test_a_session_page_follows_the_feed(view: ThreadedView) -> None:
         assert ids[-1] in again  # the page's cursor is where the stream stopped
 
 
-def test_bad_input_gets_a_page_not_a_crash(view: ThreadedView) -> None:
+def test_bad_input_gets_a_page_not_a_crash(view: ThreadedStoreView) -> None:
     with inspector(view.dsn, view.prefix) as running, running.client() as client:
         assert client.get("/session").status_code == 400
         bad = client.get("/sessions", params={"q": "x" * 500})
@@ -153,7 +154,7 @@ def test_bad_input_gets_a_page_not_a_crash(view: ThreadedView) -> None:
 
 
 @pytest.mark.backends("sqlite")
-def test_the_token_guards_every_page(view: ThreadedView) -> None:
+def test_the_token_guards_every_page(view: ThreadedStoreView) -> None:
     from tests.cli_support import cli_env
 
     token = "t0ken-" + "x" * 20

@@ -6,25 +6,20 @@ each module starts its processes once per backend rather than once per test.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from power_loop import open_store
 from power_loop.testing import (
     BACKENDS,
     BackendUnavailable,
     backend_dsn,
-    drop_store_tables,
     fresh_prefix,
 )
 from tests.browser_support import chromium_path, page  # noqa: F401 (page: a fixture)
-from tests.durability.harness import StoreView
+from tests.durability.harness import StoreView, ThreadedStoreView
 from tests.web.support import Process
 
 
@@ -36,36 +31,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if marker is not None:
             chosen = [b for b in chosen if b in marker.args]
         metafunc.parametrize("web_backend", chosen, scope="module")
-
-
-class ThreadedStoreView(StoreView):
-    """A :class:`StoreView` whose event loop runs in a thread of its own.
-
-    Playwright's sync API keeps an event loop running in the test's thread, where
-    ``asyncio.run`` (and a ``Runner``) refuse to start one.
-    """
-
-    def __init__(self, dsn: str, prefix: str) -> None:
-        self.dsn, self.prefix = dsn, prefix
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="store-view")
-        self._thread.start()
-        self.store = self.run(open_store(dsn, table_prefix=prefix))
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def close(self) -> None:
-        try:
-            try:
-                self.run(drop_store_tables(self.store))
-            finally:
-                self.run(self.store.aclose())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
 
 
 @dataclass(frozen=True, slots=True)
