@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
 
 from power_loop.testing import (
     BACKENDS,
@@ -18,7 +17,7 @@ from power_loop.testing import (
     backend_dsn,
     fresh_prefix,
 )
-from tests.browser_support import chromium_path, page  # noqa: F401 (page: a fixture)
+from tests.browser_support import browser, page  # noqa: F401 (fixtures)
 from tests.durability.harness import StoreView, ThreadedStoreView
 from tests.web.support import Process
 
@@ -44,24 +43,6 @@ class Site:
     @property
     def url(self) -> str:
         return self.web.url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Headless Chromium for one module (tests.browser_support's, with a shorter life).
-
-    Playwright's sync API keeps an event loop running in the main thread for as long as
-    it is started; while it is, ``asyncio.run`` (and every async test) fails in that
-    thread. Closing it with the module leaves the tests after this one unharmed.
-    """
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=chromium_path(), headless=True,
-            args=["--no-sandbox", "--disable-dev-shm-usage"])
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture(scope="module")
