@@ -31,6 +31,7 @@ from power_loop.errors import (
     FoldVetoedError,
     HistoryInvariantError,
     HookError,
+    MCPServerError,
     IntegrityConflictError,
     InvalidArgumentError,
     InvalidDSNError,
@@ -99,6 +100,7 @@ from power_loop.events import (
     TimerSkipped,
     ToolCallFinished,
     ToolCallStarted,
+    ToolListChanged,
     UsageUpdated,
     Veto,
     WorkerClaimed,
@@ -144,6 +146,7 @@ from power_loop.llm.anthropic import AnthropicService
 from power_loop.llm.openai import OpenAIChatService
 from power_loop.llm.pricing import ModelPrice, PriceTable
 from power_loop.loop import AgentLoopConfig, HistoryItem, SendResult, StatefulAgentLoop
+from power_loop.mcp import MCPServer, MCPToolPolicy
 from power_loop.store import (
     ConnectOptions,
     Lease,
@@ -198,6 +201,9 @@ __all__ = [
     "HistoryItem",
     "Hook",
     "HookError",
+    "MCPServer",
+    "MCPServerError",
+    "MCPToolPolicy",
     "Hooks",
     "InProcessLauncher",
     "IntegrityConflictError",
@@ -294,6 +300,7 @@ __all__ = [
     "ToolCallFinished",
     "ToolCallPart",
     "ToolCallStarted",
+    "ToolListChanged",
     "ToolContext",
     "ToolError",
     "ToolRegistry",
@@ -350,6 +357,7 @@ STABLE_API: frozenset[str] = frozenset({
     "HistoryInvariantError",
     "HistoryItem",
     "HookError",
+    "MCPServerError",
     "IntegrityConflictError",
     "InvalidArgumentError",
     "InvalidDSNError",

@@ -79,6 +79,16 @@ def _is_closed(exc: BaseException) -> bool:
     return not _is_malformed(exc)
 
 
+def _session_gone(exc: BaseException) -> bool:
+    """The HTTP server no longer knows the session (it restarted, or expired it): the
+    request was refused unread, so sending it again on a new session is harmless."""
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import INVALID_REQUEST
+
+    return (isinstance(exc, MCPError) and exc.code == INVALID_REQUEST
+            and exc.message in ("Session not found", "Session terminated"))
+
+
 def _is_malformed(exc: BaseException) -> bool:
     """The server answered something that is not a valid MCP result."""
     from pydantic import ValidationError
@@ -190,7 +200,7 @@ class Connection:
                 return self._listed[1]
             raise
         except Exception as exc:
-            if _is_closed(exc):
+            if _is_closed(exc) or _session_gone(exc):
                 await self.aclose()
             if self._listed is not None:
                 log.warning("MCP server %r: cannot list tools (%s); using the last list",
@@ -234,6 +244,11 @@ class Connection:
             try:
                 result = await client.call_tool(name, arguments)
             except Exception as exc:
+                if _session_gone(exc) and attempt == 0:
+                    log.info("MCP server %r: session gone; initializing a new one",
+                             self.server.name)
+                    await self._drop(client)
+                    continue
                 if _is_malformed(exc):
                     raise ToolError(f"Error: the MCP server {self.server.name!r} answered "
                                     f"with something that is not a valid MCP result: "

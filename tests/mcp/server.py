@@ -2,8 +2,10 @@
 
 Run as ``python -m tests.mcp.server stdio`` or ``python -m tests.mcp.server http PORT``.
 ``PL_MCP_LOG`` names a file each call appends a line to (how a test counts real calls);
-``PL_MCP_MARK`` names a file ``wait`` tools create when they start (how a test knows a
-call is in flight before it kills a process).
+``PL_MCP_MARK`` names a directory where the ``wait_*`` tools leave a file named after
+their tag (holding the server's pid) when they start, then wait; a call whose file is
+already there answers at once (how a crash test knows a call is in flight, and how the
+call is quick once repeated).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ async def slow(seconds: float) -> str:
 @server.tool(annotations=READ_ONLY)
 def die() -> str:
     """Kill this server in the middle of the call."""
+    _log("die")
     os._exit(3)
 
 
@@ -112,11 +115,24 @@ async def wait_write(tag: str) -> str:
 
 async def _wait(name: str, tag: str) -> str:
     _log(f"{name} {tag}")
-    mark = os.environ.get("PL_MCP_MARK")
-    if mark and not Path(mark).exists():
-        Path(mark).write_text(tag)
+    marks = os.environ.get("PL_MCP_MARK")
+    if marks and not (Path(marks) / tag).exists():
+        (Path(marks) / tag).write_text(str(os.getpid()))
         await asyncio.sleep(600)
     return f"{name} done {tag}"
+
+
+@server.tool(annotations=READ_ONLY)
+def pid() -> int:
+    """The server's process id."""
+    return os.getpid()
+
+
+@server.tool(annotations=READ_ONLY)
+def header(name: str, ctx: Context) -> str:
+    """A header of the HTTP request that carried this call."""
+    headers = ctx.headers or {}
+    return str(headers.get(name.lower(), "(none)"))
 
 
 @server.tool()
