@@ -63,8 +63,7 @@ def _sdk() -> Any:
     try:
         import mcp
     except ImportError as exc:
-        raise MissingDriverError(
-            "MCP servers need the `mcp` package: pip install 'power-loop[mcp]'") from exc
+        raise MissingDriverError("mcp", "mcp") from exc
     return mcp
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import fastjsonschema
 
-from power_loop.errors import InvalidArgumentError
+from power_loop.errors import InvalidArgumentError, MissingDriverError
 
 MAX_SCHEMA_CHARS = 100_000
 """A tool schema longer than this (as JSON) is refused: it would crowd every request."""
@@ -65,7 +65,10 @@ def compile_schema(schema: Mapping[str, Any], where: str) -> Callable[[Any], Non
         InvalidArgumentError: The schema is not a valid schema of its draft.
         MissingDriverError: ``jsonschema`` is not installed.
     """
-    from jsonschema import exceptions, validators
+    try:
+        from jsonschema import exceptions, validators
+    except ImportError as exc:
+        raise MissingDriverError("jsonschema", "mcp") from exc
 
     try:
         cls = validators.validator_for(schema, default=validators.Draft202012Validator)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TextIO
 
 from power_loop.errors import InvalidArgumentError
 from power_loop.mcp.connection import connection_for, forget, pooled
@@ -181,8 +181,13 @@ class MCPServer:
         from mcp import StdioServerParameters
         from mcp.client.stdio import stdio_client
 
-        errlog = stack.enter_context(open(spec.stderr or os.devnull, "a", encoding="utf-8"))
+        errlog = stack.enter_context(_log_file(spec.stderr))
         params = StdioServerParameters(command=spec.command, args=list(spec.args),
                                        env=None if spec.env is None else dict(spec.env),
                                        cwd=spec.cwd)
         return stdio_client(params, errlog=errlog)
+
+
+def _log_file(path: str | None) -> TextIO:
+    """Where a stdio server's standard error goes (a real file: the process gets its fd)."""
+    return open(path or os.devnull, "a", encoding="utf-8")  # noqa: SIM115 (the stack closes it)

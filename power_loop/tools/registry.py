@@ -10,8 +10,8 @@ send is the one thing that propagates (the loop is being stopped).
 
 from __future__ import annotations
 
-import json
 import itertools
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any

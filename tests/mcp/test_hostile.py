@@ -9,7 +9,6 @@ import json
 import random
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import fastjsonschema
@@ -21,8 +20,10 @@ from mcp_types import (
     EmbeddedResource,
     ImageContent,
     TextContent,
-    Tool as McpTool,
     ToolAnnotations,
+)
+from mcp_types import (
+    Tool as McpTool,
 )
 
 from power_loop import ToolContext, ToolError, ToolRegistry
@@ -56,13 +57,13 @@ schemas = st.one_of(
 names = st.one_of(st.sampled_from(["echo", "off", "a.b", "a_b", "ünïcode", "", "x" * 80]),
                   st.text(max_size=70))
 hints = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=3))
-annotations = st.one_of(st.none(), st.builds(
+hint_sets = st.one_of(st.none(), st.builds(
     lambda r, d, i: ToolAnnotations.model_construct(read_only_hint=r, destructive_hint=d,
                                                     idempotent_hint=i), hints, hints, hints))
 listed_tools = st.builds(
     lambda n, d, s, a: McpTool.model_construct(name=n, description=d, input_schema=s,
                                                annotations=a),
-    names, st.one_of(st.none(), st.text(max_size=50), st.integers()), schemas, annotations)
+    names, st.one_of(st.none(), st.text(max_size=50), st.integers()), schemas, hint_sets)
 
 
 async def never_called(name: str, arguments: dict[str, Any], safe: bool) -> str:
