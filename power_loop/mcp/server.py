@@ -190,4 +190,4 @@ class MCPServer:
 
 def _log_file(path: str | None) -> TextIO:
     """Where a stdio server's standard error goes (a real file: the process gets its fd)."""
-    return open(path or os.devnull, "a", encoding="utf-8")  # noqa: SIM115 (the stack closes it)
+    return open(path or os.devnull, "a", encoding="utf-8")  # the exit stack closes it
