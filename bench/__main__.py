@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "web": "a loop per request (dsn=, shared store), warm, new process: latency by history",
     "hooks": "what hooks cost a SQLite send: none, an empty list, observers; the floor",
     "workflow": "a 1,000-item foreach: per step beside a bare send, bytes, resume at 900",
+    "mcp_schema": "MCP argument checks: jsonschema 2020-12 beside fastjsonschema, the floor",
 }
 """Benchmark name (the module ``bench.<name>``) and a one-line summary for ``--help``."""
 
