@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ import fastjsonschema
 from bench.machine import machine_facts
 from power_loop.mcp.schema import canonical_schema, compile_schema
 
+SERVER_FILE = Path(__file__).resolve().parents[1] / "tests" / "mcp" / "server.py"
 SMALL: dict[str, Any] = {
     "type": "object", "properties": {"key": {"type": "string"}, "value": {"type": "integer"}},
     "required": ["key", "value"]}
@@ -80,8 +80,7 @@ def floor(arguments: Any) -> None:
 async def wire(n: int) -> tuple[float, float]:
     from power_loop.mcp import MCPServer
 
-    server_file = Path(__file__).resolve().parents[1] / "tests" / "mcp" / "server.py"
-    server = MCPServer.stdio("bench", sys.executable, [str(server_file), "stdio"])
+    server = MCPServer.stdio("bench", sys.executable, [str(SERVER_FILE), "stdio"])
     listing = await server.list_tools()
     put = next(t for t in listing.tools if t.name == "bench__put")
     try:
@@ -120,8 +119,7 @@ def main(argv: list[str]) -> int:
             w, c = compile_cost(build, args.repeat)
             print(f"{label + ' ' + name:<34} {w:>13.1f} {c:>12.1f}")
     if not args.no_wire:
-        with tempfile.TemporaryDirectory():
-            w, c = asyncio.run(wire(max(50, args.n // 100)))
+        w, c = asyncio.run(wire(max(50, args.n // 100)))
         print(f"\nwhole tools/call round trip over stdio (small): {w:.0f} us wall, "
               f"{c:.0f} us cpu (client side) per call")
     return 0

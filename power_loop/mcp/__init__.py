@@ -5,6 +5,6 @@ imported when a server is first reached, so the rest of power_loop works without
 """
 
 from power_loop.mcp.server import MCPServer
-from power_loop.mcp.tools import MCPToolPolicy, model_name
+from power_loop.mcp.tools import MCPToolPolicy
 
-__all__ = ["MCPServer", "MCPToolPolicy", "model_name"]
+__all__ = ["MCPServer", "MCPToolPolicy"]
