@@ -86,5 +86,6 @@ def test_bad_server_options_are_clear_errors() -> None:
             MCPServer.stdio("ok", "cmd", **bad)
     with pytest.raises(InvalidArgumentError, match="http"):
         MCPServer.http("web", "ftp://example.com")
-    secret = MCPServer.http("web", "https://example.com/mcp", headers={"Authorization": "Bearer sk-secret"})
+    secret = MCPServer.http("web", "https://example.com/mcp",
+                            headers={"Authorization": "Bearer sk-secret"})
     assert "sk-secret" not in repr(secret) and "sk-secret" not in secret.describe()
