@@ -6,7 +6,17 @@ from __future__ import annotations
 from contextlib import aclosing
 from pathlib import Path
 
-from power_loop import ScriptedLLM, Store, ToolListChanged, call_tool, reply
+import pytest
+
+from power_loop import (
+    MCPServer,
+    MCPServerError,
+    ScriptedLLM,
+    Store,
+    ToolListChanged,
+    call_tool,
+    reply,
+)
 from power_loop.events import Event
 from power_loop.llm.messages import ToolCallPart, ToolResultPart
 from tests.mcp.support import calls, make_loop, stdio_server
@@ -53,5 +63,23 @@ async def test_a_destructive_tool_waits_for_approval(store: Store, tmp_path: Pat
         done = await loop.approve(sid, call.id)
         assert done.final_text == "wiped it"
         assert calls(tmp_path) == ["wipe spring"]
+    finally:
+        await server.aclose()
+
+
+async def test_an_unreachable_server_leaves_the_send_pending(store: Store,
+                                                              tmp_path: Path) -> None:
+    gone = MCPServer.stdio("t", str(tmp_path / "no-such-server"), connect_timeout=10)
+    llm = ScriptedLLM([call_tool("t__echo", {"text": "back"}), reply("done")])
+    sid = (await store.create_session()).id
+    with pytest.raises(MCPServerError) as caught:
+        await make_loop(store, llm, [gone]).send("echo", sid)
+    assert caught.value.code == "mcp_server" and llm.requests == []
+    await gone.aclose()
+    server = stdio_server(tmp_path)  # the server is back
+    try:
+        resumed = await make_loop(store, llm, [server]).resume(sid)
+        assert resumed is not None and resumed.final_text == "done"
+        assert calls(tmp_path) == ["echo back"]
     finally:
         await server.aclose()
