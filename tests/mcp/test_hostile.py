@@ -53,7 +53,7 @@ schemas = st.one_of(
     st.just({"type": "object", "properties": {"a": {"type": "string", "pattern": "("}}}),
     st.just({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}),
     st.builds(lambda n: {"type": "object", "description": "x" * n},
-              st.integers(0, 120_000)))
+              st.sampled_from([0, 99_900, 100_001])))
 names = st.one_of(st.sampled_from(["echo", "off", "a.b", "a_b", "ünïcode", "", "x" * 80]),
                   st.text(max_size=70))
 hints = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=3))
@@ -70,7 +70,7 @@ async def never_called(name: str, arguments: dict[str, Any], safe: bool) -> str:
     raise AssertionError("not called")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(listed_tools, max_size=8), st.randoms(use_true_random=False),
        st.lists(json_values, max_size=3))
 def test_any_listing_builds_valid_stable_tools(listing: list[Any], shuffle: random.Random,
