@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("power_loop.mcp")
 
+CLOSE_WAIT = 5.0
+"""Seconds a closing connection waits for the SDK to end the session (and a stdio
+server's process) before cancelling it."""
 MAX_PAGES = 100
 """``tools/list`` pages read at most (a server paging forever is cut off there)."""
 
@@ -131,6 +134,8 @@ class Connection:
                                                   self.server.connect_timeout)
         except BaseException as exc:
             await self._close()
+            if ready.done() and not ready.cancelled():
+                ready.exception()  # retrieved: a late failure is not logged as unseen
             if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
                 raise
             detail = "no answer in time" if isinstance(exc, TimeoutError) else _describe(exc)
@@ -171,8 +176,11 @@ class Connection:
             return
         self._stop.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), 5.0)
-        except BaseException:
+            await asyncio.wait_for(asyncio.shield(task), CLOSE_WAIT)
+        except asyncio.CancelledError:
+            task.cancel()  # the caller is being cancelled: don't leave the task behind
+            raise
+        except BaseException:  # it did not end in time, or ended with an error
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
