@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "hooks": "what hooks cost a SQLite send: none, an empty list, observers; the floor",
     "workflow": "a 1,000-item foreach: per step beside a bare send, bytes, resume at 900",
     "shell": "a bash tool call beside a bare subprocess.run: start-up and 10 MB capped",
+    "mcp_schema": "MCP argument checks: jsonschema 2020-12 beside fastjsonschema, the floor",
 }
 """Benchmark name (the module ``bench.<name>``) and a one-line summary for ``--help``."""
 

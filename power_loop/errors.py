@@ -59,6 +59,7 @@ The tree::
     │   ├── StoreFileError              store_file
     │   │   └── StoreFileCorruptError   store_file_corrupt
     │   └── PacketTooLargeError         store_packet_too_large
+    ├── MCPServerError                  mcp_server
     └── WorkflowError                   workflow_error
         ├── WorkflowNotFoundError       workflow_not_found
         ├── WorkflowSpecChangedError    workflow_spec_changed
@@ -94,6 +95,7 @@ __all__ = [
     "LLMTimeoutError",
     "LLMUnavailableError",
     "LeaseLostError",
+    "MCPServerError",
     "MissingDriverError",
     "PacketTooLargeError",
     "PowerLoopError",
@@ -776,3 +778,25 @@ class WorkflowFailedError(WorkflowError):
     def __init__(self, message: str, *, workflow_id: str, status: str) -> None:
         super().__init__(message, workflow_id=workflow_id, status=status)
         self.status = status
+
+
+# -- MCP servers ----------------------------------------------------------------------
+
+
+class MCPServerError(PowerLoopError):
+    """An MCP server's tools could not be listed: it could not be started or reached,
+    or it did not answer the handshake or ``tools/list`` in time (see docs/mcp.md).
+
+    A send whose tool source fails this way stays pending (resume it once the server
+    is back), as after a model outage. Failures of single calls never raise this: they
+    become error results the model reads.
+
+    Attributes:
+        server: The server's ``name``.
+    """
+
+    code: ClassVar[str] = "mcp_server"
+
+    def __init__(self, message: str, *, server: str, **details: Any) -> None:
+        super().__init__(message, server=server, **details)
+        self.server = server

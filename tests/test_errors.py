@@ -25,6 +25,7 @@ from tests.cli_support import REPO
 # Frozen: users match on these strings. Changing one is a breaking change; adding a
 # class means adding its line here on purpose.
 FROZEN_CODES: dict[str, str] = {
+    "MCPServerError": "mcp_server",
     "WorkflowBusyError": "workflow_busy",
     "WorkflowError": "workflow_error",
     "WorkflowFailedError": "workflow_failed",

@@ -11,6 +11,7 @@ from power_loop.errors import InvalidArgumentError
 from power_loop.llm.service import LLMService
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.tools.registry import ToolRegistry
+from power_loop.tools.sources import ToolSource
 from power_loop.tools.tool import Tool
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class AgentSpec:
         name: How the model names it (letters, digits, ``_`` and ``-``; up to 64).
         description: What it is good at, for the model choosing an agent.
         system_prompt: The child session's system prompt.
-        tools: Its tools (a :class:`ToolRegistry`, or tools and functions).
+        tools: Its tools (a :class:`ToolRegistry`, or tools, functions and MCP servers).
         llm: Its model (``None``: the model of the loop given the agents).
         max_rounds: Its rounds per task (``None``: its config's).
         config: Its loop config (``None``: a default one sharing the parent's tool,
@@ -51,7 +52,7 @@ class AgentSpec:
     name: str
     description: str
     system_prompt: str | None = None
-    tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] = ()
+    tools: ToolRegistry | Iterable[Tool | ToolSource | Callable[..., Any]] = ()
     llm: LLMService | None = None
     max_rounds: int | None = None
     config: AgentLoopConfig | None = None
@@ -73,7 +74,12 @@ class AgentSpec:
             raise InvalidArgumentError(f"agent {self.name!r}: config must be an "
                                        "AgentLoopConfig")
         # Tools are checked now (bad functions, duplicate names), not at the first task.
-        object.__setattr__(self, "tools", tuple(ToolRegistry(self.tools)))
+        # Tool sources (MCP servers) are kept as they are: they list their tools when
+        # the agent's loop first sends.
+        given = self.tools
+        checked = ToolRegistry([*given, *given.sources] if isinstance(given, ToolRegistry)
+                               else given)
+        object.__setattr__(self, "tools", (*checked, *checked.sources))
         if self.agents is not None:
             object.__setattr__(self, "agents", tuple(self.agents))
             for other in self.agents:

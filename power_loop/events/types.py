@@ -104,6 +104,24 @@ class ToolCallFinished(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToolListChanged(Event):
+    """A tool source's tools (an MCP server's) differ from the list seen before: the
+    requests of this send carry the new list.
+
+    Attributes:
+        source: The source's name (the MCP server's ``name``).
+        added: Tools now offered that were not (names as the model sees them).
+        removed: Tools no longer offered.
+        changed: Tools whose description or schema changed.
+    """
+
+    source: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoundFinished(Event):
     """A model call answered and its answer is stored."""
 

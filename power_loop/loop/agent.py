@@ -51,6 +51,7 @@ from power_loop.store.shared import DEFAULT_GRACE, acquire_store, check_grace, r
 from power_loop.store.store import Store
 from power_loop.timers.tools import TimerLimits, timer_tools
 from power_loop.tools.registry import ToolLimits, ToolRegistry
+from power_loop.tools.sources import ToolSource
 from power_loop.tools.tool import Tool
 
 T = TypeVar("T")
@@ -104,7 +105,8 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
             process. A web app may instead open a store at start-up and pass it.
         store: An open store to use instead (the caller closes it).
         config: Limits and policies.
-        tools: A :class:`ToolRegistry`, or tools and functions to put in one.
+        tools: A :class:`ToolRegistry`, or tools, functions and tool sources (MCP
+            servers: :class:`~power_loop.MCPServer`) to put in one.
         table_prefix: With ``dsn``: the store's table prefix.
         schema: With ``dsn``: the schema policy.
         store_grace: With ``dsn``: seconds the shared store stays open, idle, after
@@ -124,7 +126,8 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
 
     def __init__(self, *, llm: LLMService, dsn: str | None = None, store: Store | None = None,
                  config: AgentLoopConfig | None = None,
-                 tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
+                 tools: ToolRegistry | Iterable[Tool | ToolSource | Callable[..., Any]]
+                 | None = None,
                  table_prefix: str = "pl_",
                  schema: SchemaPolicy = SchemaPolicy.AUTO_CREATE,
                  agents: Sequence[Delegate] | None = None,

@@ -44,6 +44,7 @@ from power_loop.events.types import (
     TextChunk,
     ToolCallFinished,
     ToolCallStarted,
+    ToolListChanged,
     UsageUpdated,
 )
 from power_loop.llm.contract import (
@@ -228,6 +229,7 @@ class SendRun:
         self._renew_at = asyncio.get_running_loop().call_later(
             self._deps.config.lease_ttl / 3, self._start_renewal)
         try:
+            await self._refresh_tools()
             await self._prepare_context()
             return await self._drive()
         except asyncio.CancelledError:
@@ -256,6 +258,14 @@ class SendRun:
             if self._renewal is not None:
                 self._renewal.cancel()
                 await asyncio.gather(self._renewal, return_exceptions=True)
+
+    async def _refresh_tools(self) -> None:
+        """Bring the tool sources' tools (MCP servers') up to date for this send."""
+        if not self._deps.tools.sources:
+            return
+        for source, change in await self._deps.tools.refresh():
+            self._event(ToolListChanged, source=source, added=change.added,
+                        removed=change.removed, changed=change.changed)
 
     async def _prepare_context(self) -> None:
         """Fold older history if over budget (the lease is renewed meanwhile), recall memory."""

@@ -10,6 +10,7 @@ send is the one thing that propagates (the loop is being stopped).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from power_loop.llm.service import ToolSpec
 from power_loop.tools.context import ToolContext
 from power_loop.tools.rendering import MAX_ERROR_CHARS, clean, truncate
 from power_loop.tools.running import ToolOutcome, run_call
+from power_loop.tools.sources import ToolListChange, ToolSource, diff_tools
 from power_loop.tools.tool import MIN_OUTPUT_CHARS, Tool, make_tool
 
 __all__ = ["MAX_ERROR_CHARS", "ToolLimits", "ToolOutcome", "ToolRegistry", "truncate"]
@@ -51,14 +53,24 @@ class ToolRegistry:
         def lookup(key: str) -> str: ...
     """
 
-    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
+    def __init__(self, tools: Iterable[Tool | ToolSource | Callable[..., Any]] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         self._specs: tuple[ToolSpec, ...] | None = None
+        self._sources: dict[str, ToolSource] = {}
+        # Each source's tools as last installed, and the listing version they came from.
+        self._sourced: dict[str, tuple[int, dict[str, Tool]]] = {}
         for item in tools:
             self.register(item)
 
-    def register(self, item: Tool | Callable[..., Any], **options: Any) -> Tool:
-        """Add a :class:`Tool`, or a function made into one with ``options``."""
+    def register(self, item: Tool | ToolSource | Callable[..., Any], **options: Any) -> Any:
+        """Add a :class:`Tool`, a tool source (an :class:`~power_loop.MCPServer`), or a
+        function made into a tool with ``options``."""
+        if isinstance(item, ToolSource) and not isinstance(item, Tool):
+            if item.source_name in self._sources:
+                raise InvalidArgumentError(
+                    f"two tool sources are named {item.source_name!r}: give each its own name")
+            self._sources[item.source_name] = item
+            return item
         built = item if isinstance(item, Tool) else make_tool(item, **options)
         if built.name in self._tools:
             raise InvalidArgumentError(f"a tool named {built.name!r} is already registered")
@@ -66,26 +78,74 @@ class ToolRegistry:
         self._specs = None
         return built
 
+    @property
+    def sources(self) -> tuple[ToolSource, ...]:
+        """The tool sources, in registration order."""
+        return tuple(self._sources.values())
+
+    async def refresh(self) -> list[tuple[str, ToolListChange]]:
+        """Ask every source for its current tools and install them; returns the changes
+        seen (the source's name and what changed), for the send to report.
+
+        Raises:
+            PowerLoopError: A source had no tools to offer (it could not be reached and
+                this process never listed it).
+            InvalidArgumentError: A source's tool is named like a plain tool.
+        """
+        changes: list[tuple[str, ToolListChange]] = []
+        for name, source in self._sources.items():
+            listing = await source.list_tools()
+            installed = self._sourced.get(name)
+            if installed is not None and installed[0] == listing.version:
+                continue
+            tools = {t.name: t for t in listing.tools}
+            clash = next((n for n in tools if n in self._tools), None)
+            if clash is not None:
+                raise InvalidArgumentError(
+                    f"tool source {name!r} offers {clash!r}, the name of another tool: "
+                    "rename one of them")
+            if installed is not None:
+                change = diff_tools([t.spec for t in installed[1].values()],
+                                    [t.spec for t in tools.values()])
+            else:
+                change = listing.found_change or ToolListChange()
+            if change:
+                changes.append((name, change))
+            self._sourced[name] = (listing.version, tools)
+            self._specs = None
+        return changes
+
+    def _all(self) -> Iterator[Tool]:
+        return itertools.chain(self._tools.values(),
+                               *(tools.values() for _, tools in self._sourced.values()))
+
     def tool(self, **options: Any) -> Callable[[Callable[..., Any]], Tool]:
         """Decorator registering a function: ``@registry.tool(safe_to_repeat=True)``."""
         return lambda fn: self.register(fn, **options)
 
     def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+        found = self._tools.get(name)
+        if found is None:
+            for _, tools in self._sourced.values():
+                found = tools.get(name)
+                if found is not None:
+                    break
+        return found
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tools
+        return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[Tool]:
-        return iter(self._tools.values())
+        return self._all()
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(self._tools) + sum(len(tools) for _, tools in self._sourced.values())
 
     def specs(self) -> tuple[ToolSpec, ...]:
-        """The tools as the model sees them, in registration order."""
+        """The tools as the model sees them: in registration order, then each source's
+        (as of the last :meth:`refresh`)."""
         if self._specs is None:
-            self._specs = tuple(t.spec for t in self._tools.values())
+            self._specs = tuple(t.spec for t in self._all())
         return self._specs
 
     async def execute(self, call: ToolCallPart, context: ToolContext,
@@ -105,9 +165,9 @@ class ToolRegistry:
             return ToolOutcome(ToolResultPart(call.id, call.name,
                                               clean(truncate(message, MAX_ERROR_CHARS)), True))
 
-        found = self._tools.get(call.name)
+        found = self.get(call.name)
         if found is None:
-            available = ", ".join(self._tools) or "none"
+            available = ", ".join(t.name for t in self._all()) or "none"
             return error(f"Error: unknown tool {call.name[:100]!r}. Available tools: "
                          f"{available}.")
         try:

@@ -72,6 +72,10 @@ class Tool:
             rejection (``None``: it waits as long as it takes).
         asks_user: The call is a question to the user (the built-in ``ask_user``): the
             send waits for ``answer(...)``, whose text becomes the result.
+        validator: Checks the arguments instead of a validator compiled from
+            ``parameters`` (for schemas from elsewhere, e.g. an MCP server: see
+            :mod:`power_loop.mcp`); raises ``fastjsonschema.JsonSchemaValueException``
+            for arguments that don't fit.
     """
 
     name: str
@@ -86,6 +90,7 @@ class Tool:
     requires_approval: bool | Callable[[Mapping[str, Any]], bool] = False
     approval_expires: float | None = None
     asks_user: bool = False
+    validator: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.requires_approval, bool) or callable(self.requires_approval)):
@@ -108,6 +113,9 @@ class Tool:
         if self.max_output_chars is not None and self.max_output_chars < MIN_OUTPUT_CHARS:
             raise InvalidArgumentError(
                 f"tool {self.name!r}: max_output_chars must be at least {MIN_OUTPUT_CHARS}")
+        if self.validator is not None:
+            object.__setattr__(self, "_validate", self.validator)
+            return
         try:
             validator = _compiled(self.parameters)
         except fastjsonschema.JsonSchemaDefinitionException as exc:
