@@ -155,7 +155,7 @@ class PostgresListener:
 
 
 class PostgresDatabase:
-    """A :class:`~power_loop.store.port.Database` over an asyncpg pool."""
+    """A :class:`~power_loop.store.port.Database` over a pool of asyncpg connections."""
 
     dialect = _DIALECT
 
@@ -209,6 +209,9 @@ class PostgresDatabase:
 
 
 async def _acquire(db: PostgresDatabase) -> asyncpg.Connection:
+    conn = db._pool.take_idle()
+    if conn is not None:
+        return conn  # the common case: nothing to wait for, so no timer to arm
     with db._opening:
         async with asyncio.timeout(db._acquire_timeout):
             return await db._pool.acquire()

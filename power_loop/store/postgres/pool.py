@@ -61,6 +61,16 @@ class LightPool:
         self._all.add(conn)
         return conn
 
+    def take_idle(self) -> asyncpg.Connection | None:
+        """An idle connection at once (no await, no timer), or ``None``."""
+        idle = self._idle
+        while idle and not self._closing:
+            conn = idle.pop()
+            if not conn.is_closed():
+                return conn
+            self._all.discard(conn)
+        return None
+
     async def acquire(self) -> asyncpg.Connection:
         """A connection outside any transaction: an idle one, a new one while fewer
         than ``max_size`` are open, else the next one given back."""
