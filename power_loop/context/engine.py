@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 from power_loop._faults import checkpoint
 from power_loop.context.fold import FoldJob, FoldStrategy, SendCost
@@ -72,9 +72,9 @@ MAX_FOLDS_PER_SEND = 4
 MEMORY_CUT = "\n[... cut to the memory budget]"
 
 
-@dataclass(slots=True)
-class RenderedSend:
-    """A finished send as requests show it."""
+class RenderedSend(NamedTuple):
+    """A finished send as requests show it (a tuple: a cold read makes one per send,
+    thousands, and :data:`_new_send` makes a tuple at C speed)."""
 
     send_index: int
     first_seq: int
@@ -84,6 +84,11 @@ class RenderedSend:
     """The ids of the send's tool calls in the log (rendered or not)."""
     nbytes: int = 0
     """An estimate of the memory its rendered messages take (for the cache's bound)."""
+
+
+_new_send = tuple.__new__
+"""``_new_send(RenderedSend, (send_index, first_seq, messages, tokens, call_ids,
+nbytes))``: the class without its Python-level ``__new__``."""
 
 
 @dataclass(slots=True)
@@ -179,15 +184,16 @@ def _group_stored(rows: Sequence[Sequence[Any]], first_seq: int,
     flat: list[Message] = []
     if not rows:
         return sends, eager, flat
-    new, lazy_kinds, stored = object.__new__, LAZY_KINDS, stored_message
+    new, lazy_kinds, stored, new_send = object.__new__, LAZY_KINDS, stored_message, _new_send
     current, start, chars, extra, decoded = rows[0][0], 0, 0, 0, False
     append = flat.append
     for send_index, role, body in rows:
         if send_index != current:
             # the messages' estimate: stored.text_bytes for the lazy ones (400 + 2 chars)
             end = len(flat)
-            sends.append(RenderedSend(current, first_seq + start, flat[start:end], 0,
-                                      _NO_IDS, 400 * (end - start) + 2 * chars + extra))
+            sends.append(new_send(RenderedSend, (current, first_seq + start, flat[start:end],
+                                                 0, _NO_IDS,
+                                                 400 * (end - start) + 2 * chars + extra)))
             if decoded:
                 eager.append(len(sends) - 1)
             current, start, chars, extra, decoded = send_index, end, 0, 0, False
