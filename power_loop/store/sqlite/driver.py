@@ -236,7 +236,14 @@ class SQLiteConnection:
                 raise _failure(exc, self._path) from exc
             cursor = await self._run(lambda: self._raw.execute(sql, params), False,
                                      waited=True)
-        return await self._rows(cursor, started + _INLINE_READ)
+        try:
+            # One call for the common result of one row (a write's RETURNING).
+            rows: list[Row] = cursor.fetchmany(2)
+        except Exception as exc:
+            raise _failure(exc, self._path) from exc
+        if len(rows) < 2:
+            return rows
+        return await self._rows(cursor, started + _INLINE_READ, rows)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self.fetch(sql, params)
@@ -246,12 +253,13 @@ class SQLiteConnection:
         """``COMMIT``: on a worker thread when it fsyncs."""
         await self._run(lambda: self._raw.execute("COMMIT"), self._fsync_commits)
 
-    async def _rows(self, cursor: sqlite3.Cursor, deadline: float) -> list[Row]:
-        """The cursor's rows: here in growing chunks until ``deadline``, then the rest on
-        a worker thread (a large result no longer holds the event loop while it is read
-        and decoded; a single row is still read here whole)."""
-        rows: list[Row] = []
-        size = 2  # one call for the common result of one row (a write's RETURNING)
+    async def _rows(self, cursor: sqlite3.Cursor, deadline: float,
+                    rows: list[Row]) -> list[Row]:
+        """The rest of the cursor's rows after ``rows``: here in growing chunks until
+        ``deadline``, then the rest on a worker thread (a large result no longer holds
+        the event loop while it is read and decoded; a single row is still read here
+        whole)."""
+        size = 2 * len(rows)
         try:
             while True:
                 chunk = cursor.fetchmany(size)
