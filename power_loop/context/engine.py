@@ -20,7 +20,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 from power_loop._faults import checkpoint
 from power_loop.context.fold import FoldJob, FoldStrategy, SendCost
@@ -71,9 +72,9 @@ MAX_FOLDS_PER_SEND = 4
 MEMORY_CUT = "\n[... cut to the memory budget]"
 
 
-@dataclass(slots=True)
-class RenderedSend:
-    """A finished send as requests show it."""
+class RenderedSend(NamedTuple):
+    """A finished send as requests show it (a tuple: a cold read makes one per send,
+    thousands, and :data:`_new_send` makes a tuple at C speed)."""
 
     send_index: int
     first_seq: int
@@ -83,6 +84,11 @@ class RenderedSend:
     """The ids of the send's tool calls in the log (rendered or not)."""
     nbytes: int = 0
     """An estimate of the memory its rendered messages take (for the cache's bound)."""
+
+
+_new_send = tuple.__new__
+"""``_new_send(RenderedSend, (send_index, first_seq, messages, tokens, call_ids,
+nbytes))``: the class without its Python-level ``__new__``."""
 
 
 @dataclass(slots=True)
@@ -120,6 +126,12 @@ class History:
         if send.call_ids:
             self.call_ids.update(send.call_ids)
 
+    def add_all(self, sends: list[RenderedSend], messages: list[Message]) -> None:
+        """Append uncounted sends with no tool calls, ``messages`` being theirs in order."""
+        self.sends.extend(sends)
+        self.flat.extend(messages)
+        self.nbytes += sum(send.nbytes for send in sends)
+
     def keep(self, sends: list[RenderedSend]) -> None:
         """Keep only ``sends`` (after a fold)."""
         self.sends, self.flat, self.tokens, self.call_ids = [], [], 0, set()
@@ -156,49 +168,54 @@ def _group_rows(rows: Sequence[tuple[int, int, str, Any]],
     return groups
 
 
-def _group_stored(rows: Sequence[Sequence[Any]], first_seq: int) -> list[_Group]:
+def _group_stored(rows: Sequence[Sequence[Any]], first_seq: int,
+                  ) -> tuple[list[RenderedSend], list[int], list[Message]]:
     """Rows ``(send_index, role, body)`` from seq ``first_seq`` on, as messages grouped
-    into sends, with their estimated bytes; text-only bodies are decoded when read.
+    into sends (verbatim, uncounted, with their estimated bytes), the positions of the
+    sends holding a message decoded at once (it may hold tool calls), and every message
+    in order; text-only bodies are decoded when read.
 
     This runs once per stored message on a cold send (10,000 for a long session): the
-    common case, a text-only body, is made inline.
+    common case, a text-only body, is made inline, and each send becomes its
+    :class:`RenderedSend` here, so a history of text alone needs no second pass.
     """
-    groups: list[_Group] = []
-    group = _Group(-1, first_seq, [], 0, False)
-    append = group.messages.append
-    new, lazy_kinds = object.__new__, LAZY_KINDS
-    seq, chars = first_seq, 0  # chars: the group's lazy texts, reckoned at its end
+    sends: list[RenderedSend] = []
+    eager: list[int] = []
+    flat: list[Message] = []
+    if not rows:
+        return sends, eager, flat
+    new, lazy_kinds, stored, new_send = object.__new__, LAZY_KINDS, stored_message, _new_send
+    current, start, chars, extra, decoded = rows[0][0], 0, 0, 0, False
+    append = flat.append
     for send_index, role, body in rows:
-        if send_index != group.send_index:
-            group.nbytes += 400 * len(group.messages) + 2 * chars  # stored.text_bytes
-            group = _Group(send_index, seq, [], 0, False)
-            groups.append(group)
-            append, chars = group.messages.append, 0
-        kind = lazy_kinds.get(role) if type(body) is str else None
-        if kind is not None and "tool_" not in body and "\\u" not in body:
+        if send_index != current:
+            # the messages' estimate: stored.text_bytes for the lazy ones (400 + 2 chars)
+            end = len(flat)
+            sends.append(new_send(RenderedSend, (current, first_seq + start, flat[start:end],
+                                                 0, _NO_IDS,
+                                                 400 * (end - start) + 2 * chars + extra)))
+            if decoded:
+                eager.append(len(sends) - 1)
+            current, start, chars, extra, decoded = send_index, end, 0, 0, False
+        kind = lazy_kinds.get(role)
+        # stored.lazy_text, inline; a backslash is rare in text, and one memchr for it
+        # costs less than a search for the two characters (the same test)
+        if (kind is not None and type(body) is str and "tool_" not in body
+                and ("\\" not in body or "\\u" not in body)):
             message: Message = new(kind)
             set_text(message, body)
             chars += len(body)
         else:
-            message = stored_message(role, body)
-            group.nbytes += message_bytes(message) - 400  # the 400 is added at the end
-            group.eager = True
+            message = stored(role, body)
+            extra += message_bytes(message) - 400  # the 400 is counted with the rest
+            decoded = True
         append(message)
-        seq += 1
-    group.nbytes += 400 * len(group.messages) + 2 * chars
-    return groups
-
-
-@dataclass(slots=True)
-class _Group:
-    """One send's messages as read, the memory they take (an estimate), and whether
-    any was decoded at once (may hold tool calls)."""
-
-    send_index: int
-    first_seq: int
-    messages: list[Message]
-    nbytes: int
-    eager: bool
+    end = len(flat)
+    sends.append(RenderedSend(current, first_seq + start, flat[start:end], 0, _NO_IDS,
+                              400 * (end - start) + 2 * chars + extra))
+    if decoded:
+        eager.append(len(sends) - 1)
+    return sends, eager, flat
 
 
 def _call_ids(messages: Sequence[Message]) -> frozenset[str]:
@@ -309,37 +326,55 @@ class ContextEngine:
             projections = await store.read_projections(history.session_id,
                                                         history.next_send, upto_send)
         open_calls: list[str] = []
-        groups = _group_stored(rows, start)
-        verbatim = type(self.representation) is VerbatimRepresentation
-        for group in groups:
-            send_index, first_seq, messages = group.send_index, group.first_seq, group.messages
-            # A stored message of text alone (decoded when first read) cannot change
-            # the pairing state: it is checked only where a result is due.
-            for offset, message in enumerate(messages) if group.eager or open_calls else ():
-                if open_calls or not (isinstance(message, StoredMessage)
-                                      or _plain_user(message)):
-                    check_next(message, open_calls, history.call_ids, history.session_id,
-                               first_seq + offset)
-            if verbatim and not group.eager and not self.counts_tokens:
-                # What _append makes of it, without the copy, the count or the scan.
-                history.add(RenderedSend(send_index, first_seq, messages, 0, _NO_IDS,
-                                         group.nbytes))
-                continue
-            stored = projections.get(send_index)
-            projection = stored[1] if stored and stored[0] == self.representation.version else None
-            if projection is None and self.representation.stores_projections:
-                projection = self.representation.project(send_index, messages)
-                history.unstored.append((send_index, self.representation.version, projection))
-            self._append(history, send_index, first_seq, messages, projection,
-                         group.nbytes if verbatim else None)
+        sends, eager, flat = _group_stored(rows, start)
+        # Runs of sends of text alone (between the ones decoded at once) are taken whole
+        # when rendering them is showing them: what _append makes of each, without the
+        # copy, the count or the scan.
+        bulk = type(self.representation) is VerbatimRepresentation and not self.counts_tokens
+        position = 0
+        for stop in [*eager, len(sends)]:
+            if position == 0 and stop == len(sends) and bulk:
+                history.add_all(sends, flat)
+            elif position < stop and bulk and not open_calls:
+                run = sends[position:stop]
+                history.add_all(run, list(chain.from_iterable(s.messages for s in run)))
+            else:
+                for send in sends[position:stop]:
+                    self._add_stored(history, send, False, open_calls, projections)
+            if stop < len(sends):
+                self._add_stored(history, sends[stop], True, open_calls, projections)
+            position = stop + 1
         if open_calls:
             raise HistoryInvariantError(
                 f"session {history.session_id!r}: finished sends leave tool calls {open_calls} "
                 "without results")
         history.next_seq = upto_seq
         history.next_send = upto_send
-        if groups:
-            history.calibration = calibration(groups[-1].messages)
+        if sends:
+            history.calibration = calibration(sends[-1].messages)
+
+    def _add_stored(self, history: History, send: RenderedSend, eager: bool,
+                    open_calls: list[str], projections: dict[int, tuple[int, Any]]) -> None:
+        """Add one send as read (``eager``: some of its messages were decoded at once),
+        checking the pairing rules on what may hold tool calls or results."""
+        send_index, first_seq, messages = send.send_index, send.first_seq, send.messages
+        # A stored message of text alone (decoded when first read) cannot change the
+        # pairing state: it is checked only where a result is due.
+        for offset, message in enumerate(messages) if eager or open_calls else ():
+            if open_calls or not (isinstance(message, StoredMessage) or _plain_user(message)):
+                check_next(message, open_calls, history.call_ids, history.session_id,
+                           first_seq + offset)
+        verbatim = type(self.representation) is VerbatimRepresentation
+        if verbatim and not eager and not self.counts_tokens:
+            history.add(send)
+            return
+        stored = projections.get(send_index)
+        projection = stored[1] if stored and stored[0] == self.representation.version else None
+        if projection is None and self.representation.stores_projections:
+            projection = self.representation.project(send_index, messages)
+            history.unstored.append((send_index, self.representation.version, projection))
+        self._append(history, send_index, first_seq, messages, projection,
+                     send.nbytes if verbatim else None)
 
     def _append(self, history: History, send_index: int, first_seq: int,
                 messages: Sequence[Message], projection: Any,

@@ -76,7 +76,7 @@ set_text = StoredMessage.__dict__["_text"].__set__
 def lazy_text(text: str) -> bool:
     """Whether a stored body's text may be decoded lazily: it cannot spell a tool
     part's kind (no ``tool_``, and no ``\\u`` escape that could hide one)."""
-    return "tool_" not in text and "\\u" not in text
+    return "tool_" not in text and ("\\" not in text or "\\u" not in text)
 
 
 def stored_message(role: str, body: Any) -> Message:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -27,6 +27,7 @@ from power_loop.errors import (
 from power_loop.store.dsn import ParsedDSN, redact_dsn
 from power_loop.store.port import Row, translate_error
 from power_loop.store.postgres.dialect import PostgresDialect
+from power_loop.store.postgres.pool import LightPool
 from power_loop.store.unclosed import watch
 
 _DIALECT = PostgresDialect()
@@ -154,11 +155,11 @@ class PostgresListener:
 
 
 class PostgresDatabase:
-    """A :class:`~power_loop.store.port.Database` over an asyncpg pool."""
+    """A :class:`~power_loop.store.port.Database` over a pool of asyncpg connections."""
 
     dialect = _DIALECT
 
-    def __init__(self, pool: asyncpg.Pool, parsed: ParsedDSN) -> None:
+    def __init__(self, pool: LightPool, parsed: ParsedDSN) -> None:
         self._unclosed = watch(self, redact_dsn(parsed.location),
                                pool.terminate)
         self._pool = pool
@@ -190,37 +191,11 @@ class PostgresDatabase:
                 raise
         return PostgresListener(conn)
 
-    @asynccontextmanager
-    async def _acquired(self) -> AsyncIterator[asyncpg.Connection]:
-        with self._opening:
-            # asyncio.timeout, not acquire(timeout=): asyncpg would run each acquire as
-            # a task of its own (wait_for), a cost paid by every transaction.
-            async with asyncio.timeout(self._acquire_timeout):
-                conn = await self._pool.acquire()
-        try:
-            yield conn
-        finally:
-            await self._pool.release(conn)
-
-    @asynccontextmanager
-    async def transaction(self, *, write: bool = True) -> AsyncIterator[PostgresConnection]:
-        async with self._acquired() as conn:
-            wrapped = PostgresConnection(conn, self._statements)
-            begin = ("BEGIN" if write else
-                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                await wrapped.execute(begin)
-                yield wrapped
-                await wrapped.execute("COMMIT")
-            except BaseException:
-                try:
-                    await conn.execute("ROLLBACK")
-                except Exception:
-                    pass
-                raise
+    def transaction(self, *, write: bool = True) -> _Transaction:
+        return _Transaction(self, "BEGIN" if write else
+                            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def autocommit(self) -> AbstractAsyncContextManager[PostgresConnection]:
-        # A plain class: the send path's one-statement writes all come through here.
         return _Pooled(self)
 
     async def close(self) -> None:
@@ -233,8 +208,18 @@ class PostgresDatabase:
             self._pool.terminate()
 
 
+async def _acquire(db: PostgresDatabase) -> asyncpg.Connection:
+    conn = db._pool.take_idle()
+    if conn is not None:
+        return conn  # the common case: nothing to wait for, so no timer to arm
+    with db._opening:
+        async with asyncio.timeout(db._acquire_timeout):
+            return await db._pool.acquire()
+
+
 class _Pooled:
-    """A pooled connection outside any transaction, given back on exit."""
+    """A pooled connection outside any transaction, given back on exit (a plain class:
+    the send path's one-statement writes all come through here)."""
 
     __slots__ = ("_conn", "_db")
 
@@ -242,40 +227,84 @@ class _Pooled:
         self._db = db
 
     async def __aenter__(self) -> PostgresConnection:
+        self._conn = await _acquire(self._db)
+        return PostgresConnection(self._conn, self._db._statements)
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if kind is None:
+            self._db._pool.release(self._conn)
+        else:  # a statement may have been cut off in flight: rolled back first
+            await self._db._pool.release_unclean(self._conn)
+
+
+class _Transaction:
+    """``BEGIN`` ... ``COMMIT`` on a pooled connection; ``ROLLBACK`` when the body fails
+    or is cancelled. A connection whose ``ROLLBACK`` could not run (cancelled again)
+    is rolled back when it goes back to the pool: it never comes back inside the
+    transaction."""
+
+    __slots__ = ("_begin", "_conn", "_db")
+
+    def __init__(self, db: PostgresDatabase, begin: str) -> None:
+        self._db = db
+        self._begin = begin
+
+    async def __aenter__(self) -> PostgresConnection:
         db = self._db
-        with db._opening:
-            async with asyncio.timeout(db._acquire_timeout):
-                self._conn = await db._pool.acquire()
-        return PostgresConnection(self._conn, db._statements)
+        conn = self._conn = await _acquire(db)
+        wrapped = PostgresConnection(conn, db._statements)
+        try:
+            await wrapped.execute(self._begin)
+        except BaseException:
+            await db._pool.release_unclean(conn)
+            raise
+        return wrapped
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._db._pool.release(self._conn)
-
-
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    # A transaction cut off by a cancellation (its ROLLBACK could not run) must not
-    # come back from the pool open: the next BEGIN would join it.
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        conn, pool = self._conn, self._db._pool
+        if kind is None:
+            try:
+                with self._db._statements:
+                    await conn.execute("COMMIT")
+            except BaseException:
+                await pool.release_unclean(conn)
+                raise
+            pool.release(conn)
+            return
+        try:
+            await conn.execute("ROLLBACK")
+        except BaseException as failure:
+            await pool.release_unclean(conn)
+            if not isinstance(failure, Exception):
+                raise  # cancelled while rolling back: say so (an error is ignored)
+            return
+        pool.release(conn)
 
 
 async def connect(parsed: ParsedDSN) -> PostgresDatabase:
-    """Open an asyncpg pool for the DSN."""
+    """Open a pool of asyncpg connections for the DSN (:mod:`.pool`)."""
     options = parsed.options
-    with _Boundary(parsed=parsed):
-        pool = await asyncpg.create_pool(
-            parsed.location,
-            min_size=options.pool_min_size,
-            max_size=options.pool_max_size,
-            timeout=options.connect_timeout,
+
+    def open_one() -> Awaitable[asyncpg.Connection]:
+        opening: Awaitable[asyncpg.Connection] = asyncpg.connect(
+            parsed.location, timeout=options.connect_timeout,
             command_timeout=options.command_timeout,
             # An application_name in the DSN wins (asyncpg would let this one win).
             server_settings={} if "application_name" in parsed.extra
-            else {"application_name": "power_loop"},
-            # power_loop leaves no session state behind on pooled connections (no SET,
-            # LISTEN: listeners get connections of their own, cursors or session
-            # locks), so asyncpg's per-release reset query is a wasted round trip; an
-            # open transaction is still rolled back on release (_no_reset).
-            reset=_no_reset,
-        )
+            else {"application_name": "power_loop"})
+        return opening
+
+    # power_loop leaves no session state behind on pooled connections (no SET, LISTEN:
+    # listeners get connections of their own, cursors or session locks), so no reset
+    # query runs when one is given back; one whose transaction was cut off is rolled
+    # back first (LightPool.release_unclean).
+    pool = LightPool(open_one, options.pool_max_size, options.command_timeout)
+    with _Boundary(parsed=parsed):
+        try:
+            await pool.fill(options.pool_min_size)
+        except BaseException:
+            pool.terminate()
+            raise
     return PostgresDatabase(pool, parsed)
