@@ -516,9 +516,11 @@ class SendRun:
     # -- writes ------------------------------------------------------------------------
 
     async def _append(self, messages: list[Message]) -> None:
+        # Conditional on the seq the window expects: a commit that fails without an
+        # answer is then settled by reading, never replayed (store/settle.py).
         await self._deps.store.append_messages(
             self.session_id, encode(messages, self.send_index), epoch=self.lease.epoch,
-            extend_lease=self._deps.config.lease_ttl)
+            extend_lease=self._deps.config.lease_ttl, expect_seq=self.window.next_seq)
         self.window.extend(messages)
         self._partial = []
 

@@ -10,6 +10,7 @@ from power_loop.store.dsn import ConnectOptions, ParsedDSN, redact_dsn
 from power_loop.store.migrations import LATEST_VERSION, SchemaPolicy, render_ddl
 from power_loop.store.port import (
     ColumnType,
+    CommitOutcome,
     Connection,
     Database,
     Dialect,
@@ -27,6 +28,7 @@ __all__ = [
     "LATEST_VERSION",
     "CacheStats",
     "ColumnType",
+    "CommitOutcome",
     "ConnectOptions",
     "Connection",
     "Database",

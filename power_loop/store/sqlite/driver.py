@@ -21,7 +21,9 @@ never inside a commit.
 
 Nothing waits on a lock: the connections' busy timeout is zero, and a statement refused
 with ``SQLITE_BUSY`` (another process holds the write lock) is retried after an
-asynchronous sleep, with backoff, until the DSN's busy timeout runs out.
+asynchronous sleep, with backoff, until the DSN's busy timeout runs out: one budget for
+the whole store operation (:data:`~power_loop.store.port.retry_deadline`), not one per
+statement or per attempt.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from power_loop.errors import (
     StoreFileError,
 )
 from power_loop.store.dsn import ParsedDSN
-from power_loop.store.port import Row, translate_error
+from power_loop.store.port import Row, retry_deadline, translate_error
 from power_loop.store.sqlite import checkpoints
 from power_loop.store.sqlite.checkpoints import Checkpointer
 from power_loop.store.sqlite.dialect import SQLiteDialect
@@ -248,6 +250,9 @@ class SQLiteConnection:
                     raise _failure(exc, self._path) from exc
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._busy_timeout
+        budget = retry_deadline.get()  # the operation's, across the store's attempts
+        if budget is not None:
+            deadline = min(deadline, budget)
         pause, waited = 0.001, not on_thread
         while True:
             if waited:
@@ -292,6 +297,11 @@ class SQLiteDatabase:
         self._readers: asyncio.Queue[_Handle] = asyncio.Queue()
         for reader in readers:
             self._readers.put_nowait(reader)
+
+    @property
+    def retry_budget(self) -> float:
+        """Seconds one store operation may wait for the file's write lock, in all."""
+        return self._busy_timeout
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[SQLiteConnection]:
