@@ -11,8 +11,9 @@ allows it, each of these transactions is also one round trip
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from power_loop.errors import (
     InvalidArgumentError,
@@ -40,6 +41,15 @@ from power_loop.store.records import (
     load_json,
 )
 from power_loop.store.statements import send_from_row
+
+_Taken = TypeVar("_Taken")
+HAND_BACK_SECONDS = 5.0
+"""How long a cancelled lease-taking write may spend giving the lease back."""
+
+
+async def _execute(conn: Connection, sql: str, args: Sequence[Any]) -> int:
+    return await conn.execute(sql, args)
+
 
 SEND_STATUSES = frozenset({"pending", "done", "failed", "cancelled", "aborted"})
 FINAL_STATUSES = SEND_STATUSES - {"pending"}
@@ -150,8 +160,33 @@ class SendOps(StoreCore):
                 return row
             return await self._started_from_state(conn, session_id, owner, row)
 
-        return await self.settled("begin_send", attempt, lambda: self.read(check),
-                                  (SessionBusyError,))
+        return await self._taking(session_id, owner, lambda: self.settled(
+            "begin_send", attempt, lambda: self.read(check), (SessionBusyError,)))
+
+    async def _taking(self, session_id: str, owner: str,
+                      take: Callable[[], Awaitable[_Taken]]) -> _Taken:
+        """Run ``take``, a write that takes the session's lease for ``owner``.
+
+        A cancellation landing while it is in flight does not tell whether it
+        committed: a lease nobody knows it holds would keep the session from every
+        other holder (a worker among them) until it expires. So before the
+        cancellation goes on, the lease is given back by its owner (unique to this
+        write), in this task, within :data:`HAND_BACK_SECONDS`: a copy of the write
+        still running on the server holds the session row's lock, and the release waits
+        for it, then frees what it took.
+        """
+        try:
+            return await take()
+        except asyncio.CancelledError:
+            await self._hand_back(session_id, owner)
+            raise
+
+    async def _hand_back(self, session_id: str, owner: str) -> None:
+        try:
+            async with asyncio.timeout(HAND_BACK_SECONDS):
+                await self.write(_execute, self._sql.release_owner, [session_id, owner])
+        except (PowerLoopError, TimeoutError):
+            pass  # it lapses at its expiry, as a killed process's does
 
     async def _started_from_state(self, conn: Connection, session_id: str, owner: str,
                                   row: Row) -> SendStart:
@@ -229,9 +264,9 @@ class SendOps(StoreCore):
             return SessionClaim(lease, None if row[8] is None else int(row[8]), int(row[3]),
                                 load_json(row[4]), row[5], load_json(row[6]))
 
-        return await self.settled(
+        return await self._taking(session_id, owner, lambda: self.settled(
             "claim_session", lambda: self.write(self._claim_txn, session_id, owner, ttl_micros),
-            lambda: self.read(check), (SessionBusyError,))
+            lambda: self.read(check), (SessionBusyError,)))
 
     async def _claim_txn(self, conn: Connection, session_id: str, owner: str,
                          ttl: int) -> SessionClaim:

@@ -151,6 +151,7 @@ class Statements:
         self.touch = update("next_seq = next_seq", "", "next_seq")
         self.release = r(
             f"UPDATE {s} SET {_RELEASE} WHERE id = ? AND lease_owner = ? AND lease_epoch = ?")
+        self.release_owner = r(f"UPDATE {s} SET {_RELEASE} WHERE id = ? AND lease_owner = ?")
         # -- sends
         self.start_send = update(
             "pending_send = send_count, send_count = send_count + 1, next_seq = next_seq + ?",
