@@ -24,8 +24,8 @@ from power_loop.context import (
     VerbatimRepresentation,
 )
 from power_loop.errors import (
-    ConfigurationError,
     CommitInDoubtError,
+    ConfigurationError,
     ConnectionLostError,
     DatabaseNotFoundError,
     FoldError,
@@ -179,9 +179,9 @@ __all__ = [
     "AgenticFold",
     "AnthropicService",
     "ChildEvent",
+    "CommitInDoubtError",
     "ConfigurationError",
     "ConnectOptions",
-    "CommitInDoubtError",
     "ConnectionLostError",
     "DatabaseNotFoundError",
     "EstimatingCounter",
@@ -345,8 +345,8 @@ __all__ = [
 STABLE_API: frozenset[str] = frozenset({
     "AgentLoopConfig",
     "AnthropicService",
-    "ConfigurationError",
     "CommitInDoubtError",
+    "ConfigurationError",
     "ConnectionLostError",
     "DatabaseNotFoundError",
     "Event",
