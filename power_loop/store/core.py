@@ -156,12 +156,10 @@ class StoreCore:
         through transient failures and lost connections (a read is always safe again)."""
         return await self._run(False, fn, *args, **kwargs)
 
-    def _budget(self) -> tuple[float, Token[float | None] | None]:
-        """The deadline of the operation starting now (an enclosing one's, if any), and
-        the token that ends it (``None`` when it is the enclosing one's)."""
-        outer = retry_deadline.get()
-        if outer is not None:
-            return outer, None
+    def _budget(self) -> tuple[float, Token[float | None]]:
+        """The deadline of the operation starting now, published to the driver (a
+        SQLite writer waiting for the file's lock stops waiting then), and the token
+        that withdraws it."""
         deadline = asyncio.get_running_loop().time() + self._retry_budget
         return deadline, retry_deadline.set(deadline)
 
@@ -205,8 +203,7 @@ class StoreCore:
                 await asyncio.sleep(random.uniform(0, 0.005 * 2 ** attempt))
                 attempt += 1
         finally:
-            if token is not None:
-                retry_deadline.reset(token)
+            retry_deadline.reset(token)
 
     async def write_one(self, sql: str, args: Sequence[Any], *,
                         operation: str = "write") -> Row | None:
@@ -241,8 +238,7 @@ class StoreCore:
                 await asyncio.sleep(random.uniform(0, 0.005 * 2 ** attempt))
                 attempt += 1
         finally:
-            if token is not None:
-                retry_deadline.reset(token)
+            retry_deadline.reset(token)
 
     def _in_doubt(self, exc: PowerLoopError) -> bool:
         """Whether a failed commit may have landed, as the dialect reads its cause."""
