@@ -14,13 +14,14 @@ the attempt; a session that keeps failing is parked.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from power_loop.errors import InvalidArgumentError, LeaseLostError
+from power_loop.errors import CommitInDoubtError, InvalidArgumentError, LeaseLostError
 from power_loop.store.context_ops import ContextOps
 from power_loop.store.core import not_found, ttl_us
 from power_loop.store.port import Connection, Listener, Notifying, Row
@@ -460,14 +461,26 @@ class TimerOps(ContextOps):
 
         Each claim counts an attempt; a session already at ``max_attempts`` is parked
         instead (returned in the second list) and left alone until unparked.
-        """
-        return await self.write(self._stranded_txn, owner_prefix, ttl_us(ttl), limit,
-                                max_attempts)
 
-    async def _stranded_txn(self, conn: Connection, owner_prefix: str, ttl: int, limit: int,
-                            max_attempts: int) -> tuple[list[SessionClaim], list[str]]:
+        A cancellation landing while the claims commit, or a commit in doubt, gives back
+        the leases this call took before it is raised (see ``_taking``): the caller
+        would not know it holds them.
+        """
+        taken: list[tuple[str, str]] = []
+        try:
+            return await self.write(self._claim_stranded_sessions_txn, owner_prefix, ttl_us(ttl), limit,
+                                    max_attempts, taken)
+        except (asyncio.CancelledError, CommitInDoubtError):
+            for session_id, owner in taken:
+                await self._hand_back(session_id, owner)
+            raise
+
+    async def _claim_stranded_sessions_txn(self, conn: Connection, owner_prefix: str, ttl: int, limit: int,
+                            max_attempts: int, taken: list[tuple[str, str]],
+                            ) -> tuple[list[SessionClaim], list[str]]:
         claims: list[SessionClaim] = []
         parked: list[str] = []
+        taken.clear()  # an earlier attempt certainly did not commit
         for session_id, attempts in await conn.fetch(self._tsql.stranded, [limit]):
             if int(attempts) >= max_attempts:
                 if await conn.execute(self._tsql.park_session, [session_id]):
@@ -479,6 +492,7 @@ class TimerOps(ContextOps):
                                                  [owner, ttl], refused=_taken)
             except LeaseLostError:
                 continue  # another worker took it between the two statements
+            taken.append((session_id, owner))
             lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
             claims.append(SessionClaim(lease, None if row[2] is None else int(row[2]),
                                        int(row[3]), load_json(row[4]), row[5],

@@ -211,3 +211,19 @@ async def test_the_busy_timeout_is_one_budget_for_the_whole_operation(
         holder.close()
         await short.aclose()
     assert await texts(store, sid) == []
+
+
+async def test_stranded_claims_in_doubt_give_their_leases_back(
+        store: Store, faulty: tuple[Store, FaultyDatabase]) -> None:
+    through, db = faulty
+    sid = (await store.create_session()).id
+    start = await store.begin_send(sid, said("hi"), owner="crashed", ttl=30)
+    assert start.lease is not None
+    await store.release_lease(start.lease)  # stranded: pending, nobody holds it
+    db.plan = [Fault.COMMIT_LANDED]
+    with pytest.raises(CommitInDoubtError) as caught:
+        await through.claim_stranded_sessions("w", ttl=30, limit=5, max_attempts=5)
+    assert caught.value.operation == "claim_stranded_sessions"
+    assert (await store.get_session(sid)).lease_owner is None  # given back
+    claims, _ = await store.claim_stranded_sessions("w", ttl=30, limit=5, max_attempts=5)
+    assert [c.lease.session_id for c in claims] == [sid]
