@@ -468,16 +468,17 @@ class TimerOps(ContextOps):
         """
         taken: list[tuple[str, str]] = []
         try:
-            return await self.write(self._claim_stranded_sessions_txn, owner_prefix, ttl_us(ttl), limit,
-                                    max_attempts, taken)
+            return await self.write(self._claim_stranded_sessions_txn, owner_prefix,
+                                    ttl_us(ttl), limit, max_attempts, taken)
         except (asyncio.CancelledError, CommitInDoubtError):
             for session_id, owner in taken:
                 await self._hand_back(session_id, owner)
             raise
 
-    async def _claim_stranded_sessions_txn(self, conn: Connection, owner_prefix: str, ttl: int, limit: int,
-                            max_attempts: int, taken: list[tuple[str, str]],
-                            ) -> tuple[list[SessionClaim], list[str]]:
+    async def _claim_stranded_sessions_txn(
+            self, conn: Connection, owner_prefix: str, ttl: int, limit: int,
+            max_attempts: int, taken: list[tuple[str, str]],
+    ) -> tuple[list[SessionClaim], list[str]]:
         claims: list[SessionClaim] = []
         parked: list[str] = []
         taken.clear()  # an earlier attempt certainly did not commit
