@@ -25,6 +25,7 @@ from power_loop.errors import (
 )
 from power_loop.store import settle
 from power_loop.store.children import ChildOps
+from power_loop.store.claims import ClaimOps
 from power_loop.store.core import not_found, ttl_us
 from power_loop.store.dsn import connect, dialect_for, parse_dsn
 from power_loop.store.migrations import (
@@ -49,11 +50,10 @@ from power_loop.store.records import (
 from power_loop.store.schema import validate_prefix
 from power_loop.store.sends import busy_error
 from power_loop.store.statements import fetch, fetchone, message_from_row, session_from_row
-from power_loop.store.timer_ops import TimerOps
 from power_loop.store.window_cache import DEFAULT_CACHE_BYTES, WindowCache
 
 
-class Store(ChildOps, TimerOps):
+class Store(ChildOps, ClaimOps):
     """The durable home of every conversation. Get one with :func:`open_store`.
 
     Use it as an async context manager, or call :meth:`aclose`.
