@@ -84,8 +84,8 @@ class ClaimOps(TimerOps):
             return await self.write(self._claim_stranded_sessions_txn, owner_prefix,
                                     ttl_us(ttl), limit, max_attempts, taken)
         except (asyncio.CancelledError, CommitInDoubtError):
-            for session_id, owner in taken:
-                await self._hand_back(session_id, owner)
+            await self._hand_back([(self._sql.release_owner, [session_id, owner])
+                                   for session_id, owner in taken])
             raise
 
     async def _claim_stranded_sessions_txn(

@@ -178,15 +178,19 @@ class SendOps(StoreCore):
         try:
             return await take()
         except asyncio.CancelledError:
-            await self._hand_back(session_id, owner)
+            await self._hand_back([(self._sql.release_owner, [session_id, owner])])
             raise
 
-    async def _hand_back(self, session_id: str, owner: str) -> None:
+    async def _hand_back(self, releases: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run release statements, each in its own transaction, within
+        :data:`HAND_BACK_SECONDS` in all; what is not released lapses at its expiry,
+        as a killed process's leases do."""
         try:
             async with asyncio.timeout(HAND_BACK_SECONDS):
-                await self.write(_execute, self._sql.release_owner, [session_id, owner])
+                for sql, args in releases:
+                    await self.write(_execute, sql, args)
         except (PowerLoopError, TimeoutError):
-            pass  # it lapses at its expiry, as a killed process's does
+            pass
 
     async def _started_from_state(self, conn: Connection, session_id: str, owner: str,
                                   row: Row) -> SendStart:

@@ -11,13 +11,14 @@ never the time a worker happened to reach it. (Stranded sends are claimed in
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from power_loop.errors import InvalidArgumentError
+from power_loop.errors import CommitInDoubtError, InvalidArgumentError
 from power_loop.store.context_ops import ContextOps
 from power_loop.store.core import ttl_us
 from power_loop.store.port import Connection, Listener, Notifying, Row
@@ -350,16 +351,28 @@ class TimerOps(ContextOps):
     async def claim_due_timers(self, owner: str, *, ttl: float, limit: int) -> list[TimerClaim]:
         """Claim up to ``limit`` due timers for ``owner`` (a worker slot)."""
         check_id(owner, "owner")
-        return await self.write(self._claim_due_txn, owner, ttl_us(ttl), limit)
+        taken: list[tuple[str, int]] = []
+        try:
+            return await self.write(self._claim_due_timers_txn, owner, ttl_us(ttl), limit,
+                                    taken)
+        except (asyncio.CancelledError, CommitInDoubtError):
+            # The caller would not know it holds these claims: give them back (and the
+            # attempts they counted), as claim_stranded_sessions does its leases.
+            await self._hand_back([(self._tsql.defer, [0, None, timer_id, owner, epoch])
+                                   for timer_id, epoch in taken])
+            raise
 
-    async def _claim_due_txn(self, conn: Connection, owner: str, ttl: int,
-                             limit: int) -> list[TimerClaim]:
+    async def _claim_due_timers_txn(self, conn: Connection, owner: str, ttl: int,
+                                    limit: int, taken: list[tuple[str, int]],
+                                    ) -> list[TimerClaim]:
+        taken.clear()  # an earlier attempt certainly did not commit
         claims = []
         for (timer_id,) in await conn.fetch(self._tsql.due, [limit]):
             if await conn.execute(self._tsql.claim, [owner, ttl, timer_id]):
                 row = await conn.fetchone(self._tsql.claimed, [timer_id])
                 assert row is not None
                 timer = _timer(row)
+                taken.append((timer_id, timer.claim_epoch))
                 claims.append(TimerClaim(timer, owner, timer.claim_epoch,
                                          max(0.0, int(row[15]) / 1_000_000)))
         return claims

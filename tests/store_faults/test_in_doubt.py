@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from conformance.waiting import eventually
 from power_loop import (
     CommitInDoubtError,
     SeqConflictError,
@@ -227,3 +228,29 @@ async def test_stranded_claims_in_doubt_give_their_leases_back(
     assert (await store.get_session(sid)).lease_owner is None  # given back
     claims, _ = await store.claim_stranded_sessions("w", ttl=30, limit=5, max_attempts=5)
     assert [c.lease.session_id for c in claims] == [sid]
+
+
+async def test_timer_claims_in_doubt_are_given_back(
+        store: Store, faulty: tuple[Store, FaultyDatabase]) -> None:
+    through, db = faulty
+    sid = (await store.create_session()).id
+    timer = await store.schedule_timer(sid, "wake up", delay=0.001)
+
+    async def due() -> bool:
+        left = await store.next_timer_due()
+        return left is not None and left < 0
+
+    await eventually(due, "the timer to be due (database clock)")
+    db.plan = [Fault.COMMIT_LANDED]
+    with pytest.raises(CommitInDoubtError) as caught:
+        await through.claim_due_timers("w", ttl=30, limit=5)
+    assert caught.value.operation == "claim_due_timers"
+    record = await store.get_timer(timer.timer_id)
+    assert record is not None and record.attempts == 0  # the claim's attempt given back
+
+    async def claimed() -> bool:
+        return bool(await store.claim_due_timers("v", ttl=30, limit=5))
+
+    await eventually(claimed, "the given-back timer to be claimed by another worker")
+    record = await store.get_timer(timer.timer_id)
+    assert record is not None and record.claim_owner == "v"
