@@ -24,6 +24,7 @@ from power_loop.context import (
     VerbatimRepresentation,
 )
 from power_loop.errors import (
+    CommitInDoubtError,
     ConfigurationError,
     ConnectionLostError,
     DatabaseNotFoundError,
@@ -55,6 +56,7 @@ from power_loop.errors import (
     SendNotFoundError,
     SendPendingError,
     SendVetoedError,
+    SeqConflictError,
     SessionBusyError,
     SessionError,
     SessionExistsError,
@@ -197,6 +199,7 @@ __all__ = [
     "AgenticFold",
     "AnthropicService",
     "ChildEvent",
+    "CommitInDoubtError",
     "ConfigurationError",
     "ConnectOptions",
     "ConnectionLostError",
@@ -282,6 +285,7 @@ __all__ = [
     "SendStarted",
     "SendUsage",
     "SendVetoedError",
+    "SeqConflictError",
     "SessionBusyError",
     "SessionError",
     "SessionExistsError",
@@ -376,6 +380,7 @@ __all__ = [
 STABLE_API: frozenset[str] = frozenset({
     "AgentLoopConfig",
     "AnthropicService",
+    "CommitInDoubtError",
     "ConfigurationError",
     "ConnectionLostError",
     "DatabaseNotFoundError",
@@ -427,6 +432,7 @@ STABLE_API: frozenset[str] = frozenset({
     "SendResult",
     "SendStarted",
     "SendVetoedError",
+    "SeqConflictError",
     "SessionBusyError",
     "SessionError",
     "SessionExistsError",

@@ -45,6 +45,7 @@ The tree::
     │   ├── SendPendingError            send_pending
     │   │   └── SessionWaitingError     session_waiting
     │   ├── LeaseLostError              lease_lost
+    │   ├── SeqConflictError            seq_conflict
     │   ├── WaitNotFoundError           wait_not_found
     │   └── WaitDecidedError            wait_already_decided
     ├── StoreError                      store_error
@@ -53,6 +54,7 @@ The tree::
     │   ├── TransientStoreError         store_transient
     │   ├── IntegrityConflictError      store_conflict
     │   ├── ConnectionLostError         connection_lost
+    │   ├── CommitInDoubtError          commit_in_doubt
     │   ├── StorageFullError            storage_full
     │   ├── StoreAuthenticationError    store_authentication
     │   ├── DatabaseNotFoundError       database_not_found
@@ -73,6 +75,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "CommitInDoubtError",
     "ConfigurationError",
     "ConnectionLostError",
     "DatabaseNotFoundError",
@@ -105,6 +108,7 @@ __all__ = [
     "SendNotFoundError",
     "SendPendingError",
     "SendVetoedError",
+    "SeqConflictError",
     "SessionBusyError",
     "SessionError",
     "SessionExistsError",
@@ -520,6 +524,24 @@ class LeaseLostError(SessionError):
         self.epoch = epoch
 
 
+class SeqConflictError(SessionError):
+    """An append named the seq it expected its first message to get
+    (``expect_seq``), and the session had moved past it: another writer appended
+    first. Nothing was written; read the session again before appending.
+
+    Attributes:
+        expected: The seq the caller expected.
+        actual: The session's next seq when the append was refused.
+    """
+
+    code: ClassVar[str] = "seq_conflict"
+
+    def __init__(self, message: str, *, session_id: str, expected: int, actual: int) -> None:
+        super().__init__(message, session_id=session_id, expected=expected, actual=actual)
+        self.expected = expected
+        self.actual = actual
+
+
 class SessionWaitingError(SendPendingError):
     """The session's last send waits on a person: approve, reject or answer its calls
     (``loop.approve`` / ``loop.reject`` / ``loop.answer``, or ``power-loop sessions``),
@@ -629,6 +651,33 @@ class ConnectionLostError(StoreError):
     """The connection to the database broke or could not be made."""
 
     code: ClassVar[str] = "connection_lost"
+
+
+class CommitInDoubtError(StoreError):
+    """A write's ``COMMIT`` failed in a way that leaves its outcome unknown (the
+    connection broke, or the statement timed out, after it was sent), and the store
+    could not settle by reading whether it landed.
+
+    The store never replays such a write blindly: writes it can check (appends with an
+    expected seq, the send path's writes, lease claims) are settled by reading and
+    surface as success or as the error the settled state implies. This error is what is
+    left: read the state the write would have changed before deciding to write again.
+
+    Attributes:
+        operation: The store operation (``create_session``, ``append_messages``...).
+        resolution: How far it got: ``unverifiable`` (the operation has no check: it
+            may or may not have committed) or ``unreachable`` (the check itself could
+            not reach the database in time).
+    """
+
+    code: ClassVar[str] = "commit_in_doubt"
+
+    def __init__(self, message: str, *, backend: str | None = None,
+                 operation: str = "", resolution: str = "unverifiable") -> None:
+        super().__init__(message, backend=backend, operation=operation,
+                         resolution=resolution)
+        self.operation = operation
+        self.resolution = resolution
 
 
 class StorageFullError(StoreError):

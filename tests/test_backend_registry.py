@@ -35,7 +35,8 @@ ROOT = Path(__file__).parent.parent
 TOY_SITE = Path(__file__).parent / "toy_backend" / "site"
 
 ABSTRACT = {"column_type", "upsert", "create_index", "migration_lock", "table_exists",
-            "column_exists", "index_exists", "vacuum", "classify_error"}
+            "column_exists", "index_exists", "vacuum", "classify_error",
+            "commit_outcome"}
 
 
 @pytest.fixture

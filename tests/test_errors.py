@@ -72,6 +72,8 @@ FROZEN_CODES: dict[str, str] = {
     "TransientStoreError": "store_transient",
     "IntegrityConflictError": "store_conflict",
     "ConnectionLostError": "connection_lost",
+    "CommitInDoubtError": "commit_in_doubt",
+    "SeqConflictError": "seq_conflict",
     "StorageFullError": "storage_full",
     "StoreAuthenticationError": "store_authentication",
     "DatabaseNotFoundError": "database_not_found",

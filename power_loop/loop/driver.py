@@ -15,8 +15,9 @@ code. At each step it looks at the send's persisted tail:
 * an answer cut by the output limit, or left partial by a failed stream -> ask the model
   to continue it.
 
-Writes are fenced by the lease epoch and extend the lease; a background task renews it
-during long model calls and tools, and cancels the run if the lease is lost.
+Writes are fenced by the lease epoch and extend the lease; a
+:class:`~power_loop.loop.lease_keeper.LeaseKeeper` renews it during long model calls and
+tools, and cancels the run if the lease is lost.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReas
 from power_loop.loop.accounting import children_usage, send_usage, usage_json
 from power_loop.loop.awaiting import hold
 from power_loop.loop.config import AgentLoopConfig
+from power_loop.loop.lease_keeper import LeaseKeeper
 from power_loop.loop.results import SendResult
 from power_loop.loop.structured import parse_output
 from power_loop.loop.window import Window, load_window
@@ -223,11 +225,10 @@ class SendRun:
     async def run(self) -> SendResult:
         main = asyncio.current_task()
         assert main is not None
-        # A timer, not a task: most sends end long before a renewal is due.
         self._main = main
-        self._renewal: asyncio.Task[None] | None = None
-        self._renew_at = asyncio.get_running_loop().call_later(
-            self._deps.config.lease_ttl / 3, self._start_renewal)
+        self._keeper = LeaseKeeper(self._renew, self._deps.config.lease_ttl / 3,
+                                   on_lost=self._lost, lock=self._lease_lock,
+                                   active=lambda: not self._stopped)
         try:
             await self._refresh_tools()
             await self._prepare_context()
@@ -254,10 +255,7 @@ class SendRun:
             raise
         finally:
             self._stopped = True
-            self._renew_at.cancel()
-            if self._renewal is not None:
-                self._renewal.cancel()
-                await asyncio.gather(self._renewal, return_exceptions=True)
+            await self._keeper.aclose()
 
     async def _refresh_tools(self) -> None:
         """Bring the tool sources' tools (MCP servers') up to date for this send."""
@@ -526,9 +524,11 @@ class SendRun:
     # -- writes ------------------------------------------------------------------------
 
     async def _append(self, messages: list[Message]) -> None:
+        # Conditional on the seq the window expects: a commit that fails without an
+        # answer is then settled by reading, never replayed (store/settle.py).
         await self._deps.store.append_messages(
             self.session_id, encode(messages, self.send_index), epoch=self.lease.epoch,
-            extend_lease=self._deps.config.lease_ttl)
+            extend_lease=self._deps.config.lease_ttl, expect_seq=self.window.next_seq)
         self.window.extend(messages)
         self._partial = []
 
@@ -610,24 +610,15 @@ class SendRun:
         except PowerLoopError:
             pass
 
-    def _start_renewal(self) -> None:
-        if not self._stopped:
-            self._renewal = asyncio.create_task(self._renew())
+    async def _renew(self) -> bool:
+        """Renew the lease once (see :class:`LeaseKeeper`); ``False`` once it is lost."""
+        try:
+            self.lease = await self._deps.store.renew_lease(self.lease,
+                                                            ttl=self._deps.config.lease_ttl)
+        except LeaseLostError:
+            return False
+        return True
 
-    async def _renew(self) -> None:
-        """Renew the lease once, then set the timer for the next renewal."""
-        ttl = self._deps.config.lease_ttl
-        async with self._lease_lock:
-            if self._stopped:
-                return
-            try:
-                self.lease = await self._deps.store.renew_lease(self.lease, ttl=ttl)
-            except LeaseLostError:
-                self._lease_lost = True
-                self._main.cancel()
-                return
-            except PowerLoopError:
-                pass  # the database is unreachable for now; try again next period
-        if not self._stopped:
-            self._renew_at = asyncio.get_running_loop().call_later(ttl / 3,
-                                                                   self._start_renewal)
+    def _lost(self) -> None:
+        self._lease_lost = True
+        self._main.cancel()

@@ -150,7 +150,8 @@ class RecoveryMethods:
                         for c in open_call_parts(window)]
             if messages:
                 await store.append_messages(session_id, encode(messages, send.send_index),
-                                            epoch=claim.lease.epoch)
+                                            epoch=claim.lease.epoch,
+                                            expect_seq=claim.next_seq)
             return len(messages)
         finally:
             await store.release_lease(claim.lease)

@@ -1,7 +1,9 @@
 """The store: one schema, three real backends, behind a small ``Database``/``Dialect`` port.
 
 Layout: ``port.py`` (the port and the dialect base), ``schema.py`` and ``migrations.py``
-(tables, DDL, versions), ``store.py`` (the operations), ``transfer.py`` (export and
+(tables, DDL, versions), ``store.py`` (the operations), ``core.py`` (transactions and
+honest retries) with ``settle.py`` (the reads that settle a commit in doubt),
+``timer_ops.py`` (timers) and ``claims.py`` (stranded work), ``transfer.py`` (export and
 import), ``registry.py`` (which backends exist; third parties register theirs), and a
 folder per backend holding its dialect beside its driver adapter.
 """
@@ -10,6 +12,7 @@ from power_loop.store.dsn import ConnectOptions, ParsedDSN, redact_dsn
 from power_loop.store.migrations import LATEST_VERSION, SchemaPolicy, render_ddl
 from power_loop.store.port import (
     ColumnType,
+    CommitOutcome,
     Connection,
     Database,
     Dialect,
@@ -27,6 +30,7 @@ __all__ = [
     "LATEST_VERSION",
     "CacheStats",
     "ColumnType",
+    "CommitOutcome",
     "ConnectOptions",
     "Connection",
     "Database",

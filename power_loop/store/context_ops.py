@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from power_loop.errors import InvalidArgumentError
+from power_loop.errors import InvalidArgumentError, LeaseLostError
+from power_loop.store import settle
+from power_loop.store.core import NotLanded
 from power_loop.store.port import Connection, Database, Row
 from power_loop.store.records import (
     Lease,
@@ -159,6 +161,21 @@ class ContextOps(SendOps):
         Raises:
             LeaseLostError: the lease's epoch is stale, or the lease was released.
         """
+        async def check(conn: Connection) -> int | NotLanded:
+            return await settle.send_closed(conn, self._sql, session_id, send_index,
+                                            len(messages))
+
+        return await self.settled(
+            "close_send", lambda: self._close_send(session_id, send_index, messages, lease,
+                                                   status, stop_reason, rounds, usage,
+                                                   projections, before_commit),
+            lambda: self.read(check), (LeaseLostError, InvalidArgumentError))
+
+    async def _close_send(self, session_id: str, send_index: int,
+                          messages: Sequence[NewMessage], lease: Lease, status: str,
+                          stop_reason: str | None, rounds: int, usage: Mapping[str, Any],
+                          projections: Sequence[tuple[int, int, Mapping[str, Any]]],
+                          before_commit: Callable[[], None] | None) -> int:
         fused = self._fused
         if fused is None:
             async def body(conn: Connection) -> int:
@@ -177,7 +194,7 @@ class ContextOps(SendOps):
             [status, stop_reason, int(rounds), dump_json(dict(usage)), None], projections)
         if before_commit is not None:
             before_commit()
-        row = await self.write_one(sql, args)
+        row = await self.write_one(sql, args, operation="close_send")
         if row is None:
             raise await self.read(
                 self._why_missed, session_id, lease.epoch,

@@ -39,6 +39,7 @@ from power_loop.store.statements import (
     APPEND,
     APPEND_EXTEND,
     BEGIN_SEND,
+    EXPECT_SEQ,
     FINISH_SEND_RELEASE,
     SEND_COLUMNS,
     Statements,
@@ -92,8 +93,9 @@ class FusedWrites(Protocol):
         ...
 
     def append(self, session_id: str, messages: Sequence[NewMessage], epoch: int | None,
-               extend: int | None) -> Fused:
-        """Append (fenced when ``epoch`` is given); returns ``next_seq``."""
+               extend: int | None, expect: int | None = None) -> Fused:
+        """Append (fenced when ``epoch`` is given, conditional on the session's
+        ``next_seq`` when ``expect`` is); returns ``next_seq``."""
         ...
 
     def finish_release(self, session_id: str, send_index: int,
@@ -165,9 +167,11 @@ class CTEWrites:
         append_tail = (f", m AS ({insert}SELECT {id_}, s.next_seq - ? + u.i - 1, "
                        f"u.send_index, u.role, u.body, {{now}} FROM s, {rows}) "
                        "SELECT next_seq FROM s")
-        self._append = {(extend, fenced): r(update(spec, fenced=fenced) + append_tail)
+        self._append = {(extend, fenced, expect): r(
+                            update(spec, EXPECT_SEQ if expect else "", fenced=fenced)
+                            + append_tail)
                         for extend, spec in ((False, APPEND), (True, APPEND_EXTEND))
-                        for fenced in (False, True)}
+                        for fenced in (False, True) for expect in (False, True)}
 
         # finish: args: the update's, the outcome, session id, send index, then session
         # id, message count, send index, roles, bodies, then session id and the
@@ -200,12 +204,13 @@ class CTEWrites:
                      session_id, n, roles, bodies]
 
     def append(self, session_id: str, messages: Sequence[NewMessage], epoch: int | None,
-               extend: int | None) -> Fused:
+               extend: int | None, expect: int | None = None) -> Fused:
         indexes, roles, bodies = message_arrays(messages)
         n = len(messages)
         assign = [n] if extend is None else [n, extend]
-        sql = self._append[extend is not None, epoch is not None]
-        return sql, [*_update_args(assign, session_id, (), epoch), session_id, n, indexes,
+        where = () if expect is None else (expect,)
+        sql = self._append[extend is not None, epoch is not None, expect is not None]
+        return sql, [*_update_args(assign, session_id, where, epoch), session_id, n, indexes,
                      roles, bodies]
 
     def finish_release(self, session_id: str, send_index: int,

@@ -21,6 +21,7 @@ import enum
 import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from power_loop.errors import (
@@ -36,6 +37,11 @@ from power_loop.errors import (
 Row = Sequence[Any]
 """One result row, indexed by column position."""
 
+retry_deadline: ContextVar[float | None] = ContextVar("power_loop_retry_deadline",
+                                                      default=None)
+"""The event-loop time by which the store's current operation gives up retrying (its
+whole budget, across attempts); a driver that waits for a lock stops waiting then."""
+
 
 class ErrorKind(enum.Enum):
     """How a driver error is handled (see :meth:`Dialect.classify_error`)."""
@@ -50,6 +56,18 @@ class ErrorKind(enum.Enum):
     """No space left for the write."""
     FATAL = "fatal"
     """Anything else: a bug or a misconfiguration; never retried."""
+
+
+class CommitOutcome(enum.Enum):
+    """What a failed ``COMMIT`` (or a one-statement write, its own commit) left behind
+    (see :meth:`Dialect.commit_outcome`)."""
+
+    REJECTED = "rejected"
+    """The engine answered with an error: the transaction certainly did not commit, and
+    running it again is safe."""
+    IN_DOUBT = "in_doubt"
+    """No answer (the connection broke, a client-side timeout, a cancelled wait): the
+    transaction may have committed. Never replayed blindly."""
 
 
 class ColumnType(enum.Enum):
@@ -226,6 +244,17 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def classify_error(self, exc: BaseException) -> ErrorKind:
         """Sort a driver exception into an :class:`ErrorKind` (by code, not by type)."""
+
+    @abc.abstractmethod
+    def commit_outcome(self, exc: BaseException) -> CommitOutcome:
+        """Whether ``exc``, raised by a ``COMMIT`` (or by a write that is one statement
+        in autocommit), means the transaction certainly did not commit
+        (:attr:`CommitOutcome.REJECTED`) or may have (:attr:`CommitOutcome.IN_DOUBT`).
+
+        ``exc`` is the driver's exception (or an ``OSError``/``TimeoutError``). An error
+        the engine sent back as an answer is a rejection; a missing answer is doubt.
+        When unsure, answer ``IN_DOUBT``: a doubt is settled by reading, a wrong
+        rejection duplicates writes."""
 
 
 def insert_on_conflict(

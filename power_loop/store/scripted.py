@@ -37,6 +37,7 @@ from power_loop.store.statements import (
     APPEND,
     APPEND_EXTEND,
     BEGIN_SEND,
+    EXPECT_SEQ,
     FINISH_SEND_RELEASE,
     SEND_COLUMNS,
     Statements,
@@ -71,7 +72,7 @@ class ScriptWrites:
         self._text = lru_cache(maxsize=256)(self._render)
 
     def _render(self, kind: str, n: int, k: int, keyed: bool, extend: bool,
-                fenced: bool) -> str:
+                fenced: bool, expect: bool = False) -> str:
         """The text of one write: ``kind`` with ``n`` messages and ``k`` projections."""
         d, s, m = self._d, self._s, self._m
         guard = " AND @pl_ok > 0"
@@ -93,6 +94,8 @@ class ScriptWrites:
                              f"WHERE s.id = ?{guard}")
         elif kind == "append":
             assign, where, returning = APPEND_EXTEND if extend else APPEND
+            if expect:
+                where += EXPECT_SEQ
             x, rows = _rows(("send_index", "role", "body"), n)
             parts += [self._sql.update_text(assign, where, fenced=fenced), _GUARD,
                       f"{insert}SELECT ?, s.next_seq - ? + {x['i']}, {x['send_index']}, "
@@ -134,15 +137,18 @@ class ScriptWrites:
         return self._text("begin", n, 0, keyed, False, False), args
 
     def append(self, session_id: str, messages: Sequence[NewMessage], epoch: int | None,
-               extend: int | None) -> Fused:
+               extend: int | None, expect: int | None = None) -> Fused:
         indexes, roles, bodies = message_arrays(messages)
         n = len(messages)
         args: list[Any] = [n] if extend is None else [n, extend]
         args.append(session_id)
+        if expect is not None:
+            args.append(expect)
         if epoch is not None:
             args.append(epoch)
         args += [session_id, n, *_flat(indexes, roles, bodies), session_id, session_id]
-        return self._text("append", n, 0, False, extend is not None, epoch is not None), args
+        return self._text("append", n, 0, False, extend is not None, epoch is not None,
+                          expect is not None), args
 
     def finish_release(self, session_id: str, send_index: int,
                        messages: Sequence[NewMessage], epoch: int, outcome: Sequence[Any],

@@ -11,17 +11,20 @@ allows it, each of these transactions is also one round trip
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from power_loop.errors import (
     InvalidArgumentError,
+    LeaseLostError,
     PowerLoopError,
     SendNotFoundError,
     SendPendingError,
     SessionBusyError,
 )
-from power_loop.store.core import StoreCore, ttl_us
+from power_loop.store import settle
+from power_loop.store.core import NotLanded, StoreCore, ttl_us
 from power_loop.store.fused import FusedWrites
 from power_loop.store.port import Connection, Row
 from power_loop.store.records import (
@@ -38,6 +41,15 @@ from power_loop.store.records import (
     load_json,
 )
 from power_loop.store.statements import send_from_row
+
+_Taken = TypeVar("_Taken")
+HAND_BACK_SECONDS = 5.0
+"""How long a cancelled lease-taking write may spend giving the lease back."""
+
+
+async def _execute(conn: Connection, sql: str, args: Sequence[Any]) -> int:
+    return await conn.execute(sql, args)
+
 
 SEND_STATUSES = frozenset({"pending", "done", "failed", "cancelled", "aborted"})
 FINAL_STATUSES = SEND_STATUSES - {"pending"}
@@ -133,17 +145,67 @@ class SendOps(StoreCore):
         check_name(source, "source")
         if request_key is not None:
             check_id(request_key, "request_key")
-        if self._fused is not None:
-            return await self._begin_send_fused(self._fused, session_id, messages, owner,
-                                                ttl_us(ttl), source, request_key)
-        return await self.write(self._begin_send_txn, session_id, messages, owner,
-                                ttl_us(ttl), source, request_key)
+        ttl_micros = ttl_us(ttl)
+
+        async def attempt() -> SendStart:
+            if self._fused is not None:
+                return await self._begin_send_fused(self._fused, session_id, messages,
+                                                    owner, ttl_micros, source, request_key)
+            return await self.write(self._begin_send_txn, session_id, messages, owner,
+                                    ttl_micros, source, request_key)
+
+        async def check(conn: Connection) -> SendStart | NotLanded:
+            row = await settle.leased_to(conn, self._sql, session_id, owner)
+            if isinstance(row, NotLanded):
+                return row
+            return await self._started_from_state(conn, session_id, owner, row)
+
+        return await self._taking(session_id, owner, lambda: self.settled(
+            "begin_send", attempt, lambda: self.read(check), (SessionBusyError,)))
+
+    async def _taking(self, session_id: str, owner: str,
+                      take: Callable[[], Awaitable[_Taken]]) -> _Taken:
+        """Run ``take``, a write that takes the session's lease for ``owner``.
+
+        A cancellation landing while it is in flight does not tell whether it
+        committed: a lease nobody knows it holds would keep the session from every
+        other holder (a worker among them) until it expires. So before the
+        cancellation goes on, the lease is given back by its owner (unique to this
+        write), in this task, within :data:`HAND_BACK_SECONDS`: a copy of the write
+        still running on the server holds the session row's lock, and the release waits
+        for it, then frees what it took.
+        """
+        try:
+            return await take()
+        except asyncio.CancelledError:
+            await self._hand_back([(self._sql.release_owner, [session_id, owner])])
+            raise
+
+    async def _hand_back(self, releases: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run release statements, each in its own transaction, within
+        :data:`HAND_BACK_SECONDS` in all; what is not released lapses at its expiry,
+        as a killed process's leases do."""
+        try:
+            async with asyncio.timeout(HAND_BACK_SECONDS):
+                for sql, args in releases:
+                    await self.write(_execute, sql, args)
+        except (PowerLoopError, TimeoutError):
+            pass
+
+    async def _started_from_state(self, conn: Connection, session_id: str, owner: str,
+                                  row: Row) -> SendStart:
+        """What ``begin_send`` returned, from the state it left (see settle.leased_to)."""
+        index = int(row[2]) - 1
+        send = await self._get_send_txn(conn, session_id, index)
+        lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
+        return SendStart(lease, index, send.first_seq, load_json(row[4]), row[5],
+                         load_json(row[6]))
 
     async def _begin_send_fused(self, fused: FusedWrites, session_id: str,
                                 messages: Sequence[NewMessage], owner: str, ttl: int,
                                 source: str, request_key: str | None) -> SendStart:
         sql, args = fused.begin_send(session_id, messages, owner, ttl, source, request_key)
-        row = await self.write_one(sql, args)
+        row = await self.write_one(sql, args, operation="begin_send")
         if row is None:
             return await self.read(self._begin_refused, session_id, request_key, sql)
         return self._started(session_id, owner, messages, row)
@@ -195,8 +257,20 @@ class SendOps(StoreCore):
             SessionBusyError: another holder's lease has not expired.
         """
         check_id(session_id)
-        return await self.write(self._claim_txn, session_id, check_id(owner, "owner"),
-                                ttl_us(ttl))
+        check_id(owner, "owner")
+        ttl_micros = ttl_us(ttl)
+
+        async def check(conn: Connection) -> SessionClaim | NotLanded:
+            row = await settle.leased_to(conn, self._sql, session_id, owner)
+            if isinstance(row, NotLanded):
+                return row
+            lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
+            return SessionClaim(lease, None if row[8] is None else int(row[8]), int(row[3]),
+                                load_json(row[4]), row[5], load_json(row[6]))
+
+        return await self._taking(session_id, owner, lambda: self.settled(
+            "claim_session", lambda: self.write(self._claim_txn, session_id, owner, ttl_micros),
+            lambda: self.read(check), (SessionBusyError,)))
 
     async def _claim_txn(self, conn: Connection, session_id: str, owner: str,
                          ttl: int) -> SessionClaim:
@@ -225,9 +299,21 @@ class SendOps(StoreCore):
                                        f"{', '.join(sorted(FINAL_STATUSES))}")
         if stop_reason is not None:
             check_name(stop_reason, "stop_reason")
-        return await self.write(self._finish_and_read_txn, session_id, send_index, messages,
-                                status=status, epoch=epoch, release=release,
-                                stop_reason=stop_reason, rounds=rounds, usage=usage, error=error)
+        async def attempt() -> SendRecord:
+            return await self.write(
+                self._finish_and_read_txn, session_id, send_index, messages, status=status,
+                epoch=epoch, release=release, stop_reason=stop_reason, rounds=rounds,
+                usage=usage, error=error)
+
+        async def check(conn: Connection) -> SendRecord | NotLanded:
+            closed = await settle.send_closed(conn, self._sql, session_id, send_index,
+                                              len(messages))
+            if isinstance(closed, NotLanded):
+                return closed
+            return await self._get_send_txn(conn, session_id, send_index)
+
+        return await self.settled("finish_send", attempt, lambda: self.read(check),
+                                  (LeaseLostError, InvalidArgumentError))
 
     async def _finish_and_read_txn(self, conn: Connection, /, session_id: str,
                                    send_index: int, messages: Sequence[NewMessage],

@@ -32,6 +32,9 @@ _RELEASE = "lease_owner = NULL, lease_expires_at = NULL"
 # columns); the fused statements (power_loop/store/fused.py) build on them too.
 APPEND = ("next_seq = next_seq + ?", "", "next_seq")
 APPEND_EXTEND = ("next_seq = next_seq + ?, lease_expires_at = {now} + ?", "", "next_seq")
+EXPECT_SEQ = " AND next_seq = ?"
+"""The condition of an append that names the seq it expects (verifiable: two copies of
+it can never both land)."""
 BEGIN_SEND = (
     f"{_TAKE_LEASE}, pending_send = send_count, send_count = send_count + 1, "
     "next_seq = next_seq + ?",
@@ -113,6 +116,15 @@ class Statements:
         # -- messages
         self.append = update(*APPEND)
         self.append_extend = update(*APPEND_EXTEND)
+        self.append_expect = update(APPEND[0], EXPECT_SEQ, APPEND[2])
+        self.append_extend_expect = update(APPEND_EXTEND[0], EXPECT_SEQ, APPEND_EXTEND[2])
+        # What settles a write in doubt (store/settle.py): the session's lease and
+        # send state, and the last message seq of a send.
+        self.lease_state = r(
+            "SELECT lease_epoch, lease_expires_at, send_count, next_seq, system_prompt, "
+            f"incarnation, metadata, lease_owner, pending_send FROM {s} WHERE id = ?")
+        self.send_last_seq = r(
+            f"SELECT MAX(seq) FROM {m} WHERE session_id = ? AND send_index = ?")
         self.insert_message = r(
             f"INSERT INTO {m} (session_id, seq, send_index, role, body, created_at) "
             "VALUES (?, ?, ?, ?, ?, {now})")
@@ -139,6 +151,7 @@ class Statements:
         self.touch = update("next_seq = next_seq", "", "next_seq")
         self.release = r(
             f"UPDATE {s} SET {_RELEASE} WHERE id = ? AND lease_owner = ? AND lease_epoch = ?")
+        self.release_owner = r(f"UPDATE {s} SET {_RELEASE} WHERE id = ? AND lease_owner = ?")
         # -- sends
         self.start_send = update(
             "pending_send = send_count, send_count = send_count + 1, next_seq = next_seq + ?",

@@ -20,9 +20,12 @@ from power_loop.errors import (
     LeaseLostError,
     PowerLoopError,
     SchemaMissingError,
+    SeqConflictError,
     SessionExistsError,
 )
+from power_loop.store import settle
 from power_loop.store.children import ChildOps
+from power_loop.store.claims import ClaimOps
 from power_loop.store.core import not_found, ttl_us
 from power_loop.store.dsn import connect, dialect_for, parse_dsn
 from power_loop.store.migrations import (
@@ -47,11 +50,10 @@ from power_loop.store.records import (
 from power_loop.store.schema import validate_prefix
 from power_loop.store.sends import busy_error
 from power_loop.store.statements import fetch, fetchone, message_from_row, session_from_row
-from power_loop.store.timer_ops import TimerOps
 from power_loop.store.window_cache import DEFAULT_CACHE_BYTES, WindowCache
 
 
-class Store(ChildOps, TimerOps):
+class Store(ChildOps, ClaimOps):
     """The durable home of every conversation. Get one with :func:`open_store`.
 
     Use it as an async context manager, or call :meth:`aclose`.
@@ -137,7 +139,8 @@ class Store(ChildOps, TimerOps):
 
     async def append_messages(self, session_id: str, messages: Sequence[NewMessage], *,
                               epoch: int | None = None,
-                              extend_lease: float | None = None) -> list[int]:
+                              extend_lease: float | None = None,
+                              expect_seq: int | None = None) -> list[int]:
         """Append messages in one transaction; return their seqs (contiguous).
 
         Args:
@@ -146,32 +149,66 @@ class Store(ChildOps, TimerOps):
                 and :class:`LeaseLostError` is raised.
             extend_lease: With ``epoch``, also push the lease's expiry to this many
                 seconds from now, in the same statement.
+            expect_seq: The seq the first message must get (the session's
+                ``next_seq`` as the caller knows it). The append is then conditional
+                on it, which makes it verifiable: a commit that fails without an answer
+                is settled by reading the messages at that seq, never replayed.
+
+        Raises:
+            SeqConflictError: ``expect_seq`` is not the session's next seq: nothing
+                was written.
+            CommitInDoubtError: without ``expect_seq``, the commit failed without an
+                answer (it was not replayed).
         """
         check_id(session_id)
+        if expect_seq is not None:
+            check_count(expect_seq, "expect_seq")
         if not messages:
             return []
         if extend_lease is not None and epoch is None:
             raise InvalidArgumentError("extend_lease needs the lease's epoch")
         extend = None if extend_lease is None else ttl_us(extend_lease)
+
+        async def attempt() -> list[int]:
+            return await self._append(session_id, messages, epoch, extend, expect_seq)
+
+        if expect_seq is None:
+            return await attempt()
+        expect = expect_seq
+        return await self.settled(
+            "append_messages", attempt,
+            lambda: self.read(settle.appended, self._sql, session_id, messages, expect),
+            (SeqConflictError, LeaseLostError))
+
+    async def _append(self, session_id: str, messages: Sequence[NewMessage],
+                      epoch: int | None, extend: int | None,
+                      expect: int | None) -> list[int]:
         fused = self._fused
         if fused is None:
-            return await self.write(self._append_txn, session_id, messages, epoch, extend)
-        sql, args = fused.append(session_id, messages, epoch, extend)
-        row = await self.write_one(sql, args)
+            return await self.write(self._append_txn, session_id, messages, epoch, extend,
+                                    expect)
+        sql, args = fused.append(session_id, messages, epoch, extend, expect)
+        row = await self.write_one(sql, args, operation="append_messages")
         if row is None:
-            raise await self.read(self._why_missed, session_id, epoch, None, sql)
+            raise await self.read(self._why_missed, session_id, epoch, None, sql,
+                                  expect=expect)
         first = int(row[0]) - len(messages)
         return list(range(first, first + len(messages)))
 
     async def _append_txn(self, conn: Connection, session_id: str,
                           messages: Sequence[NewMessage], epoch: int | None,
-                          extend: int | None) -> list[int]:
+                          extend: int | None, expect: int | None = None) -> list[int]:
+        where = () if expect is None else (expect,)
         if extend is None:
-            row = await self._update_session(conn, self._sql.append, session_id,
-                                             [len(messages)], epoch=epoch)
+            stmt = self._sql.append if expect is None else self._sql.append_expect
+            row = await self._update_session(conn, stmt, session_id, [len(messages)], where,
+                                             epoch=epoch, expect=expect)
         else:
-            row = await self._update_session(conn, self._sql.append_extend, session_id,
-                                             [len(messages), extend], epoch=epoch)
+            stmt = (self._sql.append_extend if expect is None
+                    else self._sql.append_extend_expect)
+            row = await self._update_session(conn, stmt, session_id,
+                                             [len(messages), extend], where, epoch=epoch,
+                                             expect=expect)
         first = int(row[0]) - len(messages)
         await self._insert_messages(conn, session_id, first, messages)
         return list(range(first, first + len(messages)))

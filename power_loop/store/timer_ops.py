@@ -1,40 +1,34 @@
-"""Durable timers, and the claims workers take on due timers and stranded sends.
+"""Durable timers, and the claims workers take on due timers.
 
 A timer is a row: the session it wakes, the message it delivers, when (``due_at``,
 database clock), an optional period (``every_us``) and a missed-fire policy. Workers
 claim due timers with a lease-with-epoch of their own (``claim_owner``/``claim_epoch``),
 using ``FOR UPDATE SKIP LOCKED`` where the engine has it and a compare-and-set update
 in every case, on this one table. A recurring timer's next slot follows its schedule,
-never the time a worker happened to reach it.
-
-Stranded sends (pending sends whose holder died) are found on the sessions table alone
-and claimed the same way, the session lease taken in the very statement that counts
-the attempt; a session that keeps failing is parked.
+never the time a worker happened to reach it. (Stranded sends are claimed in
+:mod:`power_loop.store.claims`.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from power_loop.errors import InvalidArgumentError, LeaseLostError
+from power_loop.errors import CommitInDoubtError, InvalidArgumentError
 from power_loop.store.context_ops import ContextOps
-from power_loop.store.core import not_found, ttl_us
+from power_loop.store.core import ttl_us
 from power_loop.store.port import Connection, Listener, Notifying, Row
 from power_loop.store.records import (
-    Lease,
-    SessionClaim,
-    SessionRecord,
     check_id,
     dump_json,
     from_us,
     load_json,
     to_us,
 )
-from power_loop.store.statements import SESSION_COLUMNS, session_from_row
 
 MISSED_POLICIES = frozenset({"fire_once", "skip"})
 TIMER_STATUSES = ("scheduled", "done", "cancelled", "parked")
@@ -43,7 +37,6 @@ _TIMER_COLUMNS = ("timer_id, session_id, message, status, due_at, every_us, miss
                   "updated_at, kind")
 TIMER_KINDS = frozenset({"deliver", "expiry"})
 _FREE = "(claim_owner IS NULL OR claim_expires_at < {now})"
-_SESSION_FREE = "(lease_owner IS NULL OR lease_expires_at < {now})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +101,11 @@ def _timer(row: Row) -> TimerRecord:
 
 
 class TimerStatements:
-    """The SQL of timers and worker claims, rendered once."""
+    """The SQL of timers and their claims, rendered once."""
 
     def __init__(self, ops: TimerOps) -> None:
         d, n = ops.database.dialect, ops._names
-        r, t, s = d.render, n.timers, n.sessions
+        r, t = d.render, n.timers
         lock = d.for_update(skip_locked=d.supports_skip_locked)
         self.insert = r(
             f"INSERT INTO {t} ({_TIMER_COLUMNS}, claim_expires_at) VALUES "
@@ -172,32 +165,9 @@ class TimerStatements:
             f"UPDATE {t} SET status = 'parked', claim_owner = NULL, claim_expires_at = NULL, "
             "last_error = ?, updated_at = {now} WHERE timer_id = ? AND claim_owner = ? "
             "AND claim_epoch = ?")
-        # A send waiting on a person (an approval, an answer) is not stranded.
-        waiting = (f"NOT EXISTS (SELECT 1 FROM {n.waits} w WHERE w.session_id = {s}.id AND "
-                   f"w.send_index = {s}.pending_send AND w.status = 'waiting')")
-        self.stranded = r(
-            f"SELECT id, resume_attempts FROM {s} WHERE pending_send IS NOT NULL AND "
-            f"parked_at IS NULL AND {_SESSION_FREE} AND {waiting} "
-            f"ORDER BY updated_at LIMIT ?{lock}")
-        self.park_session = r(f"UPDATE {s} SET parked_at = {{now}}, updated_at = {{now}} "
-                              f"WHERE id = ? AND parked_at IS NULL AND {_SESSION_FREE}")
-        # A parked session always has its pending send: the pending index serves this.
-        self.parked_sessions = r(
-            f"SELECT {SESSION_COLUMNS} FROM {s} WHERE pending_send IS NOT NULL AND "
-            "parked_at IS NOT NULL ORDER BY parked_at, id LIMIT ?")
-        self.unpark_session = r(f"UPDATE {s} SET parked_at = NULL, resume_attempts = 0, "
-                                "updated_at = {now} WHERE id = ?")
-        self.claim_stranded = ops._sql.update_statement(
-            "lease_epoch = lease_epoch + 1, lease_owner = ?, lease_expires_at = {now} + ?, "
-            "resume_attempts = resume_attempts + 1",
-            f" AND pending_send IS NOT NULL AND parked_at IS NULL AND {_SESSION_FREE} "
-            f"AND {waiting}",
-            "lease_epoch, lease_expires_at, pending_send, next_seq, system_prompt, "
-            "incarnation, metadata")
-
 
 class TimerOps(ContextOps):
-    """Timers and worker claims (mixed into :class:`~power_loop.Store`)."""
+    """Timers and their claims (mixed into :class:`~power_loop.Store`)."""
 
     def __init__(self, db: Any, table_prefix: str, *, retries: int = 8) -> None:
         super().__init__(db, table_prefix, retries=retries)
@@ -381,16 +351,28 @@ class TimerOps(ContextOps):
     async def claim_due_timers(self, owner: str, *, ttl: float, limit: int) -> list[TimerClaim]:
         """Claim up to ``limit`` due timers for ``owner`` (a worker slot)."""
         check_id(owner, "owner")
-        return await self.write(self._claim_due_txn, owner, ttl_us(ttl), limit)
+        taken: list[tuple[str, int]] = []
+        try:
+            return await self.write(self._claim_due_timers_txn, owner, ttl_us(ttl), limit,
+                                    taken)
+        except (asyncio.CancelledError, CommitInDoubtError):
+            # The caller would not know it holds these claims: give them back (and the
+            # attempts they counted), as claim_stranded_sessions does its leases.
+            await self._hand_back([(self._tsql.defer, [0, None, timer_id, owner, epoch])
+                                   for timer_id, epoch in taken])
+            raise
 
-    async def _claim_due_txn(self, conn: Connection, owner: str, ttl: int,
-                             limit: int) -> list[TimerClaim]:
+    async def _claim_due_timers_txn(self, conn: Connection, owner: str, ttl: int,
+                                    limit: int, taken: list[tuple[str, int]],
+                                    ) -> list[TimerClaim]:
+        taken.clear()  # an earlier attempt certainly did not commit
         claims = []
         for (timer_id,) in await conn.fetch(self._tsql.due, [limit]):
             if await conn.execute(self._tsql.claim, [owner, ttl, timer_id]):
                 row = await conn.fetchone(self._tsql.claimed, [timer_id])
                 assert row is not None
                 timer = _timer(row)
+                taken.append((timer_id, timer.claim_epoch))
                 claims.append(TimerClaim(timer, owner, timer.claim_epoch,
                                          max(0.0, int(row[15]) / 1_000_000)))
         return claims
@@ -453,50 +435,6 @@ class TimerOps(ContextOps):
         return await self.write(_changed, self._tsql.park, [
             dump_json(dict(error)), claim.timer.timer_id, claim.owner, claim.epoch])
 
-    async def claim_stranded_sessions(self, owner_prefix: str, *, ttl: float, limit: int,
-                                      max_attempts: int) -> tuple[list[SessionClaim],
-                                                                  list[str]]:
-        """Take the lease of sessions whose pending send has no live holder.
-
-        Each claim counts an attempt; a session already at ``max_attempts`` is parked
-        instead (returned in the second list) and left alone until unparked.
-        """
-        return await self.write(self._stranded_txn, owner_prefix, ttl_us(ttl), limit,
-                                max_attempts)
-
-    async def _stranded_txn(self, conn: Connection, owner_prefix: str, ttl: int, limit: int,
-                            max_attempts: int) -> tuple[list[SessionClaim], list[str]]:
-        claims: list[SessionClaim] = []
-        parked: list[str] = []
-        for session_id, attempts in await conn.fetch(self._tsql.stranded, [limit]):
-            if int(attempts) >= max_attempts:
-                if await conn.execute(self._tsql.park_session, [session_id]):
-                    parked.append(session_id)
-                continue
-            owner = f"{owner_prefix}:{uuid.uuid4().hex[:12]}"
-            try:
-                row = await self._update_session(conn, self._tsql.claim_stranded, session_id,
-                                                 [owner, ttl], refused=_taken)
-            except LeaseLostError:
-                continue  # another worker took it between the two statements
-            lease = Lease(session_id, owner, int(row[0]), from_us(row[1]))
-            claims.append(SessionClaim(lease, None if row[2] is None else int(row[2]),
-                                       int(row[3]), load_json(row[4]), row[5],
-                                       load_json(row[6])))
-        return claims, parked
-
-    async def list_parked_sessions(self, *, limit: int = 100) -> list[SessionRecord]:
-        """Sessions workers gave up on (``parked_at`` set), the longest parked first."""
-        if limit < 1:
-            raise InvalidArgumentError("limit must be at least 1")
-        rows = await self.read(_all, self._tsql.parked_sessions, [limit])
-        return [session_from_row(r) for r in rows]
-
-    async def unpark_session(self, session_id: str) -> None:
-        """Let workers take a parked session up again (its attempts start from zero)."""
-        if not await self.write(_changed, self._tsql.unpark_session, [check_id(session_id)]):
-            raise not_found(session_id)
-
 
 class _LocalListener:
     """A subscription to one store object's own timers (engines without notifications)."""
@@ -511,11 +449,6 @@ class _LocalListener:
     async def close(self) -> None:
         if self._callback in self._hearers:
             self._hearers.remove(self._callback)
-
-
-def _taken(state: Row) -> LeaseLostError:
-    return LeaseLostError("the session was taken by another worker", session_id="",
-                          epoch=int(state[0]))
 
 
 async def _changed(conn: Connection, sql: str, args: Sequence[Any]) -> bool:

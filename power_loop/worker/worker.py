@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -50,6 +51,7 @@ from power_loop.events.types import (
 )
 from power_loop.loop.agent import StatefulAgentLoop
 from power_loop.loop.driver import CANCEL_MEANS_RELEASE
+from power_loop.loop.lease_keeper import LeaseKeeper
 from power_loop.store.port import Listener
 from power_loop.store.records import SessionClaim
 from power_loop.store.store import Store, open_store
@@ -319,7 +321,9 @@ class Worker:
                                    reason="too many failed attempts"))
             return
         delivered = asyncio.Event()
-        keeper = asyncio.create_task(self._keep_timer_claim(store, claim, delivered))
+        keeper = LeaseKeeper(functools.partial(store.renew_timer_claim, claim,
+                                               ttl=self.claim_ttl),
+                             self.claim_ttl / 3, active=lambda: not delivered.is_set())
         sink = self._sink(delivered)
         try:
             result = await loop.fire_timer(claim, on_event=sink)
@@ -335,7 +339,7 @@ class Worker:
         except (SendPendingError, SessionBusyError) as exc:
             # Nothing wrong with the timer: its session is busy, or has a cut-off send
             # that a worker resumes first. Try again after a poll, not counted as failed.
-            keeper.cancel()
+            keeper.stop()
             await self._give_back(store, claim, delivered, exc, defer=True)
         except LeaseLostError:
             self.stats.leases_lost += 1
@@ -349,7 +353,7 @@ class Worker:
             log.warning("%s: timer %s failed: %s", self.name, key, exc)
             await self._give_back(store, claim, delivered, exc)
         finally:
-            keeper.cancel()
+            keeper.stop()
 
     def _sink(self, delivered: asyncio.Event) -> Emit:
         def sink(event: Event) -> None:
@@ -373,17 +377,6 @@ class Worker:
         self.stats.timers_released += 1
         self._emit(WorkerReleased(session_id=claim.timer.session_id, worker=self.name,
                                   kind="timer", key=claim.timer.timer_id, reason=reason[:200]))
-
-    async def _keep_timer_claim(self, store: Store, claim: TimerClaim,
-                                delivered: asyncio.Event) -> None:
-        """Renew the timer claim until its message is recorded (then it is released)."""
-        while not delivered.is_set():
-            await asyncio.sleep(self.claim_ttl / 3)
-            if delivered.is_set():
-                return
-            with contextlib.suppress(PowerLoopError):
-                if not await store.renew_timer_claim(claim, ttl=self.claim_ttl):
-                    return
 
     def _run_workflow(self, loop: StatefulAgentLoop, workflow_id: str,
                       epoch: int) -> Awaitable[None]:

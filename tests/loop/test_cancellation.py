@@ -296,3 +296,33 @@ async def test_cancelled_read_leaves_the_store_usable(store: Store) -> None:
         for _ in range(3):  # more reads than reader connections: each is used again
             assert len(await loop.history(sid)) == 2
 
+
+async def test_a_send_cancelled_while_its_lease_is_being_taken_hands_it_back(
+        store: Store) -> None:
+    # Cancelled after every number of event-loop steps up to well past the first write:
+    # some land while begin_send's write is in flight, and may see it commit. Whatever
+    # the send got to, nothing may keep the session's lease.
+    loop = make_loop(store, ScriptedLLM(lambda _: Turn("ok")))
+    for steps in range(40):
+        sid = await loop.new_session()
+        send = asyncio.create_task(loop.send("hi", session_id=sid))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        send.cancel()
+        await asyncio.gather(send, return_exceptions=True)
+        assert await lease_is_free(store, sid), steps
+
+
+async def test_a_claim_cancelled_in_flight_hands_its_lease_back(store: Store) -> None:
+    for steps in range(30):
+        sid = (await store.create_session()).id
+        start = await store.begin_send(sid, [], owner=f"crashed-{steps}", ttl=30)
+        assert start.lease is not None
+        await store.release_lease(start.lease)
+        claim = asyncio.create_task(store.claim_session(sid, owner=f"w-{steps}", ttl=30))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        claim.cancel()
+        outcome = (await asyncio.gather(claim, return_exceptions=True))[0]
+        if isinstance(outcome, asyncio.CancelledError):
+            assert await lease_is_free(store, sid), steps

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from power_loop.store import ColumnType, Dialect, ErrorKind
+from power_loop.store import ColumnType, CommitOutcome, Dialect, ErrorKind
 
 _TYPES = {
     ColumnType.ID: "TEXT",
@@ -80,3 +80,12 @@ class ToySQLiteDialect(Dialect):
         return {5: ErrorKind.RETRYABLE, 6: ErrorKind.RETRYABLE, 19: ErrorKind.CONFLICT,
                 13: ErrorKind.STORAGE_FULL, 10: ErrorKind.CONNECTION,
                 14: ErrorKind.CONNECTION}.get(primary, ErrorKind.FATAL)
+
+    def commit_outcome(self, exc: BaseException) -> CommitOutcome:
+        # An answer from the library (busy, a constraint) rolled back; an I/O error or a
+        # closed connection may have left the commit done.
+        primary = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        if isinstance(exc, sqlite3.OperationalError | sqlite3.IntegrityError) \
+                and primary not in (0, 10, 14, 26):
+            return CommitOutcome.REJECTED
+        return CommitOutcome.IN_DOUBT

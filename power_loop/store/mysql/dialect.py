@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from power_loop.store.port import ColumnType, Dialect, ErrorKind
+from power_loop.store.port import ColumnType, CommitOutcome, Dialect, ErrorKind
 
 _TYPES = {
     # VARBINARY, not VARCHAR: utf8mb4_bin pads spaces on MariaDB, so 'a' would equal
@@ -96,6 +96,17 @@ class MySQLDialect(Dialect):
     def vacuum(self, tables: Sequence[str]) -> list[str]:
         quoted = ", ".join(self.quote(t) for t in tables)
         return [f"OPTIMIZE TABLE {quoted}", f"ANALYZE TABLE {quoted}"]
+
+    def commit_outcome(self, exc: BaseException) -> CommitOutcome:
+        # Codes under 2000 are the server's answers (it rolled back: deadlock, lock wait
+        # timeout, constraint), except those that report the connection going away
+        # (killed, shutting down); 2000 and up are the client's (lost connection, gone
+        # away), and a timeout or socket error never got an answer.
+        args = getattr(exc, "args", ())
+        code = args[0] if args and isinstance(args[0], int) else None
+        if code is not None and code < 2000 and code not in _CONNECTION:
+            return CommitOutcome.REJECTED
+        return CommitOutcome.IN_DOUBT
 
     def classify_error(self, exc: BaseException) -> ErrorKind:
         args = getattr(exc, "args", ())

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from power_loop.store.port import (
     ColumnType,
+    CommitOutcome,
     Dialect,
     ErrorKind,
     create_index_if_not_exists,
@@ -28,6 +29,8 @@ _RETRYABLE = {"40001", "40P01", "55P03", "57014"}
 _CONNECTION_CLASSES = ("08", "28")  # connection exceptions; invalid authorization
 _CONNECTION = {"57P01", "57P02", "57P03", "53300"}
 _STORAGE_FULL = {"53100", "53400"}
+_IN_DOUBT = {"57014", "57P01", "57P02", "57P03", "XX000"}
+"""Answers that do not say whether a COMMIT landed (cancelled, shutting down, internal)."""
 
 
 class PostgresDialect(Dialect):
@@ -108,6 +111,18 @@ class PostgresDialect(Dialect):
 
     def vacuum(self, tables: Sequence[str]) -> list[str]:
         return [f"VACUUM (ANALYZE) {self.quote(t)}" for t in tables]
+
+    def commit_outcome(self, exc: BaseException) -> CommitOutcome:
+        # The server's ERROR answer to a COMMIT (or to a one-statement write) means it
+        # rolled back: serialization failures, deadlocks, constraints. A cancelled
+        # statement (57014: statement_timeout, or asyncpg's cancel after
+        # command_timeout) may have raced its own commit; a connection that broke, or a
+        # server shutting down, never answered.
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str) and state not in _IN_DOUBT \
+                and not state.startswith(_CONNECTION_CLASSES):
+            return CommitOutcome.REJECTED
+        return CommitOutcome.IN_DOUBT
 
     def classify_error(self, exc: BaseException) -> ErrorKind:
         state = getattr(exc, "sqlstate", None)

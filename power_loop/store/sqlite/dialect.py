@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from power_loop.store.port import (
     ColumnType,
+    CommitOutcome,
     Dialect,
     ErrorKind,
     create_index_if_not_exists,
@@ -76,6 +77,16 @@ class SQLiteDialect(Dialect):
     def vacuum(self, tables: Sequence[str]) -> list[str]:
         # VACUUM rewrites the file; the checkpoint then empties the WAL it grew into.
         return ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)", "PRAGMA optimize"]
+
+    def commit_outcome(self, exc: BaseException) -> CommitOutcome:
+        # SQLite answers in-process: a failed COMMIT left the transaction open (BUSY,
+        # a constraint, a full disk) and the driver rolls it back, except where the
+        # file itself failed mid-write or the connection is gone.
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.ProgrammingError):
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF not in (_IOERR, _CANTOPEN, _NOTADB):
+                return CommitOutcome.REJECTED
+        return CommitOutcome.IN_DOUBT
 
     def classify_error(self, exc: BaseException) -> ErrorKind:
         if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc).lower():

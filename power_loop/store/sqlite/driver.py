@@ -21,7 +21,9 @@ never inside a commit.
 
 Nothing waits on a lock: the connections' busy timeout is zero, and a statement refused
 with ``SQLITE_BUSY`` (another process holds the write lock) is retried after an
-asynchronous sleep, with backoff, until the DSN's busy timeout runs out.
+asynchronous sleep, with backoff, until the DSN's busy timeout runs out: one budget for
+the whole store operation (:data:`~power_loop.store.port.retry_deadline`), not one per
+statement or per attempt.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from power_loop.errors import (
     StoreFileError,
 )
 from power_loop.store.dsn import ParsedDSN
-from power_loop.store.port import Row, translate_error
+from power_loop.store.port import Row, retry_deadline, translate_error
 from power_loop.store.sqlite import checkpoints
 from power_loop.store.sqlite.checkpoints import Checkpointer
 from power_loop.store.sqlite.dialect import SQLiteDialect
@@ -289,6 +291,9 @@ class SQLiteConnection:
             waited = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._busy_timeout
+        budget = retry_deadline.get()  # the operation's, across the store's attempts
+        if budget is not None:
+            deadline = min(deadline, budget)
         pause = 0.001
         while True:
             if waited:
@@ -333,6 +338,11 @@ class SQLiteDatabase:
         self._readers: asyncio.Queue[_Handle] = asyncio.Queue()
         for reader in readers:
             self._readers.put_nowait(reader)
+
+    @property
+    def retry_budget(self) -> float:
+        """Seconds one store operation may wait for the file's write lock, in all."""
+        return self._busy_timeout
 
     def transaction(self, *, write: bool = True) -> _Transaction:
         if write or not self._all_readers:
