@@ -18,8 +18,12 @@ inside it, and the CPU time (this process, all threads) is the whole cost. Sides
 * ``blocked``: a sink blocked for the whole run (its queue fills, then drops): a send
   never waits for it; the window ends without it.
 
-Beside them, the floor: the same rows in the same transactions through the raw driver
-(:mod:`bench.send_floor`). Rounds rotate the order of the sides; figures are medians.
+Beside them, the floors: the same rows in the same transactions through the raw driver
+(:mod:`bench.send_floor`), and what the two target sinks cannot go below whoever writes
+them: ``jsonl-write``, the same lines (already built as dicts) through orjson into a
+file, and ``otel-sdk``, the same spans with the same attributes made straight on the
+SDK (same provider set-up), with no power_loop in between. Rounds rotate the order of
+the sides; figures are medians.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from power_loop import (
     OtelSink,
     PrometheusSink,
     ScriptedLLM,
+    SendFinished,
     StatefulAgentLoop,
     flush_sinks,
     reply,
@@ -157,10 +162,53 @@ async def measure(workdir: Path, n: int, repeat: int, warmup: int) -> dict[str, 
                     wall, cpu = await timed(send, n, sinks)
                 results.setdefault(f"{side}:wall", []).append(wall)
                 results.setdefault(f"{side}:cpu", []).append(cpu)
+        memory = loops["memory"][1][0]
+        assert isinstance(memory, MemorySink)
+        sent = sum(isinstance(e, SendFinished) for e in memory.events)
+        results.update(sink_floors(memory.events, sent, workdir, repeat))
     finally:
         blocked.release.set()
         await floor.close()
         await store.aclose()
+    return results
+
+
+def sink_floors(events: Sequence[Event], sends: int, workdir: Path, repeat: int,
+                ) -> dict[str, list[float]]:
+    """CPU microseconds per send of the two floors (see the module's docstring)."""
+    import orjson
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from power_loop.events.sinks import encode_event
+
+    lines = [encode_event(e) for e in events]
+    captured = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(captured))
+    sink = OtelSink(tracer_provider=provider)
+    for event in events:
+        sink.handle(event)
+    spans = [(s.name, s.kind, dict(s.attributes or {}), s.start_time, s.end_time)
+             for s in captured.get_finished_spans()]
+    tracer = _otel()._tracer  # the provider and processor the ``otel`` side has
+    results: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        gc.collect()
+        cpu = time.process_time()
+        with open(workdir / f"floor-{time.monotonic_ns()}.jsonl", "ab") as file:
+            for line in lines:
+                file.write(orjson.dumps(line) + b"\n")
+            file.flush()
+        results.setdefault("jsonl-write:cpu", []).append(
+            (time.process_time() - cpu) * 1e6 / sends)
+        gc.collect()
+        cpu = time.process_time()
+        for name, kind, attributes, start, end in spans:
+            tracer.start_span(name, kind=kind, attributes=attributes,
+                              start_time=start).end(end_time=end)
+        results.setdefault("otel-sdk:cpu", []).append((time.process_time() - cpu) * 1e6 / sends)
     return results
 
 
@@ -174,6 +222,9 @@ def render(results: dict[str, list[float]], n: int, repeat: int) -> str:
         rows.append([side, f"{cpu:,.0f}", f"{cpu - base_cpu:+,.0f}" if side != "none" else "",
                      added, f"{wall:,.0f}", f"{(wall - base_wall) / base_wall:+.1%}"
                      if side not in ("none", "floor") else ""])
+    for floor in ("jsonl-write", "otel-sdk"):
+        cpu = statistics.median(results[f"{floor}:cpu"])
+        rows.append([f"floor: {floor}", f"{cpu:,.0f}", "", f"{cpu / base_cpu:+.1%}", "", ""])
     facts = machine_facts()
     head = "\n".join(f"{k}: {v}" for k, v in facts.items())
     table = render_table(["side", "CPU us/send", "vs none", "CPU added", "wall us/send",
@@ -182,6 +233,9 @@ def render(results: dict[str, list[float]], n: int, repeat: int) -> str:
             "the window ends when every sink has handled every event; CPU is this "
             "process, all threads; the machine is shared, so trust CPU over wall)\n\n"
             f"{table}\n\nfloor: the same rows through the raw driver (the physical limit). "
+            "floor: jsonl-write: the same lines, already built, through orjson into a file; "
+            "floor: otel-sdk: the same spans and attributes straight on the SDK (its CPU "
+            "added is what the spans alone cost, whoever makes them). "
             "Target: jsonl+otel adds at most 10% CPU to none.")
 
 

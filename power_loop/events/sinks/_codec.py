@@ -126,10 +126,13 @@ def _dataclass_coder(cls: type, where: str) -> tuple[Code, Code]:
     hints = typing.get_type_hints(cls, globalns=vars(_module_of(cls)), localns=_names())
     coders = [(f.name, *_coder(hints[f.name], f"{where}.{f.name}"))
               for f in dataclasses.fields(cls)]
+    plain = tuple(name for name, enc, _ in coders if enc is _same)
+    coded = tuple((name, enc) for name, enc, _ in coders if enc is not _same)
 
     def encode(value: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, enc, _ in coders:
+        # Field order is kept by the decoder's names, not the line's: plain fields first.
+        out: dict[str, Any] = {name: getattr(value, name) for name in plain}
+        for name, enc in coded:
             item = getattr(value, name)
             out[name] = item if item is None else enc(item)
         return out
