@@ -258,8 +258,9 @@ class FeedReader:
             "(opened_event >= ? AND opened_event < ?) OR "
             "(decided_event >= ? AND decided_event < ?))")
         self.waits_before = r(
-            f"SELECT COUNT(*) FROM {n.waits} WHERE session_id = ? AND ("
-            "(opened_event < ? AND opened_seq < ?) OR (decided_event < ? AND decided_seq < ?))")
+            "SELECT SUM(CASE WHEN opened_event < ? AND opened_seq < ? THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN decided_event < ? AND decided_seq < ? THEN 1 ELSE 0 END) "
+            f"FROM {n.waits} WHERE session_id = ?")
         self.sends = r(
             "SELECT send_index, status, source, first_seq, created_at, finished_at, "
             f"stop_reason, rounds, token_usage, error FROM {n.sends} "
@@ -297,8 +298,9 @@ class FeedReader:
         m = wanted.messages
         if wanted.waits < 0:  # a first-format cursor: it saw what came before message m
             counted = await conn.fetchone(self.waits_before,
-                                          [session_id, wait_count, m, wait_count, m])
-            return replace(wanted, waits=int(counted[0]) if counted else 0)
+                                          [wait_count, m, wait_count, m, session_id])
+            assert counted is not None  # an aggregate: always one row
+            return replace(wanted, waits=int(counted[0] or 0) + int(counted[1] or 0))
         w = wanted.waits
         seqs = _wait_seqs(await conn.fetch(self.waits, [session_id, max(w - 1, 0), w + 1,
                                                         max(w - 1, 0), w + 1]))
