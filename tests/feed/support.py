@@ -39,8 +39,8 @@ async def expected_keys(store: Store, session_id: str) -> list[Key]:
             if m.send_index != send.send_index:
                 continue
             keys.append(("message", m.send_index, m.seq))
-            round_ = [waits[i] for i in (wait_id_for(c.id) for c in decode_message(m.role, m.body).tool_calls)
-                      if i in waits]
+            calls = decode_message(m.role, m.body).tool_calls
+            round_ = [waits[i] for i in (wait_id_for(c.id) for c in calls) if i in waits]
             keys.extend(("wait", w.send_index, f"{w.wait_id}:waiting") for w in round_)
             decided = sorted((w for w in round_ if w.status != "waiting"),
                              key=lambda w: (w.decided_at, w.wait_id))
