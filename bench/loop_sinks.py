@@ -13,7 +13,8 @@ inside it, and the CPU time (this process, all threads) is the whole cost. Sides
   the application's choice);
 * ``otel-api``: :class:`~power_loop.OtelSink` on the API's no-op tracer provider (no
   SDK): the sink's own share of ``otel``, the rest is the SDK's;
-* ``jsonl+otel``: both (the target: at most +10% over ``none``);
+* ``jsonl+otel``: both (the target: at most +10% over ``none``), and ``jsonl+otel-api``:
+  both, the spans going nowhere (the sinks' own share of the target);
 * ``prometheus``: :class:`~power_loop.PrometheusSink` on its own registry;
 * ``blocked``: a sink blocked for the whole run (its queue fills, then drops): a send
   never waits for it; the window ends without it.
@@ -57,8 +58,8 @@ from power_loop.events.sinks import Sink
 from power_loop.store import Store, open_store
 from power_loop.testing import fresh_prefix
 
-SIDES = ("none", "memory", "jsonl", "otel-api", "otel", "jsonl+otel", "prometheus",
-         "blocked")
+SIDES = ("none", "memory", "jsonl", "otel-api", "otel", "jsonl+otel-api", "jsonl+otel",
+         "prometheus", "blocked")
 TEXT = "What is the status of order 1042, and when will it ship?"
 
 
@@ -98,7 +99,7 @@ def sinks_for(side: str, workdir: Path, blocked: _Blocked) -> list[Sink]:
     from opentelemetry.trace import NoOpTracerProvider
     from prometheus_client import CollectorRegistry
 
-    made: dict[str, Callable[[], Sink]] = {
+    makers: dict[str, Callable[[], Sink]] = {
         "memory": MemorySink,
         "jsonl": lambda: JsonlSink(workdir / f"events-{time.monotonic_ns()}.jsonl"),
         "otel": _otel,
@@ -106,7 +107,7 @@ def sinks_for(side: str, workdir: Path, blocked: _Blocked) -> list[Sink]:
         "prometheus": lambda: PrometheusSink(registry=CollectorRegistry()),
         "blocked": lambda: blocked,
     }
-    return [made[part]() for part in side.split("+") if part != "none"]
+    return [makers[part]() for part in side.split("+") if part != "none"]
 
 
 async def timed(send: Callable[[], Awaitable[object]], n: int,
@@ -190,9 +191,15 @@ def sink_floors(events: Sequence[Event], sends: int, workdir: Path, repeat: int,
     sink = OtelSink(tracer_provider=provider)
     for event in events:
         sink.handle(event)
-    spans = [(s.name, s.kind, dict(s.attributes or {}), s.start_time, s.end_time)
-             for s in captured.get_finished_spans()]
+    finished = sorted(captured.get_finished_spans(), key=lambda s: s.start_time or 0)
+    ids = {s.context.span_id: n for n, s in enumerate(finished) if s.context is not None}
+    # (name, kind, attributes, start, end, the parent's place in the list or -1)
+    spans = [(s.name, s.kind, dict(s.attributes or {}), s.start_time, s.end_time,
+              ids.get(s.parent.span_id, -1) if s.parent is not None else -1)
+             for s in finished]
+    ends = sorted(range(len(spans)), key=lambda n: spans[n][4] or 0)
     tracer = _otel()._tracer  # the provider and processor the ``otel`` side has
+    from opentelemetry import trace
     results: dict[str, list[float]] = {}
     for _ in range(repeat):
         gc.collect()
@@ -205,9 +212,13 @@ def sink_floors(events: Sequence[Event], sends: int, workdir: Path, repeat: int,
             (time.process_time() - cpu) * 1e6 / sends)
         gc.collect()
         cpu = time.process_time()
-        for name, kind, attributes, start, end in spans:
-            tracer.start_span(name, kind=kind, attributes=attributes,
-                              start_time=start).end(end_time=end)
+        made: list[Any] = []
+        for name, kind, attributes, start, _, parent in spans:
+            context = trace.set_span_in_context(made[parent]) if parent >= 0 else None
+            made.append(tracer.start_span(name, context=context, kind=kind,
+                                          attributes=attributes, start_time=start))
+        for n in ends:
+            made[n].end(end_time=spans[n][4])
         results.setdefault("otel-sdk:cpu", []).append((time.process_time() - cpu) * 1e6 / sends)
     return results
 
