@@ -13,13 +13,18 @@ inside it, and the CPU time (this process, all threads) is the whole cost. Sides
   the application's choice);
 * ``otel-api``: :class:`~power_loop.OtelSink` on the API's no-op tracer provider (no
   SDK): the sink's own share of ``otel``, the rest is the SDK's;
-* ``jsonl+otel``: both (the target: at most +10% over ``none``);
+* ``jsonl+otel``: both (the target: at most +10% over ``none``), and ``jsonl+otel-api``:
+  both, the spans going nowhere (the sinks' own share of the target);
 * ``prometheus``: :class:`~power_loop.PrometheusSink` on its own registry;
 * ``blocked``: a sink blocked for the whole run (its queue fills, then drops): a send
   never waits for it; the window ends without it.
 
-Beside them, the floor: the same rows in the same transactions through the raw driver
-(:mod:`bench.send_floor`). Rounds rotate the order of the sides; figures are medians.
+Beside them, the floors: the same rows in the same transactions through the raw driver
+(:mod:`bench.send_floor`), and what the two target sinks cannot go below whoever writes
+them: ``jsonl-write``, the same lines (already built as dicts) through orjson into a
+file, and ``otel-sdk``, the same spans with the same attributes made straight on the
+SDK (same provider set-up), with no power_loop in between. Rounds rotate the order of
+the sides; figures are medians.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from power_loop import (
     OtelSink,
     PrometheusSink,
     ScriptedLLM,
+    SendFinished,
     StatefulAgentLoop,
     flush_sinks,
     reply,
@@ -52,8 +58,8 @@ from power_loop.events.sinks import Sink
 from power_loop.store import Store, open_store
 from power_loop.testing import fresh_prefix
 
-SIDES = ("none", "memory", "jsonl", "otel-api", "otel", "jsonl+otel", "prometheus",
-         "blocked")
+SIDES = ("none", "memory", "jsonl", "otel-api", "otel", "jsonl+otel-api", "jsonl+otel",
+         "prometheus", "blocked")
 TEXT = "What is the status of order 1042, and when will it ship?"
 
 
@@ -93,7 +99,7 @@ def sinks_for(side: str, workdir: Path, blocked: _Blocked) -> list[Sink]:
     from opentelemetry.trace import NoOpTracerProvider
     from prometheus_client import CollectorRegistry
 
-    made: dict[str, Callable[[], Sink]] = {
+    makers: dict[str, Callable[[], Sink]] = {
         "memory": MemorySink,
         "jsonl": lambda: JsonlSink(workdir / f"events-{time.monotonic_ns()}.jsonl"),
         "otel": _otel,
@@ -101,7 +107,7 @@ def sinks_for(side: str, workdir: Path, blocked: _Blocked) -> list[Sink]:
         "prometheus": lambda: PrometheusSink(registry=CollectorRegistry()),
         "blocked": lambda: blocked,
     }
-    return [made[part]() for part in side.split("+") if part != "none"]
+    return [makers[part]() for part in side.split("+") if part != "none"]
 
 
 async def timed(send: Callable[[], Awaitable[object]], n: int,
@@ -157,10 +163,63 @@ async def measure(workdir: Path, n: int, repeat: int, warmup: int) -> dict[str, 
                     wall, cpu = await timed(send, n, sinks)
                 results.setdefault(f"{side}:wall", []).append(wall)
                 results.setdefault(f"{side}:cpu", []).append(cpu)
+        memory = loops["memory"][1][0]
+        assert isinstance(memory, MemorySink)
+        sent = sum(isinstance(e, SendFinished) for e in memory.events)
+        results.update(sink_floors(memory.events, sent, workdir, repeat))
     finally:
         blocked.release.set()
         await floor.close()
         await store.aclose()
+    return results
+
+
+def sink_floors(events: Sequence[Event], sends: int, workdir: Path, repeat: int,
+                ) -> dict[str, list[float]]:
+    """CPU microseconds per send of the two floors (see the module's docstring)."""
+    import orjson
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from power_loop.events.sinks import encode_event
+
+    lines = [encode_event(e) for e in events]
+    captured = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(captured))
+    sink = OtelSink(tracer_provider=provider)
+    for event in events:
+        sink.handle(event)
+    finished = sorted(captured.get_finished_spans(), key=lambda s: s.start_time or 0)
+    ids = {s.context.span_id: n for n, s in enumerate(finished) if s.context is not None}
+    # (name, kind, attributes, start, end, the parent's place in the list or -1)
+    spans = [(s.name, s.kind, dict(s.attributes or {}), s.start_time, s.end_time,
+              ids.get(s.parent.span_id, -1) if s.parent is not None else -1)
+             for s in finished]
+    ends = sorted(range(len(spans)), key=lambda n: spans[n][4] or 0)
+    tracer = _otel()._tracer  # the provider and processor the ``otel`` side has
+    from opentelemetry import trace
+    results: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        gc.collect()
+        cpu = time.process_time()
+        with open(workdir / f"floor-{time.monotonic_ns()}.jsonl", "ab") as file:
+            for line in lines:
+                file.write(orjson.dumps(line) + b"\n")
+            file.flush()
+        results.setdefault("jsonl-write:cpu", []).append(
+            (time.process_time() - cpu) * 1e6 / sends)
+        gc.collect()
+        cpu = time.process_time()
+        made: list[Any] = []
+        for name, kind, attributes, start, _, parent in spans:
+            context = trace.set_span_in_context(made[parent]) if parent >= 0 else None
+            made.append(tracer.start_span(name, context=context, kind=kind,
+                                          attributes=attributes, start_time=start))
+        for n in ends:
+            made[n].end(end_time=spans[n][4])
+        results.setdefault("otel-sdk:cpu", []).append((time.process_time() - cpu) * 1e6 / sends)
     return results
 
 
@@ -174,6 +233,9 @@ def render(results: dict[str, list[float]], n: int, repeat: int) -> str:
         rows.append([side, f"{cpu:,.0f}", f"{cpu - base_cpu:+,.0f}" if side != "none" else "",
                      added, f"{wall:,.0f}", f"{(wall - base_wall) / base_wall:+.1%}"
                      if side not in ("none", "floor") else ""])
+    for floor in ("jsonl-write", "otel-sdk"):
+        cpu = statistics.median(results[f"{floor}:cpu"])
+        rows.append([f"floor: {floor}", f"{cpu:,.0f}", "", f"{cpu / base_cpu:+.1%}", "", ""])
     facts = machine_facts()
     head = "\n".join(f"{k}: {v}" for k, v in facts.items())
     table = render_table(["side", "CPU us/send", "vs none", "CPU added", "wall us/send",
@@ -182,6 +244,9 @@ def render(results: dict[str, list[float]], n: int, repeat: int) -> str:
             "the window ends when every sink has handled every event; CPU is this "
             "process, all threads; the machine is shared, so trust CPU over wall)\n\n"
             f"{table}\n\nfloor: the same rows through the raw driver (the physical limit). "
+            "floor: jsonl-write: the same lines, already built, through orjson into a file; "
+            "floor: otel-sdk: the same spans and attributes straight on the SDK (its CPU "
+            "added is what the spans alone cost, whoever makes them). "
             "Target: jsonl+otel adds at most 10% CPU to none.")
 
 

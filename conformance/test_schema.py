@@ -207,3 +207,50 @@ async def test_concurrent_first_boot_creates_the_schema_once(dsn: str, bare_pref
         assert await existing_tables(store.database, bare_prefix) == ALL_TABLES
         booted = await store.list_sessions()
         assert sorted(s.id for s in booted) == sorted(f"boot-{w.pid}" for w in workers)
+
+
+async def _back_to_version_7(dsn: str, prefix: str) -> None:
+    """A schema as version 7 left it: without the columns version 8 adds (the old
+    PostgreSQL trigger goes with its column, and comes back with version 6)."""
+    async with await open_store(dsn, table_prefix=prefix) as store:
+        await store.create_session("s", system_prompt="kept")
+        dialect = store.database.dialect
+        cascade = " CASCADE" if dialect.name == "postgresql" else ""
+        dropped = [("sessions", "wait_events"), *(("waits", c) for c in (
+            "opened_event", "opened_seq", "decided_event", "decided_seq"))]
+        async with store.database.autocommit() as conn:
+            for table, column in dropped:
+                await conn.execute(f"ALTER TABLE {dialect.quote(prefix + table)} DROP COLUMN "
+                                   f"{dialect.quote(column)}{cascade}")
+            await conn.execute(f"DELETE FROM {dialect.quote(prefix + 'schema_version')} "
+                               "WHERE version = 8")
+
+
+@pytest.mark.parametrize("how", ["auto_create", "verify_ddl"])
+async def test_version_7_is_upgraded_to_put_waits_in_the_feed(dsn: str, bare_prefix: str,
+                                                              how: str) -> None:
+    from power_loop import ScriptedLLM, StatefulAgentLoop, call_tool, reply, tool
+
+    await _back_to_version_7(dsn, bare_prefix)
+    if how == "verify_ddl":
+        with pytest.raises(SchemaMissingError) as info:
+            await open_store(dsn, table_prefix=bare_prefix, schema=SchemaPolicy.VERIFY)
+        assert "version 7" in info.value.reason
+        async with await _bare(dsn, bare_prefix) as bare:
+            await _run_ddl(bare, info.value.ddl)
+
+    @tool(requires_approval=True)
+    def wire(amount: int) -> str:
+        """Wire money."""
+        return f"wired {amount}"
+
+    async with await open_store(dsn, table_prefix=bare_prefix) as store:
+        assert await version_rows(store.database, bare_prefix) == EVERY_VERSION
+        assert (await store.get_session("s")).system_prompt == "kept"
+        loop = StatefulAgentLoop(llm=ScriptedLLM([call_tool("wire", {"amount": 1}),
+                                                  reply("ok")]), store=store, tools=[wire])
+        waiting = await loop.send("pay", "s")
+        await loop.approve("s", waiting.waiting[0].wait_id)
+        kinds = [(item.kind, getattr(item, "status", None))
+                 async for item in loop.watch("s", follow=False)]
+        assert kinds[3:5] == [("wait", "waiting"), ("wait", "approved")]

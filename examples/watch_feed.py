@@ -19,6 +19,7 @@ from power_loop import (
     FeedItem,
     FeedMessage,
     FeedSend,
+    FeedWait,
     ModelPrice,
     PriceTable,
     ScriptedLLM,
@@ -42,6 +43,8 @@ def show(item: FeedItem) -> str:
         if message.tool_results:
             text = message.tool_results[0].content
         return f"  #{item.seq} {message.role}: {text}"
+    if isinstance(item, FeedWait):  # a tool call waiting for a person, then decided
+        return f"  {item.tool_name} {item.status}"
     assert isinstance(item, FeedSend)
     if item.finished:
         return (f"  send {item.send_index} {item.status} ({item.stop_reason}, "

@@ -177,7 +177,7 @@ from power_loop.store import (
     Store,
     open_store,
 )
-from power_loop.store.feed import FeedItem, FeedMessage, FeedSend
+from power_loop.store.feed import FeedItem, FeedMessage, FeedSend, FeedWait
 from power_loop.store.usage import SendUsage, SessionUsage
 from power_loop.timers import TimerLimits, TimerRecord
 from power_loop.tools import Tool, ToolContext, ToolError, ToolRegistry, tool
@@ -209,6 +209,7 @@ __all__ = [
     "FeedItem",
     "FeedMessage",
     "FeedSend",
+    "FeedWait",
     "FoldError",
     "FoldFailed",
     "FoldFinished",

@@ -71,6 +71,12 @@ def _feed_trigger(dialect: Dialect, prefix: str) -> list[str]:
     return dialect.feed_trigger(prefix, f"{prefix}feed")
 
 
+def _feed_trigger_with_waits(dialect: Dialect, prefix: str) -> list[str]:
+    # Version 6's trigger, replaced: a wait opened or decided (a bump of wait_events,
+    # a column version 8 adds) wakes watchers too.
+    return dialect.feed_trigger(prefix, f"{prefix}feed", waits=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, messages, sends, session leases", (SESSIONS, MESSAGES, SENDS)),
     Migration(2, "projections, fold journal, agent notes", (PROJECTIONS, FOLDS, NOTES)),
@@ -81,6 +87,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               statements=_feed_trigger),
     Migration(7, "workflow journal: workflows, steps, signals",
               (WORKFLOWS, WORKFLOW_STEPS, WORKFLOW_SIGNALS)),
+    Migration(8, "waits in the session feed: numbered wait events",
+              statements=_feed_trigger_with_waits),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

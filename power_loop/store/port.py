@@ -225,9 +225,10 @@ class Dialect(abc.ABC):
     def index_exists(self) -> str:
         """A query with two ``?`` (table, index) returning a row when the index exists."""
 
-    def feed_trigger(self, prefix: str, channel: str) -> list[str]:
+    def feed_trigger(self, prefix: str, channel: str, *, waits: bool = False) -> list[str]:
         """Idempotent DDL making every commit that appends messages to a session, or
-        opens or closes one of its sends, notify ``channel`` with the session's id (the
+        opens or closes one of its sends (and, with ``waits``, opens or decides one of
+        its waits: schema version 8), notify ``channel`` with the session's id (the
         session feed's wake-up); empty where the engine cannot notify."""
         return []
 

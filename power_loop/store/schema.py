@@ -125,6 +125,9 @@ SESSIONS = Table(
         # past the worker's limit the session is parked (parked_at) and left alone.
         _c("resume_attempts", INT, since=3, default=0),
         _c("parked_at", TS, null=True, since=3),
+        # Wait events (a wait opened, a wait decided) numbered so far: the session
+        # feed's counter for them, bumped in the transaction that commits each.
+        _c("wait_events", BIGINT, since=8, default=0),
     ),
     primary_key=("id",),
     indexes=(Index("created", ("created_at", "id")), Index("updated", ("updated_at",)),
@@ -268,6 +271,13 @@ WAITS = Table(
         _c("expires_at", TS, null=True),
         _c("created_at", TS),
         _c("decided_at", TS, null=True),
+        # Where the session feed shows the wait's opening and its decision: the event's
+        # number (sessions.wait_events before the bump) and the session's next_seq when
+        # it was committed. NULL for a held call, and for waits older than version 8.
+        _c("opened_event", BIGINT, null=True, since=8),
+        _c("opened_seq", BIGINT, null=True, since=8),
+        _c("decided_event", BIGINT, null=True, since=8),
+        _c("decided_seq", BIGINT, null=True, since=8),
     ),
     primary_key=("session_id", "wait_id"),
     indexes=(Index("send", ("session_id", "send_index", "status")),),

@@ -44,6 +44,8 @@ MAX_DECISION_CHARS = 100_000
 """The longest reason or answer kept (longer ones are cut, with a marker)."""
 _COLUMNS = ("session_id, wait_id, send_index, kind, tool_name, arguments, status, decision, "
             "expires_at, created_at, decided_at")
+FEED_KINDS = ("approval", "input")
+"""The kinds of wait the session feed shows (a held call is part of its round's wait)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,16 +150,22 @@ class Waits:
         self._store = store
         d, n = store.database.dialect, store._names
         r, w, s = d.render, n.waits, n.sessions
-        self.insert = r(f"INSERT INTO {w} ({_COLUMNS}) VALUES "
-                        "(?, ?, ?, ?, ?, ?, ?, ?, {now} + ?, {now}, NULL)")
-        self.insert_forever = r(f"INSERT INTO {w} ({_COLUMNS}) VALUES "
-                                "(?, ?, ?, ?, ?, ?, ?, ?, NULL, {now}, NULL)")
+        fed = f"{_COLUMNS}, opened_event, opened_seq"
+        self.insert = r(f"INSERT INTO {w} ({fed}) VALUES "
+                        "(?, ?, ?, ?, ?, ?, ?, ?, {now} + ?, {now}, NULL, ?, ?)")
+        self.insert_forever = r(f"INSERT INTO {w} ({fed}) VALUES "
+                                "(?, ?, ?, ?, ?, ?, ?, ?, NULL, {now}, NULL, ?, ?)")
+        # The session feed's numbering: bumped under the session row's lock, then read
+        # back with the seq the next message will get (see power_loop.store.feed).
+        self.bump = r(f"UPDATE {s} SET wait_events = wait_events + ? WHERE id = ?")
+        self.counters = r(f"SELECT next_seq, wait_events FROM {s} WHERE id = ?")
         self.of_send = r(f"SELECT {_COLUMNS} FROM {w} WHERE session_id = ? AND "
                          "send_index = ? ORDER BY created_at, wait_id")
         self.one = r(f"SELECT {_COLUMNS} FROM {w} WHERE session_id = ? AND wait_id = ?")
         self.pending = r(f"SELECT pending_send FROM {s} WHERE id = ?")
-        self.decide_sql = r(f"UPDATE {w} SET status = ?, decision = ?, decided_at = {{now}} "
-                        "WHERE session_id = ? AND wait_id = ? AND status = 'waiting'")
+        self.decide_sql = r(f"UPDATE {w} SET status = ?, decision = ?, decided_at = {{now}}, "
+                            "decided_event = ?, decided_seq = ? "
+                            "WHERE session_id = ? AND wait_id = ? AND status = 'waiting'")
         self.execute = r(f"UPDATE {w} SET status = 'executing' WHERE session_id = ? AND "
                          "wait_id = ? AND status IN ('approved', 'held')")
         self.still_waiting = r(f"SELECT {_COLUMNS} FROM {w} WHERE session_id = ? AND "
@@ -202,21 +210,37 @@ class Waits:
         """Record new waits (inside the caller's fenced transaction), with their expiry
         timers."""
         store = self._store
+        fed = [w for w in waits if w.kind in FEED_KINDS and w.status is None]
+        numbered: dict[str, tuple[int | None, int | None]] = {}
+        if fed:
+            first, at_seq = await self.number_txn(conn, session_id, len(fed))
+            numbered = {w.wait_id: (first + i, at_seq) for i, w in enumerate(fed)}
         for new in waits:
             if new.kind not in WAIT_KINDS:
                 raise InvalidArgumentError(f"unknown wait kind {new.kind!r}")
             status = new.status or ("held" if new.kind == "held" else "waiting")
+            event, seq = numbered.get(new.wait_id, (None, None))
             base = [session_id, check_id(new.wait_id, "wait id"), send_index, new.kind,
                     _tool_name(new.tool_name), dump_json(new.arguments), status,
                     None if new.decision is None else dump_json(clip(new.decision))]
             if new.expires_in is None:
-                await conn.execute(self.insert_forever, base)
+                await conn.execute(self.insert_forever, [*base, event, seq])
                 continue
-            await conn.execute(self.insert, [*base, int(new.expires_in * 1_000_000)])
+            await conn.execute(self.insert, [*base, int(new.expires_in * 1_000_000), event,
+                                             seq])
             await store._schedule_txn(
                 conn, session_id, new.wait_id, expiry_timer_id(session_id, new.wait_id),
                 None, int(new.expires_in * 1_000_000), None, "fire_once", None, None,
                 "expiry")
+
+    async def number_txn(self, conn: Connection, session_id: str, count: int,
+                         ) -> tuple[int, int]:
+        """Number ``count`` wait events of the session feed: the first number, and the
+        seq the session's next message will get (where the feed shows them)."""
+        await conn.execute(self.bump, [count, session_id])
+        row = await conn.fetchone(self.counters, [session_id])
+        assert row is not None  # the caller's transaction holds the session row
+        return int(row[1]) - count, int(row[0])
 
     async def start_txn(self, conn: Connection, session_id: str, wait_id: str) -> bool:
         """Mark an approved or held call as started; ``False`` if it was already (by a
@@ -272,7 +296,11 @@ class Waits:
                 f"call {wait_id!r} of session {session_id!r} was already decided "
                 f"({state}); nothing was changed", session_id=session_id, wait_id=wait_id,
                 status=state)
-        if not await conn.execute(self.decide_sql, [status, words, session_id, wait_id]):
+        # Numbered before the row is decided: the session row is locked first, as the
+        # send path does (session, then its waits), so the two never deadlock.
+        event, seq = await self.number_txn(conn, session_id, 1)
+        if not await conn.execute(self.decide_sql, [status, words, event, seq, session_id,
+                                                    wait_id]):
             fresh = await conn.fetchone(self.one, [session_id, wait_id])
             state = "abandoned" if fresh is None else str(fresh[6])
             state = "approved" if state == "executing" else state

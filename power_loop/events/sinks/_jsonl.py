@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO
 
 from power_loop.errors import InvalidArgumentError
-from power_loop.events.sinks._codec import decode_event, dumps
+from power_loop.events.sinks._codec import decode_event, dump_line
 from power_loop.events.sinks._sink import DEFAULT_QUEUE_SIZE
 from power_loop.events.types import Event
 
@@ -34,15 +34,15 @@ class JsonlSink:
         self.path = Path(path)
         self.fsync = fsync
         self.queue_size = queue_size
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
 
     def __repr__(self) -> str:
         return f"JsonlSink({str(self.path)!r})"
 
     def handle(self, event: Event) -> None:
         if self._file is None:
-            self._file = open(self.path, "a", encoding="ascii", newline="\n")  # noqa: SIM115
-        self._file.write(dumps(event) + "\n")
+            self._file = open(self.path, "ab")  # noqa: SIM115
+        self._file.write(dump_line(event))
 
     def flush(self) -> None:
         if self._file is not None:

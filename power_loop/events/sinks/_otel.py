@@ -40,6 +40,18 @@ MAX_OPEN_SPANS = 10_000
 _SendKey = tuple[str, int | None]
 
 
+class _Round:
+    """A model call seen starting: its span is made when it ends, with every attribute
+    at once (one attribute check by the SDK instead of one per event), at the start's
+    time. A model call has no child spans, so nothing needs it open."""
+
+    __slots__ = ("attributes", "name", "parent", "start")
+
+    def __init__(self, name: str, start: int, parent: Span | None,
+                 attributes: dict[str, Any]) -> None:
+        self.name, self.start, self.parent, self.attributes = name, start, parent, attributes
+
+
 def usage_attributes(usage: Usage) -> dict[str, int]:
     """The GenAI token attributes of a usage (input counts cached tokens too)."""
     return {
@@ -79,9 +91,11 @@ class OtelSink:
         self._tracer = trace.get_tracer("power_loop", __version__,
                                         tracer_provider=tracer_provider)
         self.queue_size = queue_size
+        # The API's own no-op tracer records nothing whatever it is given: skip the work.
+        self._records = not isinstance(self._tracer, trace.NoOpTracer)
         self._offset_ns = time.time_ns() - time.monotonic_ns()
         self._sends: dict[_SendKey, Span] = {}
-        self._rounds: dict[_SendKey, Span] = {}
+        self._rounds: dict[_SendKey, _Round] = {}
         self._tools: dict[tuple[str, str], tuple[Span, _SendKey]] = {}
         self._folds: dict[tuple[str, int], tuple[Span, _SendKey]] = {}
         self._timers: dict[str, Span] = {}
@@ -102,6 +116,8 @@ class OtelSink:
     # -- the Sink protocol ---------------------------------------------------------------
 
     def handle(self, event: Event) -> None:
+        if not self._records:
+            return
         link: tuple[str, str] | None = None
         tags: dict[str, Any] = {}
         inner = getattr(event, "event", None)
@@ -126,7 +142,8 @@ class OtelSink:
     def close(self) -> None:
         """End what is still open (marked ``power_loop.abandoned``)."""
         end = time.time_ns()
-        spans = [*self._rounds.values(), *(s for s, _ in self._tools.values()),
+        spans = [*(self._made(r) for r in self._rounds.values()),
+                 *(s for s, _ in self._tools.values()),
                  *(s for s, _ in self._folds.values()), *self._sends.values(),
                  *self._timers.values()]
         for span in spans:
@@ -148,17 +165,27 @@ class OtelSink:
         return self._tracer.start_span(name, context=context, kind=kind,
                                        attributes=attributes, start_time=self._ns(event))
 
+    def _made(self, round_: _Round) -> Span:
+        """The span of a model call, made now (to be ended by the caller)."""
+        trace = self._trace
+        context = (trace.set_span_in_context(round_.parent) if round_.parent is not None
+                   else None)
+        return self._tracer.start_span(round_.name, context=context,
+                                       kind=trace.SpanKind.CLIENT,
+                                       attributes=round_.attributes, start_time=round_.start)
+
     def _fail(self, span: Span, code: str, message: str | None, end: int) -> None:
         span.set_attribute("error.type", code)
         span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, message))
         span.end(end_time=end)
 
-    @staticmethod
-    def _bounded(table: dict[Any, Any], end: int) -> None:
+    def _bounded(self, table: dict[Any, Any], end: int) -> None:
         while len(table) >= MAX_OPEN_SPANS:
             oldest = next(iter(table))
             entry = table.pop(oldest)
             span = entry[0] if isinstance(entry, tuple) else entry
+            if isinstance(span, _Round):
+                span = self._made(span)
             span.set_attribute("power_loop.abandoned", True)
             span.end(end_time=end)
 
@@ -202,7 +229,7 @@ class OtelSink:
         key, end = (event.session_id, event.send_index), self._ns(event)
         round_ = self._rounds.pop(key, None)
         if round_ is not None:
-            self._fail(round_, event.code, event.message, end)
+            self._fail(self._made(round_), event.code, event.message, end)
         for tool in [k for k, (_, send) in self._tools.items() if send == key]:
             self._fail(self._tools.pop(tool)[0], event.code, None, end)
         for fold in [k for k, (_, send) in self._folds.items() if send == key]:
@@ -229,23 +256,23 @@ class OtelSink:
         name = f"chat {event.model}" if event.model else "chat"
         stale = self._rounds.pop(key, None)
         if stale is not None:  # its end was never seen (a lost event): close it here
-            stale.set_attribute("power_loop.abandoned", True)
-            stale.end(end_time=self._ns(event))
+            stale.attributes["power_loop.abandoned"] = True
+            self._made(stale).end(end_time=self._ns(event))
         self._bounded(self._rounds, self._ns(event))
-        self._rounds[key] = self._start(name, event, self._sends.get(key), attributes,
-                                        client=True)
+        self._rounds[key] = _Round(name, self._ns(event), self._sends.get(key), attributes)
 
     def _usage(self, event: UsageUpdated, link: object, tags: object) -> None:
-        span = self._rounds.get((event.session_id, event.send_index))
-        if span is not None:
-            span.set_attributes(usage_attributes(event.usage))
+        round_ = self._rounds.get((event.session_id, event.send_index))
+        if round_ is not None:
+            round_.attributes.update(usage_attributes(event.usage))
 
     def _round_finished(self, event: RoundFinished, link: object, tags: object) -> None:
-        span = self._rounds.pop((event.session_id, event.send_index), None)
-        if span is not None:
-            span.set_attributes({"gen_ai.response.finish_reasons": (event.stop_reason,),
-                                 "power_loop.tool_calls": event.tool_calls})
-            span.end(end_time=self._ns(event))
+        round_ = self._rounds.pop((event.session_id, event.send_index), None)
+        if round_ is not None:
+            attributes = round_.attributes
+            attributes["gen_ai.response.finish_reasons"] = (event.stop_reason,)
+            attributes["power_loop.tool_calls"] = event.tool_calls
+            self._made(round_).end(end_time=self._ns(event))
 
     # -- tool calls ----------------------------------------------------------------------
 

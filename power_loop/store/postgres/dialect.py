@@ -69,7 +69,7 @@ class PostgresDialect(Dialect):
         # Transaction-scoped: released by the COMMIT that publishes the schema.
         return f"SELECT pg_advisory_xact_lock({int(key)})", None
 
-    def feed_trigger(self, prefix: str, channel: str) -> list[str]:
+    def feed_trigger(self, prefix: str, channel: str, *, waits: bool = False) -> list[str]:
         # A trigger, not a NOTIFY in each write: every writer (any version, any path,
         # one-statement writes included) wakes watchers at no extra round trip, and the
         # notification is delivered only if, and when, the transaction commits. NOTIFY
@@ -82,6 +82,8 @@ class PostgresDialect(Dialect):
                 'OLD."id" ELSE NEW."id" END)\\073 RETURN NULL\\073 END')
         changed = ('OLD."next_seq" <> NEW."next_seq" OR OLD."send_count" <> NEW."send_count" '
                    'OR OLD."pending_send" IS DISTINCT FROM NEW."pending_send"')
+        if waits:
+            changed += ' OR OLD."wait_events" <> NEW."wait_events"'
         return [
             f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql "
             f"AS E'{body}'",
