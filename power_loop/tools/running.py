@@ -2,7 +2,7 @@
 
 The tool runs in a task of its own (a sync tool in a thread of power_loop's own under it,
 see :mod:`power_loop.tools.threads`), awaited with a deadline; a sync tool's deadline
-counts from when its thread starts it. Whatever it raises (any exception,
+counts from when its thread calls it. Whatever it raises (any exception,
 ``StopIteration``, ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, an exception
 group) is caught inside that task and becomes an error result; its type and traceback
 go to ``ToolCallFinished`` and to the ``power_loop.tools`` logger, never to the model.
@@ -19,6 +19,7 @@ import inspect
 import logging
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,7 @@ class _Thread:
     loop: asyncio.AbstractEventLoop
     started: asyncio.Future[None]
     ident: int | None = None
+    entered: float | None = None  # ``time.monotonic()`` as the thread called the tool
     abandoned: bool = False
     job: Job[Any] | None = None
 
@@ -122,6 +124,8 @@ async def run_call(tool: Tool, call: ToolCallPart, arguments: Mapping[str, Any],
             first: set[asyncio.Future[Any]] = {task, thread.started}
             await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         done, _ = await asyncio.wait({task}, timeout=deadline)
+        if not done and deadline is not None and thread.ident is not None:
+            done = await _late_start_allowance(task, thread, deadline)
     except asyncio.CancelledError:
         thread.abandon()
         task.cancel()
@@ -147,6 +151,19 @@ async def run_call(tool: Tool, call: ToolCallPart, arguments: Mapping[str, Any],
         _log_failure(context, ended, None if done else deadline)
     return ToolOutcome(ToolResultPart(call.id, call.name, ended.text, ended.is_error),
                        ended.error_type, ended.traceback)
+
+
+async def _late_start_allowance(task: asyncio.Task[Any], thread: _Thread,
+                                deadline: float) -> set[asyncio.Task[Any]]:
+    """Give back the time a sync tool's thread lost between saying it started and calling
+    the tool (a busy machine can preempt it there, in a system call): its clock starts
+    when the tool does. Once, and never more than ``deadline`` again."""
+    entered = thread.entered
+    extra = deadline if entered is None else entered + deadline - time.monotonic()
+    if extra <= 0:
+        return set()
+    done, _ = await asyncio.wait({task}, timeout=min(extra, deadline))
+    return done
 
 
 async def _attempt(tool: Tool, arguments: Mapping[str, Any], context: ToolContext,
@@ -188,6 +205,10 @@ def _run_in_thread(tool: Tool, kwargs: dict[str, Any], limit: int,
     thread.ident = threading.get_ident()
     try:
         thread.loop.call_soon_threadsafe(_set_started, thread.started)
+        if thread.abandoned:  # the send was stopped before this thread got to the tool
+            return _Ended(f"Error: tool {tool.name!r} was not run: its call was abandoned "
+                          "before it started.", True, None)
+        thread.entered = time.monotonic()
         try:
             value = tool.fn(**kwargs)
         except BaseException as exc:
