@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from power_loop.loop.config import AgentLoopConfig
     from power_loop.loop.results import SendResult
     from power_loop.store.store import Store
-    from power_loop.store.timer_ops import TimerClaim
+    from power_loop.timers.records import TimerClaim
 
 Emit = Callable[[Event], None]
 

@@ -23,7 +23,7 @@ from power_loop.cli.store_access import (
 )
 from power_loop.errors import InvalidArgumentError
 from power_loop.store import SchemaPolicy, Store
-from power_loop.store.timer_ops import TIMER_STATUSES, TimerRecord
+from power_loop.timers.records import TIMER_STATUSES, TimerRecord
 
 
 def _every(seconds: float | None) -> str:

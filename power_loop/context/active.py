@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from power_loop.events.types import Event
-from power_loop.store.store import Store
+
+if TYPE_CHECKING:  # the store imports timers, whose tools import this module
+    from power_loop.store.store import Store
 
 
 @dataclass(frozen=True, slots=True)

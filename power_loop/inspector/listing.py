@@ -8,7 +8,7 @@ from power_loop.inspector.markup import Markup, el, path
 from power_loop.inspector.reading import Reader
 from power_loop.store.records import SessionRecord
 from power_loop.store.session_search import MAX_SEARCH_CHARS, SESSION_STATES
-from power_loop.store.timer_ops import TIMER_STATUSES
+from power_loop.timers.records import TIMER_STATUSES
 from power_loop.workflows._journal import StepRecord, WorkflowRecord
 
 LIMIT = 200

@@ -19,9 +19,9 @@ from power_loop.store.context_ops import FoldRecord, NoteRecord
 from power_loop.store.feed import FeedItem
 from power_loop.store.records import SendRecord, SessionRecord
 from power_loop.store.session_search import session_search
-from power_loop.store.timer_ops import TimerRecord
 from power_loop.store.usage import SessionUsage, usage_reader
 from power_loop.store.waits import WaitRecord, waits_of
+from power_loop.timers.records import TimerRecord
 from power_loop.workflows._journal import Journal, StepRecord, WorkflowRecord
 
 MAX_ITEMS = 2000

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from power_loop.errors import InvalidArgumentError
 from power_loop.events.types import Event, TimerFired, TimerScheduled, TimerSkipped
-from power_loop.store.timer_ops import MISSED_POLICIES, TimerClaim, TimerRecord
+from power_loop.timers.records import MISSED_POLICIES, TimerClaim, TimerRecord
 
 if TYPE_CHECKING:
     from power_loop.loop.results import SendResult

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,67 +28,18 @@ from power_loop.store.records import (
     load_json,
     to_us,
 )
+from power_loop.timers.records import (
+    MISSED_POLICIES,
+    TIMER_KINDS,
+    TIMER_STATUSES,
+    TimerClaim,
+    TimerRecord,
+)
 
-MISSED_POLICIES = frozenset({"fire_once", "skip"})
-TIMER_STATUSES = ("scheduled", "done", "cancelled", "parked")
 _TIMER_COLUMNS = ("timer_id, session_id, message, status, due_at, every_us, missed, "
                   "fire_count, attempts, claim_owner, claim_epoch, last_error, created_at, "
                   "updated_at, kind")
-TIMER_KINDS = frozenset({"deliver", "expiry"})
 _FREE = "(claim_owner IS NULL OR claim_expires_at < {now})"
-
-
-@dataclass(frozen=True, slots=True)
-class TimerRecord:
-    """A timer's row.
-
-    Attributes:
-        status: ``scheduled``, ``done`` (a one-shot timer that fired), ``cancelled`` or
-            ``parked`` (its firing kept failing).
-        due_at: When it fires next (database clock).
-        every: Its period in seconds (``None``: one-shot).
-        missed: ``fire_once`` (a late slot fires once, the later missed ones are dropped)
-            or ``skip`` (a slot more than one period late does not fire).
-        fire_count: Fires delivered so far (the next fire's number).
-        attempts: Claims of the current fire that did not deliver it.
-        kind: ``deliver`` (a fire sends ``message`` to the session) or ``expiry`` (a
-            fire rejects the unanswered wait whose id is ``message``).
-    """
-
-    timer_id: str
-    session_id: str
-    message: str
-    status: str
-    due_at: datetime
-    every: float | None
-    missed: str
-    fire_count: int
-    attempts: int
-    claim_owner: str | None
-    claim_epoch: int
-    last_error: Mapping[str, Any] | None
-    created_at: datetime
-    updated_at: datetime
-    kind: str = "deliver"
-
-
-@dataclass(frozen=True, slots=True)
-class TimerClaim:
-    """A due timer a worker has claimed.
-
-    Attributes:
-        lateness: Seconds between ``due_at`` and the claim (database clock).
-    """
-
-    timer: TimerRecord
-    owner: str
-    epoch: int
-    lateness: float
-
-    @property
-    def request_key(self) -> str:
-        """The idempotency key of this fire: one send per timer and fire number."""
-        return f"timer:{self.timer.timer_id}:{self.timer.fire_count}"
 
 
 def _timer(row: Row) -> TimerRecord:

@@ -55,7 +55,7 @@ from power_loop.loop.lease_keeper import LeaseKeeper
 from power_loop.store.port import Listener
 from power_loop.store.records import SessionClaim
 from power_loop.store.store import Store, open_store
-from power_loop.store.timer_ops import TimerClaim
+from power_loop.timers.records import TimerClaim
 
 log = logging.getLogger("power_loop.worker")
 LoopFactory = Callable[[Store], "StatefulAgentLoop | Awaitable[StatefulAgentLoop]"]
