@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parent.parent
-_DISTRIBUTIONS = ("power-loop", "aiosqlite", "asyncpg", "aiomysql", "PyMySQL")
+_DISTRIBUTIONS = ("power-loop", "asyncpg", "aiomysql", "PyMySQL")
 
 
 def _cpu_model() -> str:

@@ -222,7 +222,6 @@ def test_a_percent_encoded_password_is_redacted() -> None:
 # -- drivers ---------------------------------------------------------------------------
 
 _DRIVERS = [
-    ("sqlite:///{tmp}/x.db", "aiosqlite", "sqlite"),
     ("postgresql://u:pw@127.0.0.1:1/db", "asyncpg", "postgres"),
     ("postgres://u:pw@127.0.0.1:1/db", "asyncpg", "postgres"),
     ("mysql://u:pw@127.0.0.1:1/db", "aiomysql", "mysql"),

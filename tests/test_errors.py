@@ -188,7 +188,7 @@ def test_structured_attributes() -> None:
 
 
 @pytest.mark.parametrize(("driver", "extra"),
-                         [("asyncpg", "postgres"), ("aiomysql", "mysql"), ("aiosqlite", "sqlite")])
+                         [("asyncpg", "postgres"), ("aiomysql", "mysql")])
 def test_missing_driver_error_names_the_extra(driver: str, extra: str) -> None:
     exc = MissingDriverError(driver, extra)
     assert (exc.driver, exc.extra, exc.code) == (driver, extra, "missing_driver")
@@ -197,7 +197,7 @@ def test_missing_driver_error_names_the_extra(driver: str, extra: str) -> None:
 
 
 @pytest.mark.parametrize(("driver", "extra"),
-                         [("asyncpg", "postgres"), ("aiomysql", "mysql"), ("aiosqlite", "sqlite")])
+                         [("asyncpg", "postgres"), ("aiomysql", "mysql")])
 def test_the_named_extra_installs_the_driver(driver: str, extra: str) -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
     assert extra in project["optional-dependencies"]

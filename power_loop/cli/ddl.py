@@ -1,7 +1,7 @@
 """``power-loop ddl``: print the statements that create the power_loop tables.
 
 Only dialects are imported (they carry the SQL text, never a driver), so the DDL prints
-on a machine where asyncpg, aiomysql or even aiosqlite is not installed: a DBA can
+on a machine where neither asyncpg nor aiomysql is installed: a DBA can
 provision the schema for an application that will run with ``--schema verify``.
 """
 

@@ -4,7 +4,7 @@ The store is written once against two things:
 
 * :class:`Database` and :class:`Connection`: a small async pool / transaction / execute /
   fetch interface, implemented by one driver adapter per backend (the only modules that
-  import ``aiosqlite``, ``asyncpg`` or ``aiomysql``);
+  import ``sqlite3``, ``asyncpg`` or ``aiomysql``);
 * :class:`Dialect`: everything that differs between SQL engines, as capability flags and
   methods that return SQL text. A dialect never imports its driver, so DDL can be
   printed for an engine whose driver is not installed.

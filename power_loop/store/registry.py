@@ -98,7 +98,7 @@ class StoreBackend:
 
 _BUILT_IN = (
     StoreBackend("sqlite", ("sqlite", "sqlite3"), "power_loop.store.sqlite.dialect:SQLiteDialect",
-                 "power_loop.store.sqlite.driver", _SQLITE_OPTIONS, driver="aiosqlite",
+                 "power_loop.store.sqlite.driver", _SQLITE_OPTIONS,
                  extra="sqlite", file_dsn=True),
     StoreBackend("postgresql", ("postgresql", "postgres"),
                  "power_loop.store.postgres.dialect:PostgresDialect",

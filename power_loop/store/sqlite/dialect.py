@@ -1,4 +1,4 @@
-"""SQLite's SQL flavour (no driver import: DDL prints without aiosqlite)."""
+"""SQLite's SQL flavour (no driver import: DDL prints without opening a connection)."""
 
 from __future__ import annotations
 
@@ -105,6 +105,4 @@ class SQLiteDialect(Dialect):
             if primary in (_IOERR, _CANTOPEN, _NOTADB):
                 return ErrorKind.CONNECTION
             return ErrorKind.FATAL
-        if isinstance(exc, ValueError) and "closed" in str(exc).lower():
-            return ErrorKind.CONNECTION  # aiosqlite's "Connection closed"
         return ErrorKind.FATAL
