@@ -18,8 +18,10 @@ from power_loop import (
     tool,
 )
 from power_loop.events.types import Event
-from power_loop.store.waits import waits_of
+from power_loop.store import NewMessage
+from power_loop.store.waits import NewWait, waits_of
 from tests.loop.support import make_loop
+from tests.store_faults.port_faults import Fault, FaultyDatabase
 
 RUNS: list[str] = []
 
@@ -136,3 +138,30 @@ async def test_a_single_approved_call_is_done_when_its_result_is_appended(
     assert (await _statuses(store, sid))[second.wait_id] == ("wire", "waiting")
     await loop.approve(sid, second.wait_id)
     assert set((await _statuses(store, sid)).values()) == {("wire", "done")}
+
+
+@pytest.mark.parametrize("fault", [Fault.BEGIN, Fault.COMMIT_LOST, Fault.COMMIT_LANDED],
+                         ids=lambda f: f.value)
+async def test_a_result_and_its_done_land_together_through_faults(store: Store,
+                                                                 fault: Fault) -> None:
+    """A commit that fails, or whose answer is lost, is settled by reading the result:
+    the wait is ``done`` exactly when the result is stored, once."""
+    waits = waits_of(store)
+    sid = (await store.create_session()).id
+    start = await store.begin_send(sid, [NewMessage(0, "user", {"text": "go"})],
+                                   owner="asker", ttl=30)
+    assert start.lease is not None
+    await waits.hold(sid, 0, [NewWait("call_1", "approval", "wire", "{}")],
+                     lease=start.lease)
+    await waits.decide(sid, "call_1", "approved")
+    lease = await store.acquire_lease(sid, "runner", ttl=30)
+    assert await waits.start(sid, ["call_1"], epoch=lease.epoch) == {"call_1"}
+    db = FaultyDatabase(store.database)
+    through = Store(db, store.table_prefix)
+    db.plan = [fault]
+    seqs = await through.append_messages(sid, [NewMessage(0, "user", {"text": "result"})],
+                                         epoch=lease.epoch, expect_seq=1,
+                                         finish_waits=["call_1"])
+    assert seqs == [1] and db.injected == [fault]
+    assert [m.body["text"] for m in await store.read_messages(sid)] == ["go", "result"]
+    assert (await _statuses(store, sid))["call_1"] == ("wire", "done")
