@@ -50,6 +50,15 @@ def _token(args: argparse.Namespace) -> str | None:
     return token or None
 
 
+def _root_path(value: str) -> str:
+    if value and (not value.startswith("/") or value.endswith("/") or "//" in value
+                  or any(c in value for c in "?#\\") or not value.isprintable()):
+        raise InvalidArgumentError(
+            f"--root-path {value!r} is not a path prefix: give it as /name (a leading "
+            "slash, no trailing one), or leave it out to serve at the root")
+    return value
+
+
 def _inspect(args: argparse.Namespace) -> int:
     target = store_target(args)
     if target.policy is SchemaPolicy.AUTO_CREATE:
@@ -62,6 +71,7 @@ def _inspect(args: argparse.Namespace) -> int:
             f"refusing to serve the inspector on {host!r} without a token: it shows "
             f"everything the agents stored. Set ${TOKEN_ENV} (and put TLS in front), or "
             "bind 127.0.0.1")
+    root_path = _root_path(args.root_path)
     require_web()
     import uvicorn
 
@@ -69,11 +79,12 @@ def _inspect(args: argparse.Namespace) -> int:
         async with opened_store(target) as store:
             app = create_inspector_app(store, token=token)
             config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                    access_log=False, lifespan="off",
+                                    access_log=False, lifespan="off", root_path=root_path,
                                     timeout_graceful_shutdown=2)
             server = uvicorn.Server(config)
             print(f"power-loop inspect: {redact_dsn(target.dsn)} (prefix {target.prefix}, "
-                  f"read-only) on http://{host}:{port}/ "
+                  f"read-only) on http://{host}:{port}/"
+                  f"{f' (links under {root_path}/)' if root_path else ''} "
                   f"({'token required' if token else 'no token'}); Ctrl-C stops",
                   file=sys.stderr, flush=True)
             try:
@@ -99,6 +110,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help=f"ask every request for this token, at least 16 characters "
                              f"(default: ${TOKEN_ENV}; prefer the variable: arguments show "
                              "in `ps`)")
+    parser.add_argument("--root-path", default="",
+                        help="the path prefix a reverse proxy serves the inspector under "
+                             "and strips before passing requests on (e.g. /inspect): "
+                             "links then carry it (default: served at the root)")
     add_store_arguments(parser, policy=SchemaPolicy.VERIFY, why=VERIFY_READS)
     set_handler(parser, _inspect)
 

@@ -27,7 +27,7 @@ from power_loop.errors import (
 from power_loop.inspector.guard import COOKIE, Guard, cookie_value, same
 from power_loop.inspector.layout import page
 from power_loop.inspector.listing import sessions_page, timers_page, workflow_page, workflows_page
-from power_loop.inspector.markup import Markup, el, path
+from power_loop.inspector.markup import ROOT, Markup, el, path
 from power_loop.inspector.reading import Reader
 from power_loop.inspector.session import session_body, session_page, tree_page
 from power_loop.store import Store
@@ -116,7 +116,7 @@ def build(store: Store, *, token: str | None) -> Guard:
             return _html(_login_form(reader, "wrong token"), status=401)
         response = RedirectResponse(path("sessions"), status_code=303)
         response.set_cookie(COOKIE, cookie_value(token), httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
+                            secure=request.url.scheme == "https", path=ROOT.get() or "/")
         return response
 
     async def failed(request: Request, exc: Exception) -> Response:

@@ -4,6 +4,9 @@ The token comes in an ``Authorization: Bearer`` header (scripts) or as a cookie 
 login form sets (people): ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no
 other site's page sends it) and holding a digest of the token, not the token. Tokens are
 compared in constant time, and never travel in a URL, so no access log holds one.
+
+The guard also tells the pages where the inspector is mounted (the request's ASGI
+``root_path``): see :data:`power_loop.inspector.markup.ROOT`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
+
+from power_loop.inspector.markup import ROOT, mount_root
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,6 +58,15 @@ def _header(scope: Scope, name: bytes) -> str:
     return ""
 
 
+def route_of(scope: Scope) -> str:
+    """The request's path within the inspector: without the ``root_path`` it is mounted
+    under (which ``path`` includes when a ``Mount`` or server put it there)."""
+    route, root = str(scope.get("path", "")), str(scope.get("root_path", "")).rstrip("/")
+    if root and route.startswith(root) and route[len(root):len(root) + 1] in ("", "/"):
+        return route[len(root):] or "/"
+    return route
+
+
 def authorized(scope: Scope, token: str) -> bool:
     """Whether the request carries the token (header) or the login cookie."""
     bearer = _header(scope, b"authorization")
@@ -84,14 +98,21 @@ class Guard:
                 message["headers"] = [*message.get("headers", []), *_HEADERS]
             await send(message)
 
-        route = str(scope.get("path", ""))
-        if (self._token is None or route.startswith(OPEN_PATHS)
+        root = ROOT.set(mount_root(str(scope.get("root_path", ""))))
+        try:
+            await self._guarded(scope, receive, with_headers)
+        finally:
+            ROOT.reset(root)
+
+    async def _guarded(self, scope: Scope, receive: Receive, with_headers: Send) -> None:
+        if (self._token is None or route_of(scope).startswith(OPEN_PATHS)
                 or authorized(scope, self._token)):
             await self._app(scope, receive, with_headers)
             return
         wants_page = "text/html" in _header(scope, b"accept")
         if wants_page:
-            await _respond(with_headers, 303, b"", [(b"location", b"/login")])
+            login = (ROOT.get() + "/login").encode("latin-1")
+            await _respond(with_headers, 303, b"", [(b"location", login)])
         else:
             await _respond(with_headers, 401, b"a token is required\n",
                            [(b"content-type", b"text/plain; charset=utf-8"),

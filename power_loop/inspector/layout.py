@@ -20,8 +20,8 @@ def page(title: str, *body: object, backend: str, live: bool = False) -> Markup:
              el("span", f"{backend} · read-only", class_="muted"))
     head = el("head", el("meta", charset="utf-8"), el("title", f"{title} · power_loop"),
               el("meta", name="viewport", content="width=device-width, initial-scale=1"),
-              el("link", rel="stylesheet", href="/static/inspector.css"),
-              el("script", src="/static/inspector.js", defer=True) if live else None)
+              el("link", rel="stylesheet", href=path("static", "inspector.css")),
+              el("script", src=path("static", "inspector.js"), defer=True) if live else None)
     document = el("html", head, el("body", nav, el("main", el("h1", title), *body)), lang="en")
     return Markup("<!doctype html>\n" + document)
 

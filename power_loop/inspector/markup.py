@@ -7,6 +7,9 @@ attribute values; only a :class:`Markup` (made by :func:`el` itself, or by
 Attribute names and tags are the inspector's own, checked against a closed pattern, and
 links are built by :func:`path`, which percent-encodes every segment, so no stored text
 can become a ``javascript:`` URL, an event handler or a new element.
+
+Links start with where the inspector is mounted (:data:`ROOT`), so its pages work at
+the root of a host and under a prefix alike.
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable
+from contextvars import ContextVar
 from urllib.parse import quote, urlencode
 
 _NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
 _VOID = frozenset({"br", "hr", "img", "input", "link", "meta"})
 _URL_ATTRIBUTES = frozenset({"href", "src", "action"})
+
+ROOT: ContextVar[str] = ContextVar("power_loop_inspector_root", default="")
+"""The prefix the inspector is mounted under (``""`` at the root of a host), as
+:func:`mount_root` makes it from the request's ASGI ``root_path`` (a Starlette
+``Mount``, a server's ``--root-path`` behind a proxy). Set for each request by the
+guard: pages are built deep in helpers that never see the request."""
 
 
 class Markup(str):
@@ -87,8 +97,15 @@ def el(tag: str, *children: object, **attrs: str | int | bool | None) -> Markup:
     return Markup("".join(parts) + inner + f"</{tag}>")
 
 
+def mount_root(root_path: str) -> str:
+    """A request's ``root_path`` as the start of links: ``""`` or ``/a/b``, each
+    segment percent-encoded (so it can only ever be a path of this site)."""
+    return "".join("/" + quote(s, safe="") for s in root_path.split("/") if s)
+
+
 def path(*segments: str | int, query: dict[str, str] | None = None) -> str:
-    """A link within the inspector: each segment percent-encoded (``/`` included)."""
-    url = "/" + "/".join(quote(str(s), safe="") for s in segments)
+    """A link within the inspector, under its mount (:data:`ROOT`): each segment
+    percent-encoded (``/`` included)."""
+    url = ROOT.get() + "/" + "/".join(quote(str(s), safe="") for s in segments)
     pairs = {k: v for k, v in (query or {}).items() if v}
     return f"{url}?{urlencode(pairs)}" if pairs else url

@@ -13,7 +13,9 @@ When the last wait of the round is decided, the send continues (in the deciding
 process, or a worker's): rejected and expired calls get their reason as an error
 result, answered questions their answer, and approved and held calls run, each one
 moved to ``executing`` first by a conditional write under the session lease, so it
-runs at most once.
+runs at most once. The write that stores its result moves it on to ``done``
+(:func:`finished_waits`); a call whose result is lost (its process died mid-call, or
+the send was cancelled while it ran) stays ``executing``: its outcome is unknown.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 
 AWAITING_APPROVAL = "awaiting_approval"
 AWAITING_INPUT = "awaiting_input"
+LOST_RESULTS = frozenset({"unknown_outcome", "cancelled"})
+"""The stand-ins power_loop stores for a started call's lost result (``synthetic``)."""
 
 
 def rejection_text(wait: WaitRecord) -> str:
@@ -124,6 +128,8 @@ async def hold(run: SendRun, calls: Sequence[ToolCallPart]) -> SendResult | None
                     else rejection_text(row), True, row.status)
         elif row.status == "answered":
             _decide(run, call, row.decision or "", False, None)
+    run.started_waits.update((c.id, rows[c.id].wait_id) for c in calls if c.id in rows
+                             and rows[c.id].status in ("approved", "held", "executing"))
     starting = {rows[c.id].wait_id: c.id for c in calls
                 if c.id in rows and rows[c.id].status in ("approved", "held")}
     if starting:
@@ -131,6 +137,17 @@ async def hold(run: SendRun, calls: Sequence[ToolCallPart]) -> SendResult | None
                                                         epoch=run.lease.epoch)
         run._fresh_calls.update(starting[w] for w in started)
     return None
+
+
+def finished_waits(run: SendRun, messages: Sequence[Message]) -> tuple[str, ...]:
+    """The waits of started calls whose outcome ``messages`` stores (to become ``done``
+    in the same write): not those given a stand-in for a lost result."""
+    started = run.started_waits
+    if not started:
+        return ()
+    return tuple(started[part.call_id] for m in messages
+                 if m.meta.get("synthetic") not in LOST_RESULTS
+                 for part in m.tool_results if part.call_id in started)
 
 
 def _decide(run: SendRun, call: ToolCallPart, text: str, is_error: bool,

@@ -72,7 +72,7 @@ from power_loop.llm.messages import (
 )
 from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReason, TextDelta
 from power_loop.loop.accounting import children_usage, send_usage, usage_json
-from power_loop.loop.awaiting import hold
+from power_loop.loop.awaiting import finished_waits, hold
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.lease_keeper import LeaseKeeper
 from power_loop.loop.results import SendResult
@@ -199,6 +199,8 @@ class SendRun:
         self._fresh_calls: set[str] = set()
         self.decided: dict[str, Message] = {}
         """Results of calls a person decided (see :mod:`power_loop.loop.awaiting`)."""
+        self.started_waits: dict[str, str] = {}
+        """Call id -> wait id of the approved and held calls that run (to mark ``done``)."""
         self._done_results: dict[str, Message] = {}
         self._result_meta: dict[str, dict[str, Any]] = {}  # filled by tools (ActiveRun)
         self._partial: list[str] = []
@@ -528,7 +530,8 @@ class SendRun:
         # answer is then settled by reading, never replayed (store/settle.py).
         await self._deps.store.append_messages(
             self.session_id, encode(messages, self.send_index), epoch=self.lease.epoch,
-            extend_lease=self._deps.config.lease_ttl, expect_seq=self.window.next_seq)
+            extend_lease=self._deps.config.lease_ttl, expect_seq=self.window.next_seq,
+            finish_waits=finished_waits(self, messages))
         self.window.extend(messages)
         self._partial = []
 
@@ -546,7 +549,7 @@ class SendRun:
                 self.session_id, self.send_index, encode(messages, self.send_index),
                 lease=self.lease, status=status, stop_reason=stop_reason, rounds=rounds,
                 usage=usage_json(tail), projections=projections,
-                before_commit=_in_final_write)
+                before_commit=_in_final_write, finish_waits=finished_waits(self, messages))
             self.settled = True
         self.window.extend(messages)
         # The next send of this session starts from here without reading anything back.

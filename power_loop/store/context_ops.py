@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from power_loop.errors import InvalidArgumentError, LeaseLostError
 from power_loop.store import settle
@@ -31,6 +31,10 @@ from power_loop.store.records import (
 from power_loop.store.schema import TableNames
 from power_loop.store.sends import SendOps
 from power_loop.store.statements import message_from_row
+from power_loop.store.waits import waits_of
+
+if TYPE_CHECKING:
+    from power_loop.store.store import Store
 
 _FOLD_COLUMNS = ("session_id, fold_index, status, strategy, first_send, end_send, end_seq, "
                  "summary, notes_written, token_usage, created_at, finished_at")
@@ -149,7 +153,8 @@ class ContextOps(SendOps):
                          messages: Sequence[NewMessage], *, lease: Lease, status: str,
                          stop_reason: str | None, rounds: int, usage: Mapping[str, Any],
                          projections: Sequence[tuple[int, int, Mapping[str, Any]]] = (),
-                         before_commit: Callable[[], None] | None = None) -> int:
+                         before_commit: Callable[[], None] | None = None,
+                         finish_waits: Sequence[str] = ()) -> int:
         """End the pending send with its last messages, outcome and projections, and
         release ``lease``: one transaction, one statement where the engine folds it
         (:mod:`power_loop.store.fused`). Returns the first new seq.
@@ -157,6 +162,9 @@ class ContextOps(SendOps):
         Args:
             before_commit: Called inside the transaction before its commit (where the
                 write is one statement, just before it is sent).
+            finish_waits: Ids of started calls' waits whose results ``messages`` holds:
+                each one ``executing`` becomes ``done`` in the same transaction (see
+                :meth:`~power_loop.store.store.Store.append_messages`).
 
         Raises:
             LeaseLostError: the lease's epoch is stale, or the lease was released.
@@ -168,22 +176,27 @@ class ContextOps(SendOps):
         return await self.settled(
             "close_send", lambda: self._close_send(session_id, send_index, messages, lease,
                                                    status, stop_reason, rounds, usage,
-                                                   projections, before_commit),
+                                                   projections, before_commit,
+                                                   tuple(finish_waits)),
             lambda: self.read(check), (LeaseLostError, InvalidArgumentError))
 
     async def _close_send(self, session_id: str, send_index: int,
                           messages: Sequence[NewMessage], lease: Lease, status: str,
                           stop_reason: str | None, rounds: int, usage: Mapping[str, Any],
                           projections: Sequence[tuple[int, int, Mapping[str, Any]]],
-                          before_commit: Callable[[], None] | None) -> int:
+                          before_commit: Callable[[], None] | None,
+                          finish_waits: Sequence[str] = ()) -> int:
         fused = self._fused
-        if fused is None:
+        if fused is None or finish_waits:  # the fused statement writes no waits
             async def body(conn: Connection) -> int:
                 first = await self.finish_send_txn(
                     conn, session_id, send_index, messages, status=status, epoch=None,
                     release=lease, stop_reason=stop_reason, rounds=rounds, usage=usage,
                     error=None)
                 await self.put_projections_txn(conn, session_id, projections)
+                if finish_waits:
+                    store = cast("Store", self)  # the one class built on these ops
+                    await waits_of(store).finish_txn(conn, session_id, finish_waits)
                 if before_commit is not None:
                     before_commit()
                 return first

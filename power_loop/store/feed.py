@@ -50,6 +50,7 @@ from power_loop.store.core import not_found
 from power_loop.store.port import Connection, Row
 from power_loop.store.records import check_id, from_us, load_json
 from power_loop.store.sends import FINAL_STATUSES
+from power_loop.store.waits import decision_of
 
 if TYPE_CHECKING:
     from power_loop.store.store import Store
@@ -403,7 +404,7 @@ def _wait_events(session_id: str, rows: Sequence[Row], first: int, end: int,
             events[int(row[10])] = (int(row[11]), FeedWait(
                 **base, status="waiting", at=from_us(row[8])))
         if row[12] is not None and first <= int(row[12]) < end:
-            status = "approved" if row[5] == "executing" else str(row[5])
+            status = decision_of(str(row[5]))
             events[int(row[12])] = (int(row[13]), FeedWait(
                 **base, status=status, decision=None if row[6] is None else load_json(row[6]),
                 at=from_us(row[9] if row[9] is not None else row[8])))

@@ -264,7 +264,8 @@ WAITS = Table(
         _c("tool_name", ID),
         _c("arguments", JSON),
         # waiting -> approved | rejected | answered | expired; approved and held calls
-        # become executing (once, under the session lease) just before they run.
+        # become executing (once, under the session lease) just before they run, and
+        # done in the transaction that stores their result.
         _c("status", NAME),
         # The decision's words: a rejection's reason, an answer's text.
         _c("decision", JSON, null=True),

@@ -50,6 +50,7 @@ from power_loop.store.records import (
 from power_loop.store.schema import validate_prefix
 from power_loop.store.sends import busy_error
 from power_loop.store.statements import fetch, fetchone, message_from_row, session_from_row
+from power_loop.store.waits import waits_of
 from power_loop.store.window_cache import DEFAULT_CACHE_BYTES, WindowCache
 
 
@@ -140,7 +141,8 @@ class Store(ChildOps, ClaimOps):
     async def append_messages(self, session_id: str, messages: Sequence[NewMessage], *,
                               epoch: int | None = None,
                               extend_lease: float | None = None,
-                              expect_seq: int | None = None) -> list[int]:
+                              expect_seq: int | None = None,
+                              finish_waits: Sequence[str] = ()) -> list[int]:
         """Append messages in one transaction; return their seqs (contiguous).
 
         Args:
@@ -153,6 +155,9 @@ class Store(ChildOps, ClaimOps):
                 ``next_seq`` as the caller knows it). The append is then conditional
                 on it, which makes it verifiable: a commit that fails without an answer
                 is settled by reading the messages at that seq, never replayed.
+            finish_waits: Ids of started calls' waits (:mod:`power_loop.store.waits`)
+                whose results these messages are: each one ``executing`` becomes
+                ``done`` in the same transaction.
 
         Raises:
             SeqConflictError: ``expect_seq`` is not the session's next seq: nothing
@@ -170,7 +175,8 @@ class Store(ChildOps, ClaimOps):
         extend = None if extend_lease is None else ttl_us(extend_lease)
 
         async def attempt() -> list[int]:
-            return await self._append(session_id, messages, epoch, extend, expect_seq)
+            return await self._append(session_id, messages, epoch, extend, expect_seq,
+                                      tuple(finish_waits))
 
         if expect_seq is None:
             return await attempt()
@@ -182,11 +188,11 @@ class Store(ChildOps, ClaimOps):
 
     async def _append(self, session_id: str, messages: Sequence[NewMessage],
                       epoch: int | None, extend: int | None,
-                      expect: int | None) -> list[int]:
+                      expect: int | None, finish_waits: Sequence[str] = ()) -> list[int]:
         fused = self._fused
-        if fused is None:
+        if fused is None or finish_waits:  # the fused statement writes messages only
             return await self.write(self._append_txn, session_id, messages, epoch, extend,
-                                    expect)
+                                    expect, finish_waits)
         sql, args = fused.append(session_id, messages, epoch, extend, expect)
         row = await self.write_one(sql, args, operation="append_messages")
         if row is None:
@@ -197,7 +203,8 @@ class Store(ChildOps, ClaimOps):
 
     async def _append_txn(self, conn: Connection, session_id: str,
                           messages: Sequence[NewMessage], epoch: int | None,
-                          extend: int | None, expect: int | None = None) -> list[int]:
+                          extend: int | None, expect: int | None = None,
+                          finish_waits: Sequence[str] = ()) -> list[int]:
         where = () if expect is None else (expect,)
         if extend is None:
             stmt = self._sql.append if expect is None else self._sql.append_expect
@@ -211,6 +218,8 @@ class Store(ChildOps, ClaimOps):
                                              expect=expect)
         first = int(row[0]) - len(messages)
         await self._insert_messages(conn, session_id, first, messages)
+        if finish_waits:
+            await waits_of(self).finish_txn(conn, session_id, finish_waits)
         return list(range(first, first + len(messages)))
 
     async def read_messages(self, session_id: str, *, from_seq: int = 0,

@@ -10,8 +10,9 @@ A decision is one conditional ``UPDATE ... WHERE status = 'waiting'``: of two pr
 deciding at once exactly one changes the row, the other is told it was decided. Before
 an approved (or held) call runs, the process holding the session lease moves its row to
 ``executing`` with another conditional update, so the call runs at most once whatever
-crashes: a row found ``executing`` belongs to a run that died mid-call, and its outcome
-is unknown.
+crashes. The transaction that stores the call's result moves the row on to ``done``, so
+the two commit together: a row still ``executing`` is a call that started and whose
+outcome is unknown (its run died mid-call, or the send was cancelled while it ran).
 
 A later workflow ``wait`` reuses the same rows with a kind of its own.
 """
@@ -46,6 +47,8 @@ _COLUMNS = ("session_id, wait_id, send_index, kind, tool_name, arguments, status
             "expires_at, created_at, decided_at")
 FEED_KINDS = ("approval", "input")
 """The kinds of wait the session feed shows (a held call is part of its round's wait)."""
+RAN = ("executing", "done")
+"""The states of an approved or held call after it started."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,10 @@ class WaitRecord:
         tool_name: The tool the model called.
         arguments: The call's arguments as the model wrote them (a JSON text).
         status: ``waiting``, then ``approved``, ``rejected``, ``answered`` or
-            ``expired``; ``executing`` once an approved call is started.
+            ``expired``. An approved (or held) call becomes ``executing`` when it
+            starts and ``done`` when its result is stored; one left ``executing`` was
+            cut off mid-call (its outcome is unknown). As a decision, ``executing`` and
+            ``done`` are ``approved`` (see :func:`decision_of`).
         decision: The reason of a rejection, or the answer's text.
         expires_at: When an unanswered approval becomes a rejection (``None``: never).
     """
@@ -103,6 +109,12 @@ class Decided:
 
     wait: WaitRecord
     remaining: tuple[WaitRecord, ...]
+
+
+def decision_of(status: str) -> str:
+    """The decision a wait's ``status`` records: ``approved`` for a call that started
+    (``executing`` or ``done``), else the status itself."""
+    return "approved" if status in RAN else status
 
 
 def wait_id_for(call_id: str) -> str:
@@ -168,6 +180,8 @@ class Waits:
                             "WHERE session_id = ? AND wait_id = ? AND status = 'waiting'")
         self.execute = r(f"UPDATE {w} SET status = 'executing' WHERE session_id = ? AND "
                          "wait_id = ? AND status IN ('approved', 'held')")
+        self.finish = r(f"UPDATE {w} SET status = 'done' WHERE session_id = ? AND "
+                        "wait_id = ? AND status = 'executing'")
         self.still_waiting = r(f"SELECT {_COLUMNS} FROM {w} WHERE session_id = ? AND "
                                "send_index = ? AND status = 'waiting' "
                                "ORDER BY created_at, wait_id")
@@ -247,6 +261,14 @@ class Waits:
         run that died before recording its result)."""
         return await conn.execute(self.execute, [session_id, wait_id]) > 0
 
+    async def finish_txn(self, conn: Connection, session_id: str,
+                         wait_ids: Sequence[str]) -> None:
+        """Mark started calls as ``done``: called by the transaction that stores their
+        results (fenced by the caller), so a row is ``done`` exactly when its result is
+        committed."""
+        for wait_id in wait_ids:
+            await conn.execute(self.finish, [session_id, wait_id])
+
     # -- the deciding side (any process) -------------------------------------------------
 
     async def decide(self, session_id: str, wait_id: str, status: str,
@@ -289,9 +311,9 @@ class Waits:
         pending = await conn.fetchone(self.pending, [session_id])
         current = None if pending is None or pending[0] is None else int(pending[0])
         if wait.status != "waiting" or current != wait.send_index:
-            # An approved call that started is still, as a decision, approved.
-            state = {"waiting": "abandoned", "executing": "approved"}.get(wait.status,
-                                                                          wait.status)
+            # An approved call that started (or ran) is still, as a decision, approved.
+            state = ("abandoned" if wait.status == "waiting"
+                     else decision_of(wait.status))
             raise WaitDecidedError(
                 f"call {wait_id!r} of session {session_id!r} was already decided "
                 f"({state}); nothing was changed", session_id=session_id, wait_id=wait_id,
@@ -302,8 +324,7 @@ class Waits:
         if not await conn.execute(self.decide_sql, [status, words, event, seq, session_id,
                                                     wait_id]):
             fresh = await conn.fetchone(self.one, [session_id, wait_id])
-            state = "abandoned" if fresh is None else str(fresh[6])
-            state = "approved" if state == "executing" else state
+            state = "abandoned" if fresh is None else decision_of(str(fresh[6]))
             raise WaitDecidedError(
                 f"call {wait_id!r} of session {session_id!r} was decided by another "
                 f"process ({state}) at the same moment; nothing was changed",

@@ -118,6 +118,6 @@ async def test_a_waiting_session_moves_with_export_and_import(
         assert result.final_text == "after: launched 1"
         assert RUNS == [1]
         again = [line async for line in other.export_session(sid)]
-        assert any('"status":"executing"' in line for line in again)
+        assert any('"status":"done"' in line for line in again)
     finally:
         await drop_store_tables(other)

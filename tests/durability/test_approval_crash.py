@@ -3,7 +3,9 @@
 A first process sends; the model calls ``gated_tool``, which needs approval, and the
 send stops waiting. A second process approves and is killed at a crash point. A third
 resumes the send. Whatever the point, the tool's effect happens at most once and, if
-the kill came before the tool started, exactly once, in the resumer.
+the kill came before the tool started, exactly once, in the resumer. The wait says
+what is known: ``executing`` for a call cut off mid-call (its outcome is unknown),
+``done`` once a result is stored with it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def _waiting_call(view: StoreView, sid: str) -> str:
     return str(wait.wait_id)
 
 
-@pytest.mark.parametrize("crash_at", ["after_decision", "after_tool_ran"])
+@pytest.mark.parametrize("crash_at", ["after_decision", "after_tool_ran",
+                                      "after_results_saved"])
 def test_a_kill_after_the_approval_runs_the_tool_once(backend: str, view: StoreView,
                                                       spawn: Spawn, effects: Path,
                                                       crash_at: str) -> None:
@@ -46,10 +49,13 @@ def test_a_kill_after_the_approval_runs_the_tool_once(backend: str, view: StoreV
                      tool=GATED_TOOL, crash_at=crash_at, lease_ttl=CRASH_TTL)
     approver.expect_killed()
     (decided,) = view.run(waits_of(view.store).of_send_index(sid, 0))
-    assert decided.status == ("approved" if crash_at == "after_decision" else "executing")
+    # Killed between the start and the result: started, outcome unknown. Killed after
+    # the result's commit: the same commit made the call done.
+    assert decided.status == {"after_decision": "approved", "after_tool_ran": "executing",
+                              "after_results_saved": "done"}[crash_at]
     assert view.run(waits_of(view.store).waiting(sid)) == []
     ran_by_crash = starts(read_effects(effects), pid=approver.pid)
-    assert len(ran_by_crash) == (crash_at == "after_tool_ran")
+    assert len(ran_by_crash) == (crash_at != "after_decision")
 
     wait_until(lambda: view.lease_lapsed(sid), "the dead approver's lease to lapse")
     resumer = spawn("resumer", sid, [{"op": "resume"}], tool=GATED_TOOL)
@@ -61,12 +67,19 @@ def test_a_kill_after_the_approval_runs_the_tool_once(backend: str, view: StoreV
     snap = view.snapshot(sid)
     snap.check_consistent()
     (result,) = snap.messages[2].body["parts"]
+    (after,) = view.run(waits_of(view.store).of_send_index(sid, 0))
     if crash_at == "after_decision":
         assert runs[0]["pid"] == resumer.pid and runs[0]["attempt"] == 1
         assert result["content"] == f"{GATED_TOOL}(first) attempt 1"
+        assert after.status == "done"
+    elif crash_at == "after_results_saved":  # ran and stored by the dead approver
+        assert runs[0]["pid"] == approver.pid
+        assert result["content"] == f"{GATED_TOOL}(first) attempt 1"
+        assert after.status == "done"
     else:  # started by the dead approver: never run again, its outcome unknown
         assert runs[0]["pid"] == approver.pid
         assert result["content"] == UNKNOWN_OUTCOME
+        assert after.status == "executing"
     assert resumed["final_text"] == DONE_PREFIX + result["content"]
 
 

@@ -45,7 +45,7 @@ async def expected_keys(store: Store, session_id: str) -> list[Key]:
             decided = sorted((w for w in round_ if w.status != "waiting"),
                              key=lambda w: (w.decided_at, w.wait_id))
             keys.extend(("wait", w.send_index, f"{w.wait_id}:"
-                         f"{'approved' if w.status == 'executing' else w.status}")
+                         f"{'approved' if w.status in ('executing', 'done') else w.status}")
                         for w in decided)
         if send.status != "pending":
             keys.append(("send", send.send_index, send.status))

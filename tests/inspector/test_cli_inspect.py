@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import power_loop
 from power_loop.errors import MissingDriverError
 from power_loop.inspector import require_web
 from tests.cli_support import cli_env, run_cli
+from tests.inspector.harness import inspector
 
 
 async def test_a_public_address_needs_a_token() -> None:
@@ -66,3 +68,29 @@ async def test_a_port_in_use_is_an_error(tmp_path: Path) -> None:
         result = await run_cli("inspect", "--dsn", str(database), "--port", str(port))
     assert result.returncode == 2, result.output
     assert f"could not listen on 127.0.0.1:{port}" in result.stderr
+
+
+async def test_a_root_path_that_is_no_prefix_is_refused() -> None:
+    for bad in ("inspect", "/inspect/", "/a//b", "/a?b"):
+        result = await run_cli("inspect", "--dsn", ":memory:", "--root-path", bad)
+        assert result.returncode == 2, (bad, result.output)
+        assert "is not a path prefix" in result.stderr
+
+
+def test_behind_a_proxy_the_links_carry_the_root_path(tmp_path: Path) -> None:
+    """What a proxy that strips ``/ops`` forwards (``/sessions``) answers with links
+    under ``/ops``."""
+    database = tmp_path / "app.db"
+
+    async def create() -> None:
+        async with await power_loop.open_store(str(database)):
+            pass
+
+    asyncio.run(create())
+    with inspector(str(database), "pl_", "--root-path", "/ops") as running, \
+            running.client() as client:
+        page = client.get("/sessions", headers={"accept": "text/html"})
+        assert page.status_code == 200
+        assert 'href="/ops/sessions"' in page.text
+        assert 'href="/ops/static/inspector.css"' in page.text
+        assert 'href="/sessions"' not in page.text
