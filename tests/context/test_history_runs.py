@@ -78,7 +78,9 @@ def test_runs_become_the_sends_an_eager_grouping_makes(
     for k, send in enumerate(expected):
         made = bounds.send(k, flat)
         assert made._replace(call_ids=send.call_ids) == send  # call ids: the engine's part
-        assert all(a is b for a, b in zip(made.messages, flat[made.first_seq - first_seq:]))
+        start = made.first_seq - first_seq
+        assert all(a is b for a, b in zip(made.messages, flat[start:start + len(made.messages)],
+                                          strict=True))
 
     # What the engine does: runs of sends of text alone between the others, after a
     # send already held and before one added later.
