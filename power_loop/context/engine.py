@@ -27,6 +27,7 @@ from power_loop.context.history import (
     History,
     RenderedSend,
     call_ids_of,
+    group_records,
     group_stored,
     message_bytes,
 )
@@ -155,8 +156,17 @@ class ContextEngine:
             projections = await store.read_projections(history.session_id,
                                                         history.next_send, upto_send)
         open_calls: list[str] = []
-        flat, bounds, eager = group_stored(rows, start)
+        grouped = group_stored(rows, start)
         del rows  # the bodies live on in the messages; the rows' tuples can go
+        if grouped is None:  # a row the read could not key: read whole records
+            records = await store.read_messages(history.session_id, from_seq=start,
+                                                limit=upto_seq - start)
+            if len(records) != upto_seq - start:
+                raise HistoryInvariantError(
+                    f"session {history.session_id!r}: expected messages {start}.."
+                    f"{upto_seq - 1}, the store returned {len(records)}")
+            grouped = group_records(records, start)
+        flat, bounds, eager = grouped
         # Runs of sends of text alone (between the ones decoded at once) are taken whole
         # when rendering them is showing them: what _append makes of each, without the
         # copy, the count, the scan or (until a fold asks for them) the RenderedSend.

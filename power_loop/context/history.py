@@ -15,9 +15,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from power_loop.llm.messages import Message, TextPart, ToolCallPart, ToolResultPart
-from power_loop.llm.stored import LAZY_KINDS, StoredMessage, set_text, stored_bytes, stored_message
+from power_loop.llm.messages import (
+    Message,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    decode_message,
+)
+from power_loop.llm.stored import (
+    StoredAssistant,
+    StoredMessage,
+    StoredUser,
+    set_text,
+    stored_bytes,
+    stored_message,
+)
 from power_loop.store.context_ops import FoldRecord, NoteRecord
+from power_loop.store.records import MessageRecord
+from power_loop.store.statements import ASSISTANT_KEY
 
 HISTORY_BYTES = 1024
 """What a cached history costs besides its messages (its objects, the cache entry)."""
@@ -158,11 +173,13 @@ class History:
         return [self.summary, *self.flat] if self.summary is not None else self.flat
 
 
-def group_stored(rows: Sequence[Sequence[Any]], first_seq: int,
-                 ) -> tuple[list[Message], Bounds, list[int]]:
-    """Rows ``(send_index, role, body)`` from seq ``first_seq`` on, as messages in order,
-    where each send starts among them, and the sends holding a message decoded at once
-    (it may hold tool calls); text-only bodies are decoded when read.
+def group_stored(rows: Sequence[Sequence[Any]], first_seq: int, *,
+                 split: int = ASSISTANT_KEY) -> tuple[list[Message], Bounds, list[int]] | None:
+    """Rows ``(key, body)`` from seq ``first_seq`` on (as ``Store.read_message_texts``
+    keys them, an assistant's keys starting at ``split``), as messages in order, where
+    each send starts among them, and the sends holding a message decoded at once (it may
+    hold tool calls); text-only bodies are decoded when read. ``None`` when a row has no
+    key (then read the records, see :func:`group_records`).
 
     This runs once per stored message on a cold send (10,000 for a long session): the
     common case, a text-only body, is made inline, and a send costs three ints.
@@ -170,10 +187,20 @@ def group_stored(rows: Sequence[Sequence[Any]], first_seq: int,
     flat: list[Message] = []
     marks: list[int] = []
     eager: list[int] = []
-    new, lazy_kinds, stored = object.__new__, LAZY_KINDS, stored_message
+    new, stored, user, assistant = object.__new__, stored_message, StoredUser, StoredAssistant
     current, weight, chars, sends = None, 0, 0, -1
     append, mark = flat.append, marks.append
-    for send_index, role, body in rows:
+    for key, body in rows:
+        if key is None:
+            return None
+        if key >= 0:
+            kind: type[StoredMessage] | None
+            if key < split:
+                kind, send_index = user, key
+            else:
+                kind, send_index = assistant, key - split
+        else:
+            kind, send_index = None, ~key  # a tool result: -1 - send_index
         if send_index != current:
             # weight: the messages' estimate less 400 each (stored.text_bytes for the lazy
             # ones: 400 + 2 chars; message_bytes for the others)
@@ -181,7 +208,6 @@ def group_stored(rows: Sequence[Sequence[Any]], first_seq: int,
             mark(len(flat))
             mark(weight + 2 * chars)
             current, sends = send_index, sends + 1
-        kind = lazy_kinds.get(role)
         # stored.lazy_text, inline; a backslash is rare in text, and one memchr for it
         # costs less than a search for the two characters (the same test)
         if (kind is not None and type(body) is str and "tool_" not in body
@@ -190,6 +216,7 @@ def group_stored(rows: Sequence[Sequence[Any]], first_seq: int,
             set_text(message, body)
             chars += len(body)
         else:
+            role = "user" if kind is user else "assistant" if kind is assistant else "tool"
             message = stored(role, body)
             weight += message_bytes(message) - 400
             if not eager or eager[-1] != sends:
@@ -197,6 +224,25 @@ def group_stored(rows: Sequence[Sequence[Any]], first_seq: int,
         append(message)
     marks += (-1, len(flat), weight + 2 * chars)
     return flat, Bounds(marks, first_seq), eager
+
+
+def group_records(records: Sequence[MessageRecord], first_seq: int,
+                  ) -> tuple[list[Message], Bounds, list[int]]:
+    """What :func:`group_stored` makes of rows, made of whole records, every message
+    decoded at once (for the rows a keyed read cannot key: rare, never written by
+    power_loop)."""
+    flat: list[Message] = []
+    marks: list[int] = []
+    current, weight = None, 0
+    for record in records:
+        if not marks or record.send_index != current:
+            marks += (record.send_index, len(flat), weight)
+            current = record.send_index
+        message = decode_message(record.role, record.body)
+        weight += message_bytes(message) - 400
+        flat.append(message)
+    marks += (-1, len(flat), weight)
+    return flat, Bounds(marks, first_seq), list(range(len(marks) // 3 - 1))
 
 
 def call_ids_of(messages: Sequence[Message]) -> frozenset[str]:

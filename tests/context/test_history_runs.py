@@ -10,21 +10,27 @@ messages, seqs and byte estimates, and the history's totals agree with them.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from power_loop.context.history import (
+    Bounds,
     History,
     RenderedSend,
     call_ids_of,
+    group_records,
     group_stored,
     message_bytes,
 )
 from power_loop.llm.messages import Message, ToolCallPart, ToolResultPart, encode_message
 from power_loop.llm.stored import is_lazy_text, stored_message
-from power_loop.store.records import dump_json
+from power_loop.store.records import MessageRecord, dump_json
+from power_loop.store.statements import ASSISTANT_KEY
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 TRICKY = ['{"kind":"tool_call","id":"c1","name":"x","arguments":"{}"}', "\\u0074ool_",
           "tool_result", 'a "quote" \\ back', "naïve ☃", ""]
@@ -44,16 +50,26 @@ def sends(draw: st.DrawFn) -> list[Message]:
     return out
 
 
-def rows_of(history: list[list[Message]], first_send: int) -> list[tuple[int, str, Any]]:
-    """The rows a cold read returns: ``(send_index, role, stored JSON text)``."""
-    return [(first_send + index, m.role, dump_json(encode_message(m)))
-            for index, send in enumerate(history) for m in send]
+def records_of(history: list[list[Message]], first_send: int,
+               first_seq: int) -> list[MessageRecord]:
+    """The stored records of ``history``."""
+    rows = [(first_send + index, m) for index, send in enumerate(history) for m in send]
+    return [MessageRecord("s", first_seq + offset, send_index, m.role, encode_message(m), NOW)
+            for offset, (send_index, m) in enumerate(rows)]
 
 
-def reference(rows: list[tuple[int, str, Any]], first_seq: int) -> list[RenderedSend]:
-    """The sends an eager grouping makes of ``rows``."""
+def keyed(records: list[MessageRecord]) -> list[tuple[int, Any]]:
+    """The rows a cold read returns: ``(key, stored JSON text)``."""
+    return [(r.send_index if r.role == "user" else ASSISTANT_KEY + r.send_index
+             if r.role == "assistant" else -1 - r.send_index, dump_json(r.body))
+            for r in records]
+
+
+def reference(records: list[MessageRecord], first_seq: int) -> list[RenderedSend]:
+    """The sends an eager grouping makes of ``records``."""
     out: list[RenderedSend] = []
-    for offset, (send_index, role, body) in enumerate(rows):
+    for offset, record in enumerate(records):
+        send_index, role, body = record.send_index, record.role, dump_json(record.body)
         message = stored_message(role, body)
         if not out or out[-1].send_index != send_index:
             out.append(RenderedSend(send_index, first_seq + offset, [], 0))
@@ -66,10 +82,12 @@ def reference(rows: list[tuple[int, str, Any]], first_seq: int) -> list[Rendered
 @given(st.lists(sends(), min_size=1, max_size=8), st.integers(0, 5), st.integers(0, 40))
 def test_runs_become_the_sends_an_eager_grouping_makes(
         history: list[list[Message]], first_send: int, first_seq: int) -> None:
-    rows = rows_of(history, first_send)
-    expected = reference(rows, first_seq)
+    records = records_of(history, first_send, first_seq)
+    expected = reference(records, first_seq)
 
-    flat, bounds, eager = group_stored(rows, first_seq)
+    grouped = group_stored(keyed(records), first_seq)
+    assert grouped is not None
+    flat, bounds, eager = grouped
 
     assert flat == [m for send in history for m in send]
     assert len(bounds) == len(expected)
@@ -85,7 +103,7 @@ def test_runs_become_the_sends_an_eager_grouping_makes(
     # What the engine does: runs of sends of text alone between the others, after a
     # send already held and before one added later.
     before = RenderedSend(first_send - 1, first_seq - 1, [Message.user("before")], 0, nbytes=7)
-    after = RenderedSend(first_send + len(history), first_seq + len(rows),
+    after = RenderedSend(first_send + len(history), first_seq + len(records),
                          [Message.user("after")], 0, nbytes=9)
     held = History("s", "i", None, None, [], 0, 0)
     held.add(before)
@@ -110,7 +128,30 @@ def test_runs_become_the_sends_an_eager_grouping_makes(
     assert held.nbytes == sum(send.nbytes for send in everything[1:])
 
 
-def test_an_empty_read_has_no_sends() -> None:
-    flat, bounds, eager = group_stored([], 12)
+@settings(max_examples=60, deadline=None)
+@given(st.lists(sends(), min_size=1, max_size=5), st.integers(0, 5), st.integers(0, 40))
+def test_records_group_as_keyed_rows_do(history: list[list[Message]], first_send: int,
+                                        first_seq: int) -> None:
+    """The way round rows a keyed read cannot key: whole records, decoded at once."""
+    records = records_of(history, first_send, first_seq)
+    expected = reference(records, first_seq)
 
-    assert (flat, len(bounds), eager) == ([], 0, [])
+    flat, bounds, eager = group_records(records, first_seq)
+
+    assert flat == [m for send in history for m in send]
+    assert not any(is_lazy_text(m) for m in flat)
+    assert eager == list(range(len(expected)))  # every send is checked
+    for k, send in enumerate(expected):
+        made = bounds.send(k, flat)
+        # decoded, a message is reckoned from its parts rather than its stored text
+        assert made.nbytes == sum(message_bytes(m) for m in made.messages)
+        assert made._replace(call_ids=send.call_ids, nbytes=send.nbytes) == send
+
+
+def test_a_row_without_a_key_sends_the_read_to_the_records() -> None:
+    assert group_stored([(0, "{}"), (None, "{}")], 0) is None
+
+
+def test_an_empty_read_has_no_sends() -> None:
+    assert group_stored([], 12) == ([], Bounds([-1, 0, 0], 12), [])
+    assert group_records([], 12) == ([], Bounds([-1, 0, 0], 12), [])
