@@ -52,7 +52,8 @@ class RenderedSend(NamedTuple):
     """An estimate of the memory its rendered messages take (for the cache's bound)."""
 
 
-class Bounds(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Bounds:
     """Where the sends of a cold read start, from :func:`group_stored`.
 
     ``marks`` holds three ints per send, then three for the end: the send's index, the
@@ -85,8 +86,8 @@ class Bounds(NamedTuple):
 
 class _Run(NamedTuple):
     """Sends ``lo..hi-1`` of a cold read, verbatim, uncounted and of text alone, not yet
-    made into :class:`RenderedSend` s; their messages are in the history's ``flat`` from
-    the read's position ``shift`` on."""
+    made into :class:`RenderedSend` s; the read's message at position ``p`` is the
+    history's ``flat[p + shift]``."""
 
     bounds: Bounds
     lo: int
