@@ -23,8 +23,8 @@ from typing import Any
 
 from power_loop._faults import checkpoint
 from power_loop.context.fold import FoldJob, FoldStrategy, SendCost
+from power_loop.context.history import History as History  # the loop imports it from here
 from power_loop.context.history import (
-    History,
     RenderedSend,
     call_ids_of,
     group_records,
