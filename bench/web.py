@@ -147,18 +147,19 @@ async def child(dsn: str, prefix: str, sid: str, folded: bool) -> dict[str, floa
     del cpu
     result = {"open_ms": open_ms, "wall_ms": send_wall, "cpu_ms": send_cpu}
     if store.backend == "sqlite":  # the physical limit: a bare SELECT of the same rows
+        # in the statement the store runs (Store.read_message_texts: two columns)
         result["raw_wall_ms"], result["raw_cpu_ms"] = bare_select(
-            parse_dsn(dsn).location, prefix, sid, fold.end_seq if fold else 0)
+            parse_dsn(dsn).location, store._sql.read_bodies_range,
+            (sid, fold.end_seq if fold else 0, 2**62))
     return result
 
 
-def bare_select(path: str, prefix: str, sid: str, start: int) -> tuple[float, float]:
+def bare_select(path: str, sql: str, args: tuple[object, ...]) -> tuple[float, float]:
     """Wall and CPU ms of the stdlib ``sqlite3`` reading the rows a cold send reads."""
     conn = sqlite3.connect(path)
     try:
         cpu, wall = time.process_time(), time.perf_counter()
-        conn.execute(f"SELECT send_index, role, body FROM {prefix}messages WHERE session_id = ?"
-                     " AND seq >= ? ORDER BY seq", (sid, start)).fetchall()
+        conn.execute(sql, args).fetchall()
         return (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
     finally:
         conn.close()

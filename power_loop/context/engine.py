@@ -19,12 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any
 
 from power_loop._faults import checkpoint
 from power_loop.context.fold import FoldJob, FoldStrategy, SendCost
+from power_loop.context.history import History as History  # the loop imports it from here
+from power_loop.context.history import (
+    RenderedSend,
+    call_ids_of,
+    group_records,
+    group_stored,
+    message_bytes,
+)
 from power_loop.context.memory import MemoryProvider
 from power_loop.context.notes import NoteLimits, render_notes
 from power_loop.context.outcome import checked_outcome, error_record, fold_error
@@ -44,24 +50,12 @@ from power_loop.errors import (
 )
 from power_loop.events.types import Event, FoldFailed, FoldFinished, FoldStarted
 from power_loop.llm.contract import is_process_exit
-from power_loop.llm.messages import (
-    Message,
-    TextPart,
-    ToolCallPart,
-    ToolResultPart,
-    decode_message,
-)
+from power_loop.llm.messages import Message, TextPart, decode_message
 from power_loop.llm.service import LLMService, ToolSpec
-from power_loop.llm.stored import (
-    LAZY_KINDS,
-    StoredMessage,
-    set_text,
-    stored_bytes,
-    stored_message,
-)
+from power_loop.llm.stored import StoredMessage
 from power_loop.loop.results import SendResult
 from power_loop.loop.window import check_next
-from power_loop.store.context_ops import FoldRecord, NoteRecord
+from power_loop.store.context_ops import FoldRecord
 from power_loop.store.port import Connection
 from power_loop.store.records import Lease, MessageRecord
 from power_loop.store.store import Store
@@ -70,83 +64,6 @@ log = logging.getLogger("power_loop.context")
 Emit = Callable[[Event], None]
 MAX_FOLDS_PER_SEND = 4
 MEMORY_CUT = "\n[... cut to the memory budget]"
-
-
-class RenderedSend(NamedTuple):
-    """A finished send as requests show it (a tuple: a cold read makes one per send,
-    thousands, and :data:`_new_send` makes a tuple at C speed)."""
-
-    send_index: int
-    first_seq: int
-    messages: list[Message]
-    tokens: int
-    call_ids: frozenset[str] = frozenset()
-    """The ids of the send's tool calls in the log (rendered or not)."""
-    nbytes: int = 0
-    """An estimate of the memory its rendered messages take (for the cache's bound)."""
-
-
-_new_send = tuple.__new__
-"""``_new_send(RenderedSend, (send_index, first_seq, messages, tokens, call_ids,
-nbytes))``: the class without its Python-level ``__new__``."""
-
-
-@dataclass(slots=True)
-class History:
-    """A session's rendered history before the current send (cached between sends)."""
-
-    session_id: str
-    incarnation: str
-    fold: FoldRecord | None
-    summary: Message | None
-    sends: list[RenderedSend]
-    next_send: int
-    next_seq: int
-    notes: list[NoteRecord] = field(default_factory=list)
-    calibration: float = 1.0
-    call_ids: set[str] = field(default_factory=set)
-    """Ids of the tool calls in the unfolded log: a new call must not reuse one, whether
-    the representation shows the calls or not (the log is checked as a whole)."""
-    unstored: list[tuple[int, int, Any]] = field(default_factory=list)
-    """Projections computed from the log that the store does not have yet."""
-    flat: list[Message] = field(default_factory=list)
-    """Every rendered send's messages, in order (kept as sends are added)."""
-    tokens: int = 0
-    """The rendered sends' tokens, summed as they are added (counted only by an engine
-    with a budget: nothing else reads them)."""
-    nbytes: int = 0
-    """An estimate of the memory the rendered sends take, summed as they are added."""
-
-    def add(self, send: RenderedSend) -> None:
-        """Append a rendered send (the flat prefix, token total and call ids follow)."""
-        self.sends.append(send)
-        self.flat.extend(send.messages)
-        self.tokens += send.tokens
-        self.nbytes += send.nbytes
-        if send.call_ids:
-            self.call_ids.update(send.call_ids)
-
-    def add_all(self, sends: list[RenderedSend], messages: list[Message]) -> None:
-        """Append uncounted sends with no tool calls, ``messages`` being theirs in order."""
-        self.sends.extend(sends)
-        self.flat.extend(messages)
-        self.nbytes += sum(send.nbytes for send in sends)
-
-    def keep(self, sends: list[RenderedSend]) -> None:
-        """Keep only ``sends`` (after a fold)."""
-        self.sends, self.flat, self.tokens, self.call_ids = [], [], 0, set()
-        self.nbytes = 0
-        for send in sends:
-            self.add(send)
-
-    def cache_bytes(self) -> int:
-        """The estimated memory held, as the store's window cache accounts it."""
-        summary = message_bytes(self.summary) if self.summary is not None else 0
-        return HISTORY_BYTES + self.nbytes + summary + 80 * len(self.call_ids)
-
-    def prefix(self) -> list[Message]:
-        """The summary, then every rendered send's messages (treat it as read-only)."""
-        return [self.summary, *self.flat] if self.summary is not None else self.flat
 
 
 def _group(records: Sequence[MessageRecord]) -> list[tuple[int, int, list[Message]]]:
@@ -168,96 +85,9 @@ def _group_rows(rows: Sequence[tuple[int, int, str, Any]],
     return groups
 
 
-def _group_stored(rows: Sequence[Sequence[Any]], first_seq: int,
-                  ) -> tuple[list[RenderedSend], list[int], list[Message]]:
-    """Rows ``(send_index, role, body)`` from seq ``first_seq`` on, as messages grouped
-    into sends (verbatim, uncounted, with their estimated bytes), the positions of the
-    sends holding a message decoded at once (it may hold tool calls), and every message
-    in order; text-only bodies are decoded when read.
-
-    This runs once per stored message on a cold send (10,000 for a long session): the
-    common case, a text-only body, is made inline, and each send becomes its
-    :class:`RenderedSend` here, so a history of text alone needs no second pass.
-    """
-    sends: list[RenderedSend] = []
-    eager: list[int] = []
-    flat: list[Message] = []
-    if not rows:
-        return sends, eager, flat
-    new, lazy_kinds, stored, new_send = object.__new__, LAZY_KINDS, stored_message, _new_send
-    current, start, chars, extra, decoded = rows[0][0], 0, 0, 0, False
-    append = flat.append
-    for send_index, role, body in rows:
-        if send_index != current:
-            # the messages' estimate: stored.text_bytes for the lazy ones (400 + 2 chars)
-            end = len(flat)
-            sends.append(new_send(RenderedSend, (current, first_seq + start, flat[start:end],
-                                                 0, _NO_IDS,
-                                                 400 * (end - start) + 2 * chars + extra)))
-            if decoded:
-                eager.append(len(sends) - 1)
-            current, start, chars, extra, decoded = send_index, end, 0, 0, False
-        kind = lazy_kinds.get(role)
-        # stored.lazy_text, inline; a backslash is rare in text, and one memchr for it
-        # costs less than a search for the two characters (the same test)
-        if (kind is not None and type(body) is str and "tool_" not in body
-                and ("\\" not in body or "\\u" not in body)):
-            message: Message = new(kind)
-            set_text(message, body)
-            chars += len(body)
-        else:
-            message = stored(role, body)
-            extra += message_bytes(message) - 400  # the 400 is counted with the rest
-            decoded = True
-        append(message)
-    end = len(flat)
-    sends.append(RenderedSend(current, first_seq + start, flat[start:end], 0, _NO_IDS,
-                              400 * (end - start) + 2 * chars + extra))
-    if decoded:
-        eager.append(len(sends) - 1)
-    return sends, eager, flat
-
-
-def _call_ids(messages: Sequence[Message]) -> frozenset[str]:
-    """The ids of the tool calls among ``messages`` (stored text-only messages have
-    none, and are left undecoded)."""
-    ids: list[str] = []
-    for message in messages:
-        if message.role == "assistant" and not isinstance(message, StoredMessage):
-            ids.extend(p.id for p in message.parts if type(p) is ToolCallPart)
-    return frozenset(ids) if ids else _NO_IDS
-
-
-_NO_IDS: frozenset[str] = frozenset()
-
-
 def _plain_user(message: Message) -> bool:
     """A user message of text alone (nothing for the pairing check to see)."""
     return message.role == "user" and all(type(p) is TextPart for p in message.parts)
-
-
-HISTORY_BYTES = 1024
-"""What a cached history costs besides its messages (its objects, the cache entry)."""
-
-
-def message_bytes(message: Message) -> int:
-    """An estimate of the memory a decoded message holds (the cache's accounting).
-
-    Objects cost their CPython sizes (a message ~200 bytes, a part ~150, a meta mapping
-    ~400), strings their length plus their header; close enough to bound a cache.
-    """
-    stored = stored_bytes(message)
-    if stored is not None:  # not decoded yet: reckoned from its text
-        return stored
-    total = 200 + (400 if message.meta else 0)
-    for part in message.parts:
-        if type(part) is TextPart:
-            total += 200 + len(part.text)
-        elif type(part) is ToolCallPart:
-            total += 300 + len(part.id) + len(part.name) + len(part.arguments)
-        elif type(part) is ToolResultPart:
-            total += 300 + len(part.call_id) + len(part.name) + len(part.content)
-    return total
 
 
 def _shape(obj: object) -> tuple[str, str, object, str]:
@@ -326,23 +156,32 @@ class ContextEngine:
             projections = await store.read_projections(history.session_id,
                                                         history.next_send, upto_send)
         open_calls: list[str] = []
-        sends, eager, flat = _group_stored(rows, start)
+        grouped = group_stored(rows, start)
+        del rows  # the bodies live on in the messages; the rows' tuples can go
+        if grouped is None:  # a row the read could not key: read whole records
+            records = await store.read_messages(history.session_id, from_seq=start,
+                                                limit=upto_seq - start)
+            if len(records) != upto_seq - start:
+                raise HistoryInvariantError(
+                    f"session {history.session_id!r}: expected messages {start}.."
+                    f"{upto_seq - 1}, the store returned {len(records)}")
+            grouped = group_records(records, start)
+        flat, bounds, eager = grouped
         # Runs of sends of text alone (between the ones decoded at once) are taken whole
         # when rendering them is showing them: what _append makes of each, without the
-        # copy, the count or the scan.
+        # copy, the count, the scan or (until a fold asks for them) the RenderedSend.
         bulk = type(self.representation) is VerbatimRepresentation and not self.counts_tokens
-        position = 0
-        for stop in [*eager, len(sends)]:
-            if position == 0 and stop == len(sends) and bulk:
-                history.add_all(sends, flat)
-            elif position < stop and bulk and not open_calls:
-                run = sends[position:stop]
-                history.add_all(run, list(chain.from_iterable(s.messages for s in run)))
+        position, count = 0, len(bounds)
+        for stop in [*eager, count]:
+            if position < stop and bulk and not open_calls:
+                history.add_run(bounds, position, stop, flat)
             else:
-                for send in sends[position:stop]:
-                    self._add_stored(history, send, False, open_calls, projections)
-            if stop < len(sends):
-                self._add_stored(history, sends[stop], True, open_calls, projections)
+                for k in range(position, stop):
+                    self._add_stored(history, bounds.send(k, flat), False, open_calls,
+                                     projections)
+            if stop < count:
+                self._add_stored(history, bounds.send(stop, flat), True, open_calls,
+                                 projections)
             position = stop + 1
         if open_calls:
             raise HistoryInvariantError(
@@ -350,8 +189,8 @@ class ContextEngine:
                 "without results")
         history.next_seq = upto_seq
         history.next_send = upto_send
-        if sends:
-            history.calibration = calibration(sends[-1].messages)
+        if count:
+            history.calibration = calibration(flat[bounds.span(count - 1, count)[0]:])
 
     def _add_stored(self, history: History, send: RenderedSend, eager: bool,
                     open_calls: list[str], projections: dict[int, tuple[int, Any]]) -> None:
@@ -385,7 +224,7 @@ class ContextEngine:
         tokens = count_messages(self.counter, rendered) if self.counts_tokens else 0
         if nbytes is None:
             nbytes = sum(message_bytes(m) for m in rendered)
-        history.add(RenderedSend(send_index, first_seq, rendered, tokens, _call_ids(messages),
+        history.add(RenderedSend(send_index, first_seq, rendered, tokens, call_ids_of(messages),
                                  nbytes))
 
     @staticmethod

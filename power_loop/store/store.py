@@ -252,11 +252,15 @@ class Store(ChildOps, ClaimOps):
 
     async def read_message_texts(self, session_id: str, *, from_seq: int,
                                  upto_seq: int) -> Sequence[Sequence[Any]]:
-        """Rows ``(send_index, role, body)`` of the messages in ``[from_seq, upto_seq)``, the
-        body as the driver returns the stored JSON (text), undecoded.
+        """Rows ``(key, body)`` of the messages in ``[from_seq, upto_seq)``: the key is
+        the send index of a user message, :data:`~power_loop.store.statements.ASSISTANT_KEY`
+        plus it for an assistant's and ``-1 - send_index`` for a tool result's (``None``
+        for any other role, or a send index below 0 or of ``ASSISTANT_KEY`` or more, which
+        power_loop never writes), the body as the driver returns the stored JSON (text), undecoded.
 
-        The leanest read for building requests: three columns of an indexed range, one
-        statement. The seqs are not read: every seq of the range is there exactly when
+        The leanest read for building requests: two columns of an indexed range, one
+        statement (each column of each row costs a cold read about a tenth of its time).
+        The seqs are not read: every seq of the range is there exactly when
         ``upto_seq - from_seq`` rows come back (a seq is unique in its session).
         """
         check_id(session_id)

@@ -140,3 +140,36 @@ async def test_a_tool_call_hidden_in_a_history_is_still_checked(store: Store) ->
     with pytest.raises(HistoryInvariantError, match="used twice"):
         await loop.send("hello", session_id=sid)
     assert llm.requests == []
+
+
+async def _rewrite(store: Store, sid: str, assign: str, where: str) -> None:
+    """Rewrite stored messages with SQL (as something other than power_loop might)."""
+    dialect = store.database.dialect
+    table = dialect.quote(f"{store.table_prefix}messages")
+    async with store.database.transaction() as conn:
+        await conn.execute(dialect.render(
+            f"UPDATE {table} SET {assign} WHERE session_id = ? AND {where}"), [sid])
+
+
+async def test_rows_the_cold_read_cannot_key_are_read_whole(
+        store: Store, open_more: StoreOpener) -> None:
+    """A send index past 2**62 (power_loop writes none) is read as whole records: the
+    request has the same bytes; a role power_loop does not know stops the send."""
+    cold_store = await open_more(cache_bytes=0)
+    plain, huge, odd = [(await store.create_session()).id for _ in range(3)]
+    for sid in (plain, huge, odd):
+        await store.append_messages(sid, _history())
+    last = len(TRICKY)
+    await _rewrite(store, huge, f"send_index = send_index + {2**62 + 5}",
+                   f"send_index = {last}")
+    await _rewrite(store, odd, "role = 'system'", "seq = 1")
+    llm = ScriptedLLM(reader)
+    cold = StatefulAgentLoop(llm=llm, store=cold_store)
+
+    await cold.send("first", session_id=plain)
+    await cold.send("first", session_id=huge)
+    with pytest.raises(InvalidArgumentError, match="unknown message role 'system'"):
+        await cold.send("first", session_id=odd)
+
+    assert len(llm.requests) == 2
+    assert llm.requests[0].canonical_bytes() == llm.requests[1].canonical_bytes()

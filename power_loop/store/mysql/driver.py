@@ -118,7 +118,10 @@ def _failure(exc: BaseException, target: Mapping[str, Any] | None = None) -> Pow
 
 
 def _decoded(row: Sequence[Any]) -> tuple[Any, ...]:
-    # Identifier columns are VARBINARY (exact comparison); hand them back as text.
+    # Identifier columns are VARBINARY (exact comparison); hand them back as text. A row
+    # without any (a cold read's 10,000 bodies) is kept as it is: a third of the time.
+    if bytes not in map(type, row):
+        return tuple(row)
     return tuple(v.decode("utf-8") if type(v) is bytes else v for v in row)
 
 
