@@ -30,17 +30,12 @@ from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.delegation import Delegate, DelegationMethods
-from power_loop.loop.driver import (
-    Emit,
-    RunDeps,
-    SendRun,
-    encode,
-    final_text,
-)
+from power_loop.loop.driver import Emit, RunDeps, SendRun
 from power_loop.loop.observing import ObservingMethods
 from power_loop.loop.recovery import RecoveryMethods
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
+from power_loop.loop.tail import encode, final_text
 from power_loop.loop.timing import TimerMethods
 from power_loop.loop.waiting import wait_for_lease
 from power_loop.loop.window import Window

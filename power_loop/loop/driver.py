@@ -1,7 +1,8 @@
 """The send state machine: one model round after another until the send is finished.
 
-(Over 600 lines on purpose: the order of a send's writes, which every durability
-guarantee rests on, reads in this one module.)
+(The order of a send's writes, which every durability guarantee rests on, reads in
+this one module; what it asks of the send's messages is in
+:mod:`power_loop.loop.tail`.)
 
 A run holds the session's lease and drives the send from whatever state the store says
 it is in, so finishing a fresh send and resuming one left by a dead process are the same
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -67,8 +68,6 @@ from power_loop.llm.messages import (
     Message,
     TextPart,
     ToolCallPart,
-    ToolResultPart,
-    encode_message,
 )
 from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReason, TextDelta
 from power_loop.loop.accounting import children_usage, send_usage, usage_json
@@ -77,8 +76,9 @@ from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.lease_keeper import LeaseKeeper
 from power_loop.loop.results import SendResult
 from power_loop.loop.structured import parse_output
+from power_loop.loop.tail import encode, final_text, open_call_parts, synthetic_result, was_cut
 from power_loop.loop.window import Window, load_window
-from power_loop.store.records import Lease, NewMessage
+from power_loop.store.records import Lease
 from power_loop.store.store import Store
 from power_loop.tools.context import ToolContext
 from power_loop.tools.registry import ToolLimits, ToolRegistry
@@ -117,54 +117,6 @@ class RunDeps:
     limits: ToolLimits
     engine: ContextEngine
     hooks: HookChain | None = None
-
-
-def encode(messages: Sequence[Message], send_index: int) -> list[NewMessage]:
-    return [NewMessage(send_index, m.role, encode_message(m)) for m in messages]
-
-
-def synthetic_result(call: ToolCallPart, text: str, reason: str) -> Message:
-    """A result power_loop writes for a call whose real result does not exist."""
-    return Message.tool_result(ToolResultPart(call.id, call.name, text, True), synthetic=reason)
-
-
-def is_incomplete(message: Message) -> bool:
-    """An answer that stopped early: cut by the output limit or by a failed stream."""
-    return message.role == "assistant" and not message.tool_calls and (
-        message.meta.get("stop_reason") == StopReason.MAX_TOKENS.value
-        or bool(message.meta.get("partial")))
-
-
-def was_cut(message: Message) -> bool:
-    """An answer cut by the output limit (continued at most ``max_continuations`` times)."""
-    return (message.role == "assistant" and not message.tool_calls
-            and message.meta.get("stop_reason") == StopReason.MAX_TOKENS.value)
-
-
-def final_text(tail: Sequence[Message]) -> str:
-    """The send's answer: its last assistant text, joined to the texts it continues."""
-    pieces: list[str] = []
-    for message in reversed(tail):
-        if message.role == "assistant":
-            if pieces and not is_incomplete(message):
-                break
-            pieces.append(message.text)
-        elif message.role == "user" and message.meta.get("synthetic"):
-            continue
-        elif pieces:
-            break
-    return "".join(reversed(pieces))
-
-
-def open_call_parts(window: Window) -> list[ToolCallPart]:
-    """The tool calls still waiting for results, as parts, in call order."""
-    waiting = set(window.open_calls)
-    if not waiting:
-        return []
-    for message in reversed(window.messages):
-        if message.role == "assistant" and message.tool_calls:
-            return [c for c in message.tool_calls if c.id in waiting]
-    return []
 
 
 def _in_final_write() -> None:
