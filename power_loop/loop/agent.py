@@ -156,6 +156,7 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
         self._opening: asyncio.Lock | None = None
         self._limits = ToolLimits(self.config.tool_timeout, self.config.max_tool_output_chars)
         self._feed = sink_feed(cfg.sinks)
+        self._run_deps: RunDeps | None = None
 
     def __repr__(self) -> str:
         return f"StatefulAgentLoop(llm={self._llm.model!r}, store={self._store!r})"
@@ -219,8 +220,12 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
                                history.cache_bytes())
 
     def _deps(self, store: Store) -> RunDeps:
-        return RunDeps(store, self._llm, self.tools, self.config, self._limits, self._engine,
-                       self._hooks)
+        deps = self._run_deps  # the same for every send over one store: made once
+        if (deps is None or deps.store is not store or deps.tools is not self.tools
+                or deps.config is not self.config):
+            deps = self._run_deps = RunDeps(store, self._llm, self.tools, self.config,
+                                            self._limits, self._engine, self._hooks)
+        return deps
 
     @staticmethod
     def _owner() -> str:
@@ -434,7 +439,8 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
                     run._event(SendFailed, **_failure(exc))
             raise
         self._keep(store, run.history)
-        await self._engine.remember(run.session_id, result)
+        if self._engine.memory is not None:
+            await self._engine.remember(run.session_id, result)
         return result
 
     @staticmethod

@@ -70,7 +70,7 @@ from power_loop.llm.messages import (
     ToolCallPart,
 )
 from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReason, TextDelta
-from power_loop.loop.accounting import children_usage, send_usage, usage_json
+from power_loop.loop.accounting import send_accounts, send_usage
 from power_loop.loop.awaiting import hold
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.lease_keeper import LeaseKeeper
@@ -259,8 +259,12 @@ class SendRun:
     async def _call_model(self, extra: list[Message]) -> SendResult | None:
         config, tail = self._deps.config, self._tail()
         rounds = sum(1 for m in tail if m.role == "assistant")
-        spent = send_usage(tail)
-        if config.max_send_tokens is not None and spent.total_tokens >= config.max_send_tokens:
+        emit = self._emit
+        # What the send spent so far: for its token budget and the UsageUpdated event.
+        spent = (send_usage(tail) if config.max_send_tokens is not None or emit is not None
+                 else None)
+        if (config.max_send_tokens is not None and spent is not None
+                and spent.total_tokens >= config.max_send_tokens):
             return await self._finish([], "token_budget")
         if rounds > config.max_rounds:
             return await self._finish([], "max_rounds")
@@ -279,8 +283,9 @@ class SendRun:
             metadata={"session_id": self.session_id, "send_index": self.send_index})
         estimate = (self._deps.engine.estimate(self.history, self._system, tools, rest)
                     if self._deps.engine.budget_tokens is not None else None)
-        self._event(RoundStarted, round=rounds + 1, model=self._deps.llm.model,
-                    provider=service_name(self._deps.llm))
+        if emit is not None:
+            self._event(RoundStarted, round=rounds + 1, model=self._deps.llm.model,
+                        provider=service_name(self._deps.llm))
         response = (await self._stream(request) if self._hooks is None else
                     await self._hooks.model_call(self._hook_context(), request, self._stream))
         if isinstance(response, Veto):  # a hook's veto: its reason is the send's answer
@@ -288,7 +293,8 @@ class SendRun:
             return await self._finish([*extra, vetoed], "vetoed")
         checkpoint("after_model_answer")
         message = self._annotate(response, final_round, estimate)
-        self._event(UsageUpdated, usage=response.usage, total=spent + response.usage)
+        if spent is not None:
+            self._event(UsageUpdated, usage=response.usage, total=spent + response.usage)
         stop = "max_rounds" if final_round else response.stop_reason.value
         if message.tool_calls:
             await self._append([*extra, message])
@@ -298,8 +304,8 @@ class SendRun:
                         tool_calls=len(message.tool_calls))
             return None
         self._event(RoundFinished, round=rounds + 1, stop_reason=stop, tool_calls=0)
-        cuts = sum(1 for m in (*tail, message) if was_cut(m))
-        if was_cut(message) and cuts <= config.max_continuations:
+        if (was_cut(message)
+                and sum(1 for m in (*tail, message) if was_cut(m)) <= config.max_continuations):
             await self._append([*extra, message])
             return None
         return await self._finish([*extra, message], stop)
@@ -364,9 +370,12 @@ class SendRun:
             meta["input_estimate"] = estimate  # calibrates later estimates against usage
         if response.model:
             meta["model"] = response.model
+        calls = message.tool_calls
+        if not calls:  # nothing to drop or to make unique
+            return Message("assistant", tuple(message.parts), MappingProxyType(meta))
         parts = list(message.parts)
-        if final_round and message.tool_calls:
-            meta["dropped_tool_calls"] = len(message.tool_calls)
+        if final_round:
+            meta["dropped_tool_calls"] = len(calls)
             parts = [p for p in parts if not isinstance(p, ToolCallPart)]
             if not any(isinstance(p, TextPart) and p.text for p in parts):
                 parts, meta["synthetic"] = [TextPart(NO_FINAL_TEXT)], "no_final_text"
@@ -487,7 +496,7 @@ class SendRun:
     async def _finish(self, messages: list[Message], stop_reason: str,
                       status: str = "done") -> SendResult:
         tail = [*self._tail(), *messages]
-        usage = send_usage(tail)
+        usage, children, stored_usage = send_accounts(tail)
         rounds = sum(1 for m in tail if m.role == "assistant")
         store = self._deps.store
 
@@ -497,7 +506,7 @@ class SendRun:
             await store.close_send(
                 self.session_id, self.send_index, encode(messages, self.send_index),
                 lease=self.lease, status=status, stop_reason=stop_reason, rounds=rounds,
-                usage=usage_json(tail), projections=projections,
+                usage=stored_usage, projections=projections,
                 before_commit=_in_final_write)
             self.settled = True
         self.window.extend(messages)
@@ -507,7 +516,7 @@ class SendRun:
         text = final_text(tail)
         result = SendResult(self.session_id, self.send_index, text, usage, rounds,
                             stop_reason, status, tuple(tail),
-                            children_usage=children_usage(tail))
+                            children_usage=children)
         if self._hooks is not None and status == "done":
             await self._hooks.send_end(self._hook_context(), result)
         if self._output_schema is not None and status == "done":
