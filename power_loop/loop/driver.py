@@ -161,6 +161,8 @@ class SendRun:
         self._stopped = False
         self.settled = False
         """True once the run has written its last word (finished or paused)."""
+        self.cache_key: tuple[object, ...] | None = None
+        """Where the loop keeps the session's history once the run ends."""
 
     # -- state derived from the log ----------------------------------------------------
 
