@@ -420,10 +420,11 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
             history = await engine.history(store, session_id, incarnation,
                                            upto_send=send_index, upto_seq=first_seq,
                                            cached=self._cached(store, key))
-            records = await store.read_messages(session_id, from_seq=first_seq,
-                                                limit=next_seq - first_seq) \
-                if next_seq > first_seq else []
-            tail = [*(decode_message(r.role, r.body) for r in records), *new_messages]
+            tail: Sequence[Message] = new_messages
+            if next_seq > first_seq:
+                records = await store.read_messages(session_id, from_seq=first_seq,
+                                                    limit=next_seq - first_seq)
+                tail = [*(decode_message(r.role, r.body) for r in records), *new_messages]
             window = Window(session_id, incarnation, start_seq=first_seq,
                             prior_call_ids=history.call_ids)
             window.extend(tail)
