@@ -52,6 +52,10 @@ from power_loop.tools.tool import Tool
 T = TypeVar("T")
 _HOST = socket.gethostname()
 _DONE = object()
+_ME = [f"{_HOST}:{os.getpid()}:"]
+"""The start of this process's lease owners (a forked child makes its own)."""
+if hasattr(os, "register_at_fork"):  # pragma: no branch - no fork, no other pid
+    os.register_at_fork(after_in_child=lambda: _ME.__setitem__(0, f"{_HOST}:{os.getpid()}:"))
 
 
 @functools.lru_cache(maxsize=64)
@@ -237,7 +241,7 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
     @staticmethod
     def _owner() -> str:
         # One owner per send: two sends in one process must not share a lease.
-        return f"{_HOST}:{os.getpid()}:{os.urandom(6).hex()}"
+        return _ME[0] + os.urandom(6).hex()
 
     async def _wait_for(self, attempt: Callable[[], Awaitable[T]], session_id: str,
                         emit: Emit | None, send_index: int | None = None) -> T:

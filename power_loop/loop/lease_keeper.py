@@ -72,15 +72,24 @@ _CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _KeeperClock] = (
 _MAKING = threading.Lock()  # event loops in several threads may make their clocks at once
 
 
+_last: _KeeperClock | None = None
+"""The clock asked for last (most processes run one event loop: no lookup then)."""
+
+
 def _clock() -> _KeeperClock:
     """The running event loop's keeper clock."""
+    global _last
     loop = asyncio.get_running_loop()
+    clock = _last
+    if clock is not None and clock._loop() is loop:
+        return clock
     clock = _CLOCKS.get(loop)
     if clock is None:
         with _MAKING:
             clock = _CLOCKS.get(loop)
             if clock is None:
                 clock = _CLOCKS[loop] = _KeeperClock(loop)
+    _last = clock
     return clock
 
 

@@ -116,6 +116,8 @@ def dump_json(value: Any, *, sort_keys: bool = False) -> str:
 def load_json(text: str) -> Any:
     """Decode stored JSON (with orjson, when installed: a cold send decodes every
     message of the window; whatever orjson refuses, json decodes as before)."""
+    if text == "null":  # a session's system prompt, most often (each send reads it)
+        return None
     return loads(text)
 
 
