@@ -99,8 +99,8 @@ class ApprovalMethods:
         """The result of a send as stored: finished, or still waiting."""
         from power_loop.loop.accounting import send_usage
         from power_loop.loop.awaiting import AWAITING_APPROVAL, AWAITING_INPUT
-        from power_loop.loop.driver import final_text
         from power_loop.loop.results import SendResult
+        from power_loop.loop.tail import final_text
 
         store = await self._get_store()
         send = await store.get_send(session_id, send_index)

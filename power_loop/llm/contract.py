@@ -39,6 +39,8 @@ RESERVED_META = frozenset({"partial", "synthetic", "stop_reason", "usage", "mode
                            "input_estimate", "dropped_tool_calls", "source"})
 """``meta`` keys the loop itself writes and reads: a service's own values are dropped."""
 _PROCESS_EXITS = (KeyboardInterrupt, SystemExit)
+_NO_META = Message("assistant", ()).meta
+"""The ``meta`` of a message made without any (one shared empty mapping)."""
 SEND_FAILED = "The send is left pending: resume it to call the model again, or abort it"
 """What a failed send call leads to (the sentence ending the error's message)."""
 SEND_BROKEN = "The send is left pending: fix the service and resume it, or abort it"
@@ -153,6 +155,8 @@ def storable(text: str) -> str:
 def checked_answer(response: LLMResponse, service: object, *,
                    then: str = SEND_BROKEN) -> LLMResponse:
     """The response with its message checked and normalized, or raise LLMResponseError."""
+    if _as_checked(response):
+        return response
     message = response.message
     if not isinstance(message, Message):
         raise protocol_error(service, f"the LLMResponse's message is a {type(message).__name__}",
@@ -181,6 +185,40 @@ def checked_answer(response: LLMResponse, service: object, *,
             and usage is response.usage and model is response.model):
         return response
     return LLMResponse(Message("assistant", parts, MappingProxyType(meta)), usage, stop, model)
+
+
+def _as_checked(response: LLMResponse) -> bool:
+    """Whether :func:`checked_answer` would return ``response`` as it is: the usual
+    answer (exact types, ASCII text, no ``meta`` of the service's own, counts in range),
+    told without building anything and without running any of the service's code."""
+    message = response.message
+    if (type(response) is not LLMResponse or type(message) is not Message
+            or type(message.role) is not str or message.role != "assistant"
+            or type(message.parts) is not tuple or message.meta is not _NO_META
+            or type(response.stop_reason) is not StopReason):
+        return False
+    model = response.model
+    if model is not None and (type(model) is not str or not 0 < len(model) <= 200
+                              or not model.isascii()):
+        return False
+    usage = response.usage
+    if type(usage) is not Usage:
+        return False
+    for count in (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
+                  usage.cache_write_tokens):
+        if type(count) is not int or not 0 <= count <= MAX_TOKENS:
+            return False
+    for part in message.parts:
+        if type(part) is TextPart:
+            if type(part.text) is not str or not part.text.isascii():
+                return False
+        elif type(part) is ToolCallPart:
+            for text in (part.id, part.name, part.arguments):
+                if type(text) is not str or not text.isascii():
+                    return False
+        else:
+            return False
+    return True
 
 
 def checked_usage(usage: object) -> Usage:

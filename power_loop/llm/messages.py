@@ -165,8 +165,8 @@ class Usage:
         """A stored usage: a count that is not a non-negative integer reads as 0."""
         if not isinstance(data, Mapping):
             return cls()
-        return cls(*(_count(data.get(name)) for name in
-                     ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")))
+        return cls(_count(data.get("input_tokens")), _count(data.get("output_tokens")),
+                   _count(data.get("cache_read_tokens")), _count(data.get("cache_write_tokens")))
 
 
 def _count(value: object) -> int:

@@ -130,7 +130,9 @@ class ScriptedLLM:
     async def _next_turn(self, request: LLMRequest) -> Turn:
         if callable(self._script):
             produced = self._script(request)
-            turn = await produced if inspect.isawaitable(produced) else produced
+            if type(produced) is not Turn and type(produced) is not str:  # maybe awaitable
+                produced = await produced if inspect.isawaitable(produced) else produced
+            turn = produced
         else:
             if self._position >= len(self._script):
                 raise ScriptExhaustedError(

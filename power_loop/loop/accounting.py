@@ -35,6 +35,12 @@ def usage_json(tail: Sequence[Message]) -> dict[str, Any]:
     its own calls per model name, as the provider reported it (``""`` when it reported
     none), so a price table can price each model's tokens at its own rate.
     """
+    return send_accounts(tail)[2]
+
+
+def send_accounts(tail: Sequence[Message]) -> tuple[Usage, Usage, dict[str, Any]]:
+    """:func:`send_usage`, :func:`children_usage` and :func:`usage_json` of ``tail``, in
+    one pass over it (the end of every send needs all three)."""
     own, calls = Usage(), 0
     models: dict[str, tuple[Usage, int]] = {}
     for message in tail:
@@ -43,14 +49,15 @@ def usage_json(tail: Sequence[Message]) -> dict[str, Any]:
         usage = Usage.from_json(message.meta.get("usage"))
         model = message.meta.get("model")
         name = model if isinstance(model, str) else ""
-        seen, count = models.get(name, (Usage(), 0))
-        models[name] = (seen + usage, count + 1)
+        seen = models.get(name)
+        models[name] = (usage, 1) if seen is None else (seen[0] + usage, seen[1] + 1)
         own, calls = own + usage, calls + 1
     children = children_usage(tail)
-    stored: dict[str, Any] = (own + children).to_json()
+    total = own + children
+    stored: dict[str, Any] = total.to_json()
     if children.total_tokens:
         stored["children"] = children.to_json()
     stored["model_calls"] = calls
     stored["models"] = {name: {**usage.to_json(), "model_calls": count}
                         for name, (usage, count) in models.items()}
-    return stored
+    return total, children, stored

@@ -30,17 +30,12 @@ from power_loop.llm.messages import Message, Usage, decode_message
 from power_loop.llm.service import LLMService
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.delegation import Delegate, DelegationMethods
-from power_loop.loop.driver import (
-    Emit,
-    RunDeps,
-    SendRun,
-    encode,
-    final_text,
-)
+from power_loop.loop.driver import Emit, RunDeps, SendRun
 from power_loop.loop.observing import ObservingMethods
 from power_loop.loop.recovery import RecoveryMethods
 from power_loop.loop.results import HistoryItem, SendResult
 from power_loop.loop.structured import validator_for
+from power_loop.loop.tail import encode, final_text
 from power_loop.loop.timing import TimerMethods
 from power_loop.loop.waiting import wait_for_lease
 from power_loop.loop.window import Window
@@ -57,6 +52,10 @@ from power_loop.tools.tool import Tool
 T = TypeVar("T")
 _HOST = socket.gethostname()
 _DONE = object()
+_ME = [f"{_HOST}:{os.getpid()}:"]
+"""The start of this process's lease owners (a forked child makes its own)."""
+if hasattr(os, "register_at_fork"):  # pragma: no branch - no fork, no other pid
+    os.register_at_fork(after_in_child=lambda: _ME.__setitem__(0, f"{_HOST}:{os.getpid()}:"))
 
 
 @functools.lru_cache(maxsize=64)
@@ -161,6 +160,7 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
         self._opening: asyncio.Lock | None = None
         self._limits = ToolLimits(self.config.tool_timeout, self.config.max_tool_output_chars)
         self._feed = sink_feed(cfg.sinks)
+        self._run_deps: RunDeps | None = None
 
     def __repr__(self) -> str:
         return f"StatefulAgentLoop(llm={self._llm.model!r}, store={self._store!r})"
@@ -209,28 +209,39 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
             store, self._store = self._store, None
             await release_store(store, grace=self._grace)
 
-    def _cached(self, store: Store, session_id: str) -> History | None:
-        """The session's history from the store's window cache (taken: this send owns
-        it until :meth:`_keep` puts it back)."""
+    def _cache_key(self, session_id: str) -> tuple[object, ...] | None:
+        """The session's key in the store's window cache (``None``: not cached), made
+        once per send: the same for taking its history and putting it back."""
         if self.config.cache_sessions == 0:
             return None
-        item = store.window_cache.take((session_id, *self._engine.cache_flavour()))
+        return (session_id, *self._engine.cache_flavour())
+
+    @staticmethod
+    def _cached(store: Store, key: tuple[object, ...] | None) -> History | None:
+        """The session's history from the store's window cache (taken: this send owns
+        it until :meth:`_keep` puts it back)."""
+        if key is None:
+            return None
+        item = store.window_cache.take(key)
         return item if isinstance(item, History) else None
 
-    def _keep(self, store: Store, history: History) -> None:
-        if self.config.cache_sessions == 0:
-            return
-        store.window_cache.put((history.session_id, *self._engine.cache_flavour()), history,
-                               history.cache_bytes())
+    @staticmethod
+    def _keep(store: Store, history: History, key: tuple[object, ...] | None) -> None:
+        if key is not None:
+            store.window_cache.put(key, history, history.cache_bytes())
 
     def _deps(self, store: Store) -> RunDeps:
-        return RunDeps(store, self._llm, self.tools, self.config, self._limits, self._engine,
-                       self._hooks)
+        deps = self._run_deps  # the same for every send over one store: made once
+        if (deps is None or deps.store is not store or deps.tools is not self.tools
+                or deps.config is not self.config):
+            deps = self._run_deps = RunDeps(store, self._llm, self.tools, self.config,
+                                            self._limits, self._engine, self._hooks)
+        return deps
 
     @staticmethod
     def _owner() -> str:
         # One owner per send: two sends in one process must not share a lease.
-        return f"{_HOST}:{os.getpid()}:{os.urandom(6).hex()}"
+        return _ME[0] + os.urandom(6).hex()
 
     async def _wait_for(self, attempt: Callable[[], Awaitable[T]], session_id: str,
                         emit: Emit | None, send_index: int | None = None) -> T:
@@ -274,10 +285,11 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
         if session.pending_send is not None:
             upto_send = session.pending_send
             upto_seq = (await store.get_send(session_id, upto_send)).first_seq
+        key = self._cache_key(session_id)
         history = await self._engine.history(store, session_id, session.incarnation,
                                              upto_send=upto_send, upto_seq=upto_seq,
-                                             cached=self._cached(store, session_id))
-        self._keep(store, history)
+                                             cached=self._cached(store, key))
+        self._keep(store, history, key)
 
     # -- sends -------------------------------------------------------------------------
 
@@ -407,39 +419,43 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
         """Build the run of a send whose lease is held: its history and its window."""
         engine = self._engine
         system = system_prompt if system_prompt is not None else self.config.system_prompt
+        key = self._cache_key(session_id)
         try:
             history = await engine.history(store, session_id, incarnation,
                                            upto_send=send_index, upto_seq=first_seq,
-                                           cached=self._cached(store, session_id))
-            records = await store.read_messages(session_id, from_seq=first_seq,
-                                                limit=next_seq - first_seq) \
-                if next_seq > first_seq else []
-            tail = [*(decode_message(r.role, r.body) for r in records), *new_messages]
+                                           cached=self._cached(store, key))
+            tail: Sequence[Message] = new_messages
+            if next_seq > first_seq:
+                records = await store.read_messages(session_id, from_seq=first_seq,
+                                                    limit=next_seq - first_seq)
+                tail = [*(decode_message(r.role, r.body) for r in records), *new_messages]
             window = Window(session_id, incarnation, start_seq=first_seq,
                             prior_call_ids=history.call_ids)
             window.extend(tail)
         except BaseException:
             await asyncio.shield(store.release_lease(lease))
             raise
-        return SendRun(self._deps(store), session_id=session_id, lease=lease,
-                       send_index=send_index, history=history, window=window, system=system,
-                       emit=emit, source=source, metadata=metadata,
-                       output_schema=output_schema)
+        run = SendRun(self._deps(store), session_id=session_id, lease=lease,
+                      send_index=send_index, history=history, window=window, system=system,
+                      emit=emit, source=source, metadata=metadata, output_schema=output_schema)
+        run.cache_key = key
+        return run
 
     async def _run(self, store: Store, run: SendRun) -> SendResult:
         try:
             result = await run.run()
         except BaseException as exc:
             if run.settled:
-                self._keep(store, run.history)
+                self._keep(store, run.history, run.cache_key)
             if not (isinstance(exc, asyncio.CancelledError) and run.settled):
                 # (A cancelled send that was closed ended with SendFinished already.)
                 # An on_event hook raising here must not hide the send's own error.
                 with contextlib.suppress(Exception):
                     run._event(SendFailed, **_failure(exc))
             raise
-        self._keep(store, run.history)
-        await self._engine.remember(run.session_id, result)
+        self._keep(store, run.history, run.cache_key)
+        if self._engine.memory is not None:
+            await self._engine.remember(run.session_id, result)
         return result
 
     @staticmethod

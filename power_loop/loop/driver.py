@@ -1,7 +1,8 @@
 """The send state machine: one model round after another until the send is finished.
 
-(Over 600 lines on purpose: the order of a send's writes, which every durability
-guarantee rests on, reads in this one module.)
+(The order of a send's writes, which every durability guarantee rests on, reads in
+this one module; what it asks of the send's messages is in
+:mod:`power_loop.loop.tail`.)
 
 A run holds the session's lease and drives the send from whatever state the store says
 it is in, so finishing a fresh send and resuming one left by a dead process are the same
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -67,18 +68,17 @@ from power_loop.llm.messages import (
     Message,
     TextPart,
     ToolCallPart,
-    ToolResultPart,
-    encode_message,
 )
 from power_loop.llm.service import LLMRequest, LLMResponse, LLMService, StopReason, TextDelta
-from power_loop.loop.accounting import children_usage, send_usage, usage_json
+from power_loop.loop.accounting import send_accounts, send_usage
 from power_loop.loop.awaiting import finished_waits, hold
 from power_loop.loop.config import AgentLoopConfig
 from power_loop.loop.lease_keeper import LeaseKeeper
 from power_loop.loop.results import SendResult
 from power_loop.loop.structured import parse_output
+from power_loop.loop.tail import encode, final_text, open_call_parts, synthetic_result, was_cut
 from power_loop.loop.window import Window, load_window
-from power_loop.store.records import Lease, NewMessage
+from power_loop.store.records import Lease
 from power_loop.store.store import Store
 from power_loop.tools.context import ToolContext
 from power_loop.tools.registry import ToolLimits, ToolRegistry
@@ -117,54 +117,6 @@ class RunDeps:
     limits: ToolLimits
     engine: ContextEngine
     hooks: HookChain | None = None
-
-
-def encode(messages: Sequence[Message], send_index: int) -> list[NewMessage]:
-    return [NewMessage(send_index, m.role, encode_message(m)) for m in messages]
-
-
-def synthetic_result(call: ToolCallPart, text: str, reason: str) -> Message:
-    """A result power_loop writes for a call whose real result does not exist."""
-    return Message.tool_result(ToolResultPart(call.id, call.name, text, True), synthetic=reason)
-
-
-def is_incomplete(message: Message) -> bool:
-    """An answer that stopped early: cut by the output limit or by a failed stream."""
-    return message.role == "assistant" and not message.tool_calls and (
-        message.meta.get("stop_reason") == StopReason.MAX_TOKENS.value
-        or bool(message.meta.get("partial")))
-
-
-def was_cut(message: Message) -> bool:
-    """An answer cut by the output limit (continued at most ``max_continuations`` times)."""
-    return (message.role == "assistant" and not message.tool_calls
-            and message.meta.get("stop_reason") == StopReason.MAX_TOKENS.value)
-
-
-def final_text(tail: Sequence[Message]) -> str:
-    """The send's answer: its last assistant text, joined to the texts it continues."""
-    pieces: list[str] = []
-    for message in reversed(tail):
-        if message.role == "assistant":
-            if pieces and not is_incomplete(message):
-                break
-            pieces.append(message.text)
-        elif message.role == "user" and message.meta.get("synthetic"):
-            continue
-        elif pieces:
-            break
-    return "".join(reversed(pieces))
-
-
-def open_call_parts(window: Window) -> list[ToolCallPart]:
-    """The tool calls still waiting for results, as parts, in call order."""
-    waiting = set(window.open_calls)
-    if not waiting:
-        return []
-    for message in reversed(window.messages):
-        if message.role == "assistant" and message.tool_calls:
-            return [c for c in message.tool_calls if c.id in waiting]
-    return []
 
 
 def _in_final_write() -> None:
@@ -211,6 +163,8 @@ class SendRun:
         self._stopped = False
         self.settled = False
         """True once the run has written its last word (finished or paused)."""
+        self.cache_key: tuple[object, ...] | None = None
+        """Where the loop keeps the session's history once the run ends."""
 
     # -- state derived from the log ----------------------------------------------------
 
@@ -309,8 +263,12 @@ class SendRun:
     async def _call_model(self, extra: list[Message]) -> SendResult | None:
         config, tail = self._deps.config, self._tail()
         rounds = sum(1 for m in tail if m.role == "assistant")
-        spent = send_usage(tail)
-        if config.max_send_tokens is not None and spent.total_tokens >= config.max_send_tokens:
+        emit = self._emit
+        # What the send spent so far: for its token budget and the UsageUpdated event.
+        spent = (send_usage(tail) if config.max_send_tokens is not None or emit is not None
+                 else None)
+        if (config.max_send_tokens is not None and spent is not None
+                and spent.total_tokens >= config.max_send_tokens):
             return await self._finish([], "token_budget")
         if rounds > config.max_rounds:
             return await self._finish([], "max_rounds")
@@ -329,8 +287,9 @@ class SendRun:
             metadata={"session_id": self.session_id, "send_index": self.send_index})
         estimate = (self._deps.engine.estimate(self.history, self._system, tools, rest)
                     if self._deps.engine.budget_tokens is not None else None)
-        self._event(RoundStarted, round=rounds + 1, model=self._deps.llm.model,
-                    provider=service_name(self._deps.llm))
+        if emit is not None:
+            self._event(RoundStarted, round=rounds + 1, model=self._deps.llm.model,
+                        provider=service_name(self._deps.llm))
         response = (await self._stream(request) if self._hooks is None else
                     await self._hooks.model_call(self._hook_context(), request, self._stream))
         if isinstance(response, Veto):  # a hook's veto: its reason is the send's answer
@@ -338,7 +297,8 @@ class SendRun:
             return await self._finish([*extra, vetoed], "vetoed")
         checkpoint("after_model_answer")
         message = self._annotate(response, final_round, estimate)
-        self._event(UsageUpdated, usage=response.usage, total=spent + response.usage)
+        if spent is not None:
+            self._event(UsageUpdated, usage=response.usage, total=spent + response.usage)
         stop = "max_rounds" if final_round else response.stop_reason.value
         if message.tool_calls:
             await self._append([*extra, message])
@@ -348,8 +308,8 @@ class SendRun:
                         tool_calls=len(message.tool_calls))
             return None
         self._event(RoundFinished, round=rounds + 1, stop_reason=stop, tool_calls=0)
-        cuts = sum(1 for m in (*tail, message) if was_cut(m))
-        if was_cut(message) and cuts <= config.max_continuations:
+        if (was_cut(message)
+                and sum(1 for m in (*tail, message) if was_cut(m)) <= config.max_continuations):
             await self._append([*extra, message])
             return None
         return await self._finish([*extra, message], stop)
@@ -414,9 +374,12 @@ class SendRun:
             meta["input_estimate"] = estimate  # calibrates later estimates against usage
         if response.model:
             meta["model"] = response.model
+        calls = message.tool_calls
+        if not calls:  # nothing to drop or to make unique
+            return Message("assistant", tuple(message.parts), MappingProxyType(meta))
         parts = list(message.parts)
-        if final_round and message.tool_calls:
-            meta["dropped_tool_calls"] = len(message.tool_calls)
+        if final_round:
+            meta["dropped_tool_calls"] = len(calls)
             parts = [p for p in parts if not isinstance(p, ToolCallPart)]
             if not any(isinstance(p, TextPart) and p.text for p in parts):
                 parts, meta["synthetic"] = [TextPart(NO_FINAL_TEXT)], "no_final_text"
@@ -538,7 +501,7 @@ class SendRun:
     async def _finish(self, messages: list[Message], stop_reason: str,
                       status: str = "done") -> SendResult:
         tail = [*self._tail(), *messages]
-        usage = send_usage(tail)
+        usage, children, stored_usage = send_accounts(tail)
         rounds = sum(1 for m in tail if m.role == "assistant")
         store = self._deps.store
 
@@ -548,7 +511,7 @@ class SendRun:
             await store.close_send(
                 self.session_id, self.send_index, encode(messages, self.send_index),
                 lease=self.lease, status=status, stop_reason=stop_reason, rounds=rounds,
-                usage=usage_json(tail), projections=projections,
+                usage=stored_usage, projections=projections,
                 before_commit=_in_final_write, finish_waits=finished_waits(self, messages))
             self.settled = True
         self.window.extend(messages)
@@ -558,7 +521,7 @@ class SendRun:
         text = final_text(tail)
         result = SendResult(self.session_id, self.send_index, text, usage, rounds,
                             stop_reason, status, tuple(tail),
-                            children_usage=children_usage(tail))
+                            children_usage=children)
         if self._hooks is not None and status == "done":
             await self._hooks.send_end(self._hook_context(), result)
         if self._output_schema is not None and status == "done":

@@ -4,15 +4,93 @@ A send's session lease (:mod:`power_loop.loop.driver`) and a worker's timer clai
 (:mod:`power_loop.worker.worker`) are both renewed a third of their time to live
 before they expire, stop being renewed when their holder stops, and tell the holder
 when the store says they were lost. A keeper waits on a timer, not a task: most holders
-finish long before the first renewal is due, and pay for no task at all.
+finish long before the first renewal is due, and pay for no task at all. The keepers of
+one event loop share that timer (:class:`_KeeperClock`): a send starts and stops a
+keeper, and neither arms nor cancels an event-loop timer for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 from power_loop.errors import PowerLoopError
+
+
+class _KeeperClock:
+    """One event-loop timer for every keeper of a loop, set for the earliest renewal
+    due. A keeper that stops leaves the timer as it is: when it fires for nothing, it
+    is set again for the earliest renewal still due, if any. Back-to-back sends, each
+    with a keeper of its own, thus cost the event loop one timer per renewal period
+    rather than one timer armed and cancelled per send."""
+
+    __slots__ = ("__weakref__", "_at", "_due", "_loop", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # the loop keeps its clock, never the other way
+        self._due: dict[LeaseKeeper, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = float("inf")
+
+    def add(self, keeper: LeaseKeeper, period: float) -> None:
+        """Call ``keeper._due()`` ``period`` seconds from now (unless removed first)."""
+        loop = self._loop()
+        assert loop is not None
+        when = loop.time() + period
+        self._due[keeper] = when
+        if when < self._at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._at = loop.call_at(when, self._fire), when
+
+    def remove(self, keeper: LeaseKeeper) -> None:
+        self._due.pop(keeper, None)
+
+    def _fire(self) -> None:
+        self._timer, self._at = None, float("inf")
+        loop = self._loop()
+        if loop is None or not self._due:
+            return
+        # As the event loop itself: a timer within the clock's resolution is due.
+        now = loop.time() + _RESOLUTION
+        ready = [keeper for keeper, when in self._due.items() if when <= now]
+        for keeper in ready:
+            del self._due[keeper]
+        if self._due:
+            self._at = min(self._due.values())
+            self._timer = loop.call_at(self._at, self._fire)
+        for keeper in ready:
+            keeper._due()
+
+
+_RESOLUTION = time.get_clock_info("monotonic").resolution
+_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _KeeperClock] = (
+    weakref.WeakKeyDictionary())
+_MAKING = threading.Lock()  # event loops in several threads may make their clocks at once
+
+
+_last: _KeeperClock | None = None
+"""The clock asked for last (most processes run one event loop: no lookup then)."""
+
+
+def _clock() -> _KeeperClock:
+    """The running event loop's keeper clock."""
+    global _last
+    loop = asyncio.get_running_loop()
+    clock = _last
+    if clock is not None and clock._loop() is loop:
+        return clock
+    clock = _CLOCKS.get(loop)
+    if clock is None:
+        with _MAKING:
+            clock = _CLOCKS.get(loop)
+            if clock is None:
+                clock = _CLOCKS[loop] = _KeeperClock(loop)
+    _last = clock
+    return clock
 
 
 class LeaseKeeper:
@@ -40,7 +118,8 @@ class LeaseKeeper:
         self._active = active
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(period, self._due)
+        self._clock = _clock()
+        self._clock.add(self, period)
 
     def _due(self) -> None:
         if not self._stopped:
@@ -61,12 +140,12 @@ class LeaseKeeper:
                     self._on_lost()
                 return
         if not self._stopped:
-            self._timer = asyncio.get_running_loop().call_later(self._period, self._due)
+            self._clock.add(self, self._period)
 
     def stop(self) -> None:
         """Renew no more (a renewal under way is cancelled)."""
         self._stopped = True
-        self._timer.cancel()
+        self._clock.remove(self)
         if self._task is not None:
             self._task.cancel()
 

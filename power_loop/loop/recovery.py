@@ -9,14 +9,8 @@ from typing import TYPE_CHECKING, Any
 from power_loop.errors import PowerLoopError
 from power_loop.events.types import SendStarted
 from power_loop.loop.accounting import usage_json
-from power_loop.loop.driver import (
-    CANCEL_MEANS_RELEASE,
-    UNKNOWN_OUTCOME,
-    Emit,
-    encode,
-    open_call_parts,
-    synthetic_result,
-)
+from power_loop.loop.driver import CANCEL_MEANS_RELEASE, UNKNOWN_OUTCOME, Emit
+from power_loop.loop.tail import encode, open_call_parts, synthetic_result
 from power_loop.loop.window import Window, load_window
 
 if TYPE_CHECKING:

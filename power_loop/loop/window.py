@@ -80,28 +80,35 @@ class Window:
 def check_next(message: Message, open_calls: list[str], call_ids: set[str],
                session_id: str, seq: int) -> None:
     """Advance the pairing state by one message, or raise."""
-    where = f"session {session_id!r}, message {seq}"
     if open_calls:
         results = message.tool_results
         if message.role != "tool" or len(results) != 1 or len(message.parts) != 1:
             raise HistoryInvariantError(
-                f"{where}: expected the result of tool call {open_calls[0]!r}, found a "
-                f"{message.role} message")
+                f"{_where(session_id, seq)}: expected the result of tool call "
+                f"{open_calls[0]!r}, found a {message.role} message")
         if results[0].call_id != open_calls[0]:
             raise HistoryInvariantError(
-                f"{where}: expected the result of tool call {open_calls[0]!r}, found the "
-                f"result of {results[0].call_id!r}")
+                f"{_where(session_id, seq)}: expected the result of tool call "
+                f"{open_calls[0]!r}, found the result of {results[0].call_id!r}")
         open_calls.pop(0)
         return
     if message.role == "tool":
-        raise HistoryInvariantError(f"{where}: a tool result follows no tool call")
+        raise HistoryInvariantError(
+            f"{_where(session_id, seq)}: a tool result follows no tool call")
     for call in message.tool_calls:
         if message.role != "assistant":
-            raise HistoryInvariantError(f"{where}: only the assistant calls tools")
+            raise HistoryInvariantError(
+                f"{_where(session_id, seq)}: only the assistant calls tools")
         if call.id in call_ids:
-            raise HistoryInvariantError(f"{where}: tool call id {call.id!r} is used twice")
+            raise HistoryInvariantError(
+                f"{_where(session_id, seq)}: tool call id {call.id!r} is used twice")
         call_ids.add(call.id)
         open_calls.append(call.id)
+
+
+def _where(session_id: str, seq: int) -> str:
+    # Made only for an error: check_next runs for every message a send adds.
+    return f"session {session_id!r}, message {seq}"
 
 
 async def load_window(store: Store, session_id: str, start_seq: int, upto: int,

@@ -188,20 +188,9 @@ class ContextOps(SendOps):
                           finish_waits: Sequence[str] = ()) -> int:
         fused = self._fused
         if fused is None or finish_waits:  # the fused statement writes no waits
-            async def body(conn: Connection) -> int:
-                first = await self.finish_send_txn(
-                    conn, session_id, send_index, messages, status=status, epoch=None,
-                    release=lease, stop_reason=stop_reason, rounds=rounds, usage=usage,
-                    error=None)
-                await self.put_projections_txn(conn, session_id, projections)
-                if finish_waits:
-                    store = cast("Store", self)  # the one class built on these ops
-                    await waits_of(store).finish_txn(conn, session_id, finish_waits)
-                if before_commit is not None:
-                    before_commit()
-                return first
-
-            return await self.write(body)
+            return await self.write(self._close_send_txn, session_id, send_index, messages,
+                                    lease, status, stop_reason, rounds, usage, projections,
+                                    before_commit, finish_waits)
         sql, args = fused.finish_release(
             session_id, send_index, messages, lease.epoch,
             [status, stop_reason, int(rounds), dump_json(dict(usage)), None], projections)
@@ -213,6 +202,24 @@ class ContextOps(SendOps):
                 self._why_missed, session_id, lease.epoch,
                 lambda state: self._not_pending(session_id, send_index, state), sql)
         return int(row[0]) - len(messages)
+
+    async def _close_send_txn(self, conn: Connection, session_id: str, send_index: int,
+                              messages: Sequence[NewMessage], lease: Lease, status: str,
+                              stop_reason: str | None, rounds: int, usage: Mapping[str, Any],
+                              projections: Sequence[tuple[int, int, Mapping[str, Any]]],
+                              before_commit: Callable[[], None] | None,
+                              finish_waits: Sequence[str] = ()) -> int:
+        first = await self.finish_send_txn(
+            conn, session_id, send_index, messages, status=status, epoch=None, release=lease,
+            stop_reason=stop_reason, rounds=rounds, usage=usage, error=None)
+        if projections:
+            await self.put_projections_txn(conn, session_id, projections)
+        if finish_waits:
+            store = cast("Store", self)  # the one class built on these ops
+            await waits_of(store).finish_txn(conn, session_id, finish_waits)
+        if before_commit is not None:
+            before_commit()
+        return first
 
     # -- projections -------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ Projections = Sequence[tuple[int, int, Mapping[str, Any]]]
 
 def message_body(message: NewMessage) -> dict[str, Any]:
     """A message's body as a dict, once it is checked to be a :class:`NewMessage`."""
+    if type(message) is NewMessage and type(message.body) is dict:
+        return message.body  # encoded at once: a copy would only be thrown away
     if not isinstance(message, NewMessage) or not isinstance(message.body, Mapping):
         raise InvalidArgumentError(
             f"messages must be NewMessage(send_index, role, body) with a mapping body, not "

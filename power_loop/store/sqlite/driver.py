@@ -253,7 +253,20 @@ class SQLiteConnection:
 
     async def commit(self) -> None:
         """``COMMIT``: on a worker thread when it fsyncs."""
-        await self._run(lambda: self._raw.execute("COMMIT"), self._fsync_commits)
+        if not self._fsync_commits:  # inline, as execute's first try
+            clock = self._clock
+            now = time.time_ns() // 1000
+            if now > clock.us:
+                clock.us = now
+            try:
+                self._raw.execute("COMMIT")
+                return
+            except Exception as exc:
+                if not _is_busy(exc):
+                    raise _failure(exc, self._path) from exc
+            await self._run(lambda: self._raw.execute("COMMIT"), False, waited=True)
+            return
+        await self._run(lambda: self._raw.execute("COMMIT"), True)
 
     async def _rows(self, cursor: sqlite3.Cursor, deadline: float,
                     rows: list[Row]) -> list[Row]:
