@@ -1,7 +1,7 @@
 """The store's machinery: transactions with retries, and the fenced session-row update.
 
-Every public store method opens a transaction through :meth:`StoreCore.write` or
-:meth:`StoreCore.read` and calls its ``_txn`` twin, which takes the connection, so
+Every public store method opens a transaction through :meth:`StoreCore._write` or
+:meth:`StoreCore._read` and calls its ``_txn`` twin, which takes the connection, so
 operations compose inside one transaction.
 
 Retries are honest about what they know. A transaction that certainly did not commit
@@ -10,7 +10,7 @@ deadlock, serialization failure, busy file) runs again, through a lost connectio
 One whose ``COMMIT`` got no answer is *in doubt* (each dialect sorts its engine's errors,
 :meth:`~power_loop.store.port.Dialect.commit_outcome`) and is never replayed: the
 send path's writes and the lease claims are conditional (an expected seq, the pending
-send and the lease's epoch, a lease owner unique to one send), so :meth:`StoreCore.settled`
+send and the lease's epoch, a lease owner unique to one send), so :meth:`StoreCore._settled`
 reads whether they landed, and attempts again only when they did not, their condition
 keeping a late landing of the first copy from doubling them. Anything else surfaces as
 :class:`~power_loop.errors.CommitInDoubtError`. All attempts of one operation share one
@@ -129,7 +129,7 @@ class StoreCore:
         return self._names.prefix
 
     @property
-    def database(self) -> Database:
+    def _database(self) -> Database:
         """The underlying port, for tools built on the store (export, workers)."""
         return self._db
 
@@ -137,8 +137,8 @@ class StoreCore:
         """Close the connections; transactions in flight finish first."""
         await self._db.close()
 
-    async def write(self, fn: Callable[Concatenate[Connection, P], Awaitable[T]],
-                    *args: P.args, **kwargs: P.kwargs) -> T:
+    async def _write(self, fn: Callable[Concatenate[Connection, P], Awaitable[T]],
+                     *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` in a write transaction, retried while it certainly did
         not commit (see :meth:`_run`).
 
@@ -146,12 +146,12 @@ class StoreCore:
 
         Raises:
             CommitInDoubtError: the ``COMMIT`` failed without an answer; the write was
-                not replayed (wrap the call in :meth:`settled` to check it by reading).
+                not replayed (wrap the call in :meth:`_settled` to check it by reading).
         """
         return await self._run(True, fn, *args, **kwargs)
 
-    async def read(self, fn: Callable[Concatenate[Connection, P], Awaitable[T]],
-                   *args: P.args, **kwargs: P.kwargs) -> T:
+    async def _read(self, fn: Callable[Concatenate[Connection, P], Awaitable[T]],
+                    *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` in a read-only transaction over one snapshot, retried
         through transient failures and lost connections (a read is always safe again)."""
         return await self._run(False, fn, *args, **kwargs)
@@ -205,10 +205,10 @@ class StoreCore:
         finally:
             retry_deadline.reset(token)
 
-    async def write_one(self, sql: str, args: Sequence[Any], *,
-                        operation: str = "write") -> Row | None:
+    async def _write_one(self, sql: str, args: Sequence[Any], *,
+                         operation: str = "write") -> Row | None:
         """Run one statement on its own (its own transaction: one round trip), retried
-        as :meth:`write` is; return its first row. Once the statement is sent it is its
+        as :meth:`_write` is; return its first row. Once the statement is sent it is its
         own ``COMMIT``: a failure the dialect cannot call a rejection is in doubt."""
         task = asyncio.current_task()
         if task is not None and task.cancelling():
@@ -262,9 +262,9 @@ class StoreCore:
             f"({exc.message}); it may or may not have landed, and {how}",
             backend=backend, operation=operation, resolution=resolution)
 
-    async def settled(self, operation: str, attempt: Callable[[], Awaitable[T]],
-                      check: Callable[[], Awaitable[T | NotLanded]],
-                      refusals: tuple[type[PowerLoopError], ...] = ()) -> T:
+    async def _settled(self, operation: str, attempt: Callable[[], Awaitable[T]],
+                       check: Callable[[], Awaitable[T | NotLanded]],
+                       refusals: tuple[type[PowerLoopError], ...] = ()) -> T:
         """Run a verifiable write; settle a commit in doubt by reading, never by replay.
 
         ``attempt`` runs the write, which must be conditional (on an expected seq, a

@@ -89,8 +89,8 @@ class Store(ChildOps, ClaimOps):
                 f"metadata must be a mapping (a dict), not {type(metadata).__name__}")
         meta = dump_json(dict(metadata or {}))
         try:
-            return await self.write(self._create_session_txn, sid, parent_id,
-                                    dump_json(system_prompt), meta)
+            return await self._write(self._create_session_txn, sid, parent_id,
+                                     dump_json(system_prompt), meta)
         except IntegrityConflictError:
             raise SessionExistsError(f"session {sid!r} already exists", session_id=sid) from None
 
@@ -102,7 +102,7 @@ class Store(ChildOps, ClaimOps):
 
     async def get_session(self, session_id: str) -> SessionRecord:
         """Read one session. Raises :class:`SessionNotFoundError`."""
-        return await self.read(self._get_session_txn, check_id(session_id))
+        return await self._read(self._get_session_txn, check_id(session_id))
 
     async def _get_session_txn(self, conn: Connection, session_id: str) -> SessionRecord:
         row = await conn.fetchone(self._sql.get_session, [session_id])
@@ -121,12 +121,12 @@ class Store(ChildOps, ClaimOps):
         else:
             at = to_us(before.created_at)
             sql, args = self._sql.list_sessions_before, [at, at, before.id, limit]
-        rows = await self.read(fetch, sql, args)
+        rows = await self._read(fetch, sql, args)
         return [session_from_row(r) for r in rows]
 
     async def delete_session(self, session_id: str) -> None:
         """Delete a session and everything it holds. Raises :class:`SessionNotFoundError`."""
-        await self.write(self._delete_session_txn, check_id(session_id))
+        await self._write(self._delete_session_txn, check_id(session_id))
 
     async def _delete_session_txn(self, conn: Connection, session_id: str) -> None:
         deleted = 0
@@ -175,9 +175,9 @@ class Store(ChildOps, ClaimOps):
         if expect_seq is None:
             return await attempt()
         expect = expect_seq
-        return await self.settled(
+        return await self._settled(
             "append_messages", attempt,
-            lambda: self.read(settle.appended, self._sql, session_id, messages, expect),
+            lambda: self._read(settle.appended, self._sql, session_id, messages, expect),
             (SeqConflictError, LeaseLostError))
 
     async def _append(self, session_id: str, messages: Sequence[NewMessage],
@@ -185,13 +185,13 @@ class Store(ChildOps, ClaimOps):
                       expect: int | None) -> list[int]:
         fused = self._fused
         if fused is None:
-            return await self.write(self._append_txn, session_id, messages, epoch, extend,
-                                    expect)
+            return await self._write(self._append_txn, session_id, messages, epoch, extend,
+                                     expect)
         sql, args = fused.append(session_id, messages, epoch, extend, expect)
-        row = await self.write_one(sql, args, operation="append_messages")
+        row = await self._write_one(sql, args, operation="append_messages")
         if row is None:
-            raise await self.read(self._why_missed, session_id, epoch, None, sql,
-                                  expect=expect)
+            raise await self._read(self._why_missed, session_id, epoch, None, sql,
+                                   expect=expect)
         first = int(row[0]) - len(messages)
         return list(range(first, first + len(messages)))
 
@@ -220,11 +220,11 @@ class Store(ChildOps, ClaimOps):
         check_count(from_seq, "from_seq")
         check_count(limit, "limit", allow_none=True)
         if limit is None:
-            rows = await self.read(self._rows_of_session, self._sql.read_messages,
-                                   [session_id, from_seq])
+            rows = await self._read(self._rows_of_session, self._sql.read_messages,
+                                    [session_id, from_seq])
         else:
-            rows = await self.read(self._rows_of_session, self._sql.read_messages_limit,
-                                   [session_id, from_seq, limit])
+            rows = await self._read(self._rows_of_session, self._sql.read_messages_limit,
+                                    [session_id, from_seq, limit])
         return await _decoded(session_id, rows)
 
     async def read_message_bodies(self, session_id: str, *, from_seq: int,
@@ -237,8 +237,8 @@ class Store(ChildOps, ClaimOps):
         check_id(session_id)
         check_count(from_seq, "from_seq")
         check_count(limit, "limit")
-        rows = await self.read(self._rows_of_session, self._sql.read_messages_limit,
-                               [session_id, from_seq, limit])
+        rows = await self._read(self._rows_of_session, self._sql.read_messages_limit,
+                                [session_id, from_seq, limit])
         return [(int(r[0]), int(r[1]), r[2], load_json(r[3])) for r in rows]
 
     async def read_message_texts(self, session_id: str, *, from_seq: int,
@@ -253,13 +253,13 @@ class Store(ChildOps, ClaimOps):
         check_id(session_id)
         check_count(from_seq, "from_seq")
         check_count(upto_seq, "upto_seq")
-        rows = await self.read(self._rows_of_session, self._sql.read_bodies_range,
-                               [session_id, from_seq, upto_seq])
+        rows = await self._read(self._rows_of_session, self._sql.read_bodies_range,
+                                [session_id, from_seq, upto_seq])
         return rows
 
     async def next_seq(self, session_id: str) -> int:
         """The seq the next message will get: a cheap token that changes on every append."""
-        row = await self.read(fetchone, self._sql.next_seq, [check_id(session_id)])
+        row = await self._read(fetchone, self._sql.next_seq, [check_id(session_id)])
         if row is None:
             raise not_found(session_id)
         return int(row[0])
@@ -276,11 +276,11 @@ class Store(ChildOps, ClaimOps):
             SessionBusyError: another owner holds an unexpired lease.
             SessionNotFoundError: no such session.
         """
-        return await self.write(self.acquire_lease_txn, check_id(session_id),
-                                check_id(owner, "owner"), ttl=ttl)
+        return await self._write(self._acquire_lease_txn, check_id(session_id),
+                                 check_id(owner, "owner"), ttl=ttl)
 
-    async def acquire_lease_txn(self, conn: Connection, session_id: str, owner: str, *,
-                                ttl: float) -> Lease:
+    async def _acquire_lease_txn(self, conn: Connection, session_id: str, owner: str, *,
+                                 ttl: float) -> Lease:
         """:meth:`acquire_lease` inside the caller's transaction."""
         row = await self._update_session(conn, self._sql.acquire, session_id,
                                          [owner, owner, ttl_us(ttl)], [owner],
@@ -289,7 +289,7 @@ class Store(ChildOps, ClaimOps):
 
     async def renew_lease(self, lease: Lease, *, ttl: float) -> Lease:
         """Extend a held lease. Raises :class:`LeaseLostError` if it was taken over."""
-        return await self.write(self._renew_txn, lease, ttl)
+        return await self._write(self._renew_txn, lease, ttl)
 
     async def _renew_txn(self, conn: Connection, lease: Lease, ttl: float) -> Lease:
         def lost(_: Row) -> PowerLoopError:
@@ -303,9 +303,9 @@ class Store(ChildOps, ClaimOps):
 
     async def release_lease(self, lease: Lease) -> bool:
         """Give a lease back; ``False`` if it was no longer held (nothing changed)."""
-        return await self.write(self.release_lease_txn, lease)
+        return await self._write(self._release_lease_txn, lease)
 
-    async def release_lease_txn(self, conn: Connection, lease: Lease) -> bool:
+    async def _release_lease_txn(self, conn: Connection, lease: Lease) -> bool:
         """:meth:`release_lease` inside the caller's transaction."""
         args = [lease.session_id, lease.owner, lease.epoch]
         return await conn.execute(self._sql.release, args) > 0
@@ -321,7 +321,7 @@ class Store(ChildOps, ClaimOps):
         cutoff = to_us(older_than)
         total = 0
         while True:
-            deleted = await self.write(self._prune_batch_txn, cutoff, batch_size)
+            deleted = await self._write(self._prune_batch_txn, cutoff, batch_size)
             total += deleted
             if deleted < batch_size:
                 return total
