@@ -15,7 +15,7 @@ against any number of concurrent calls and processes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -150,11 +150,6 @@ class _ChildStatements:
 
 class ChildOps(StoreCore):
     """Child sessions and trees (mixed into :class:`~power_loop.Store`)."""
-
-    # Provided by the store's session operations.
-    _create_session_txn: Callable[[Connection, str, str | None, str, str],
-                                  Awaitable[SessionRecord]]
-    _get_session_txn: Callable[[Connection, str], Awaitable[SessionRecord]]
 
     @property
     def _csql(self) -> _ChildStatements:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from power_loop.errors import CommitInDoubtError, InvalidArgumentError, LeaseLostError
-from power_loop.store.core import not_found, ttl_us
+from power_loop.store.core import StoreCore, not_found, ttl_us
 from power_loop.store.port import Connection, Row
 from power_loop.store.records import (
     Lease,
@@ -24,7 +24,6 @@ from power_loop.store.records import (
     load_json,
 )
 from power_loop.store.statements import SESSION_COLUMNS, session_from_row
-from power_loop.store.timer_ops import TimerOps
 
 _SESSION_FREE = "(lease_owner IS NULL OR lease_expires_at < {now})"
 
@@ -60,7 +59,7 @@ class ClaimStatements:
             "incarnation, metadata")
 
 
-class ClaimOps(TimerOps):
+class ClaimOps(StoreCore):
     """Claims of stranded sends, and parking (mixed into :class:`~power_loop.Store`)."""
 
     def __init__(self, db: Any, table_prefix: str, *, retries: int = 8) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from power_loop.errors import InvalidArgumentError, LeaseLostError
 from power_loop.store import settle
-from power_loop.store.core import NotLanded
+from power_loop.store.core import NotLanded, StoreCore
 from power_loop.store.port import Connection, Database, Row
 from power_loop.store.records import (
     Lease,
@@ -29,7 +29,6 @@ from power_loop.store.records import (
     load_json,
 )
 from power_loop.store.schema import TableNames
-from power_loop.store.sends import SendOps
 from power_loop.store.statements import message_from_row
 
 _FOLD_COLUMNS = ("session_id, fold_index, status, strategy, first_send, end_send, end_seq, "
@@ -134,7 +133,7 @@ class ContextStatements:
             "WHERE session_id = ? AND seq >= ? AND seq < ? ORDER BY seq")
 
 
-class ContextOps(SendOps):
+class ContextOps(StoreCore):
     """Projections, folds and notes (mixed into :class:`~power_loop.Store`)."""
 
     def __init__(self, db: Database, table_prefix: str, *, retries: int = 8) -> None:

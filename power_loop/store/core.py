@@ -24,10 +24,11 @@ fencing check: a stale epoch matches no row, and nothing is written.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import Token
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
@@ -44,7 +45,15 @@ from power_loop.errors import (
 )
 from power_loop.store.fused import fused_writes, message_body
 from power_loop.store.port import CommitOutcome, Connection, Database, Row, retry_deadline
-from power_loop.store.records import MAX_TTL, NewMessage, check_count, check_name, dump_json
+from power_loop.store.records import (
+    MAX_TTL,
+    Lease,
+    NewMessage,
+    SessionRecord,
+    check_count,
+    check_name,
+    dump_json,
+)
 from power_loop.store.schema import TableNames
 from power_loop.store.statements import SessionUpdate, Statements
 from power_loop.store.window_cache import WindowCache
@@ -99,8 +108,21 @@ async def _rollback_quietly(conn: Connection) -> None:
         pass  # the connection is broken: the server rolls back as it drops it
 
 
-class StoreCore:
-    """Connections, statements and transactions shared by all store operations."""
+class StoreCore(abc.ABC):
+    """Connections, statements and transactions shared by all store operations.
+
+    The store is made of parts, one per concern, each deriving from this class alone:
+    :class:`~power_loop.store.sends.SendOps` (sends and their leases),
+    :class:`~power_loop.store.context_ops.ContextOps` (folds, notes, projections),
+    :class:`~power_loop.store.timer_ops.TimerOps`,
+    :class:`~power_loop.store.claims.ClaimOps` (claims of stranded work) and
+    :class:`~power_loop.store.children.ChildOps` (sub-agent links);
+    :class:`~power_loop.store.store.Store` composes them and adds sessions, messages and
+    leases. No two parts define the same member, so the order they are composed in
+    decides nothing but the order of their initialisers. What one part uses of another
+    is declared at the end of this class, abstract: each part type-checks on its own,
+    and a store that lacks one cannot be made.
+    """
 
     def __init__(self, db: Database, table_prefix: str, *, retries: int = 8) -> None:
         self._db = db
@@ -380,3 +402,36 @@ class StoreCore:
             await conn.execute(self._sql.insert_message, rows[0])
         elif rows:
             await conn.executemany(self._sql.insert_message, rows)
+
+    # -- what one part uses of another (each implemented by exactly one part) ---------
+
+    @abc.abstractmethod
+    async def _create_session_txn(self, conn: Connection, sid: str, parent_id: str | None,
+                                  prompt: str, meta: str) -> SessionRecord:
+        """Insert a session row and return it (Store; ChildOps makes children with it)."""
+
+    @abc.abstractmethod
+    async def _get_session_txn(self, conn: Connection, session_id: str) -> SessionRecord:
+        """One session, or :class:`SessionNotFoundError` (Store; ChildOps reads a tree's
+        root with it)."""
+
+    @abc.abstractmethod
+    async def _hand_back(self, releases: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run release statements within a short budget, ignoring failures (SendOps;
+        TimerOps and ClaimOps give back a cancelled or doubted claim with it)."""
+
+    @abc.abstractmethod
+    async def _finish_send_txn(self, conn: Connection, session_id: str, send_index: int,
+                               messages: Sequence[NewMessage], *, status: str,
+                               epoch: int | None, release: Lease | None,
+                               stop_reason: str | None, rounds: int,
+                               usage: Mapping[str, Any] | None,
+                               error: Mapping[str, Any] | None) -> int:
+        """End the pending send inside the caller's transaction; return the first new
+        seq (SendOps; ContextOps closes a send with it)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _not_pending(session_id: str, send_index: int, state: Row) -> PowerLoopError:
+        """The error for a send that is not the pending one, from the session row's
+        state (SendOps; ContextOps uses it too)."""

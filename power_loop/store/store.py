@@ -1,8 +1,13 @@
 """The store: sessions, messages, sends and leases over any :class:`Database`.
 
 Written once for every engine; see :mod:`power_loop.store.core` for how transactions,
-retries and the fenced session-row update work, and :mod:`power_loop.store.sends` for
-the send lifecycle.
+retries and the fenced session-row update work. :class:`Store` composes one part per
+concern, each a class in its own module that derives from
+:class:`~power_loop.store.core.StoreCore` alone: :mod:`~power_loop.store.sends` (the
+send lifecycle), :mod:`~power_loop.store.context_ops` (folds, notes, projections),
+:mod:`~power_loop.store.timer_ops` (timers), :mod:`~power_loop.store.claims` (claims of
+stranded work) and :mod:`~power_loop.store.children` (sub-agent links). It adds
+sessions, messages, leases, maintenance and transfer (:mod:`~power_loop.store.transfer`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from power_loop.errors import (
 from power_loop.store import settle
 from power_loop.store.children import ChildOps
 from power_loop.store.claims import ClaimOps
+from power_loop.store.context_ops import ContextOps
 from power_loop.store.core import not_found, ttl_us
 from power_loop.store.dsn import connect, dialect_for, parse_dsn
 from power_loop.store.migrations import (
@@ -48,12 +54,13 @@ from power_loop.store.records import (
     to_us,
 )
 from power_loop.store.schema import validate_prefix
-from power_loop.store.sends import busy_error
+from power_loop.store.sends import SendOps, busy_error
 from power_loop.store.statements import fetch, fetchone, message_from_row, session_from_row
+from power_loop.store.timer_ops import TimerOps
 from power_loop.store.window_cache import DEFAULT_CACHE_BYTES, WindowCache
 
 
-class Store(ChildOps, ClaimOps):
+class Store(ChildOps, ClaimOps, TimerOps, ContextOps, SendOps):
     """The durable home of every conversation. Get one with :func:`open_store`.
 
     Use it as an async context manager, or call :meth:`aclose`.

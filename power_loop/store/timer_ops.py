@@ -18,8 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from power_loop.errors import CommitInDoubtError, InvalidArgumentError
-from power_loop.store.context_ops import ContextOps
-from power_loop.store.core import ttl_us
+from power_loop.store.core import StoreCore, ttl_us
 from power_loop.store.port import Connection, Listener, Notifying, Row
 from power_loop.store.records import (
     check_id,
@@ -116,7 +115,7 @@ class TimerStatements:
             "last_error = ?, updated_at = {now} WHERE timer_id = ? AND claim_owner = ? "
             "AND claim_epoch = ?")
 
-class TimerOps(ContextOps):
+class TimerOps(StoreCore):
     """Timers and their claims (mixed into :class:`~power_loop.Store`)."""
 
     def __init__(self, db: Any, table_prefix: str, *, retries: int = 8) -> None:
