@@ -187,7 +187,7 @@ async def server_of(store: Store) -> str:
         "mysql": ["SELECT VERSION()", *(f"SELECT @@{s}" for s in settings)],
     }[store.backend]
     values = []
-    async with store.database.transaction(write=False) as conn:
+    async with store._database.transaction(write=False) as conn:
         for sql in queries:
             row = await conn.fetchone(sql)
             values.append(str(row[0]) if row else "?")
@@ -259,7 +259,7 @@ async def measure(backend: str, location: str, sends: int, window: int, budget: 
     try:
         result.server = await server_of(store)
         watch = Stopwatch()
-        timed = TimedStore(store.database, store.table_prefix, watch)
+        timed = TimedStore(store._database, store.table_prefix, watch)
         model = ContextModel()
         gc.collect()
         start = time.perf_counter()

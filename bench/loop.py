@@ -291,7 +291,7 @@ async def build_sessions(store: Store, opts: Options) -> tuple[Sessions, str]:
 async def measure_latency(store: Store, sessions: Sessions, opts: Options) -> list[Latency]:
     """Sections 3 and 4: cold and warm sends at each history length, store time apart."""
     watch = Stopwatch()
-    timed = TimedStore(store.database, store.table_prefix, watch)
+    timed = TimedStore(store._database, store.table_prefix, watch)
     results = {(w, n): Latency(w, n) for _, w, n in sessions}
     cases = list(results.items())
     for round_ in range(opts.latency_rounds):

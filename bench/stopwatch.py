@@ -131,19 +131,24 @@ class TimedDatabase:
         await self._inner.close()
 
 
+TRANSACTIONS = ("_write", "_read")
+"""The Store's internal transaction runners, which the loop calls directly."""
+
+
 class TimedStore(Store):
     """A Store over ``database`` that times its calls into ``watch``.
 
-    Every public coroutine method is timed, ``write`` and ``read`` included (the loop
-    runs its own transaction bodies through them), so methods added later are covered
-    too. Shares ``database`` with whoever opened it (closing this store closes it).
+    Every public coroutine method is timed, and the internal ``_write`` and ``_read``
+    too (the loop runs its own transaction bodies through them), so methods added later
+    are covered. Shares ``database`` with whoever opened it (closing this store closes it).
     """
 
     def __init__(self, database: Database, table_prefix: str, watch: Stopwatch) -> None:
         super().__init__(TimedDatabase(database, watch), table_prefix)
         self.watch = watch
         for name in dir(Store):
-            if not name.startswith("_") and inspect.iscoroutinefunction(getattr(Store, name)):
+            if (not name.startswith("_") or name in TRANSACTIONS) \
+                    and inspect.iscoroutinefunction(getattr(Store, name)):
                 setattr(self, name, self._timed(getattr(self, name)))
 
     def _timed(self, method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:

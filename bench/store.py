@@ -178,7 +178,7 @@ async def measure(backend: str, location: str, floor_location: str, *, n: int,
 
             sides: dict[str, Append] = {
                 "power_loop": power_loop,
-                "port": port_append(store.database, store.table_prefix, ids),
+                "port": port_append(store._database, store.table_prefix, ids),
                 "floor": floor.append,
             }
             _progress(f"{backend}: warming up")

@@ -77,8 +77,8 @@ async def build(store: Store, length: int, folded: bool) -> str:
         lease = await store.acquire_lease(sid, "bench", ttl=60)
         await store.begin_fold(sid, epoch=lease.epoch, fold_index=0, strategy="bench",
                                first_send=0, end_send=end_seq // 2, end_seq=end_seq)
-        await store.write(store.commit_fold_txn, sid, lease.epoch, 0,
-                          "The conversation so far: meeting notes summarised.", [], {}, None)
+        await store._write(store._commit_fold_txn, sid, lease.epoch, 0,
+                           "The conversation so far: meeting notes summarised.", [], {}, None)
         await store.release_lease(lease)
     return sid
 
@@ -169,13 +169,13 @@ async def read_floor(store: Store, sid: str, folded: bool, length: int) -> float
     """Milliseconds to read the rows a cold send needs, through the port (median of 5)."""
     fold = await store.latest_fold(sid) if folded else None
     start = fold.end_seq if fold else 0
-    sql = store.database.dialect.render(
+    sql = store._database.dialect.render(
         f"SELECT seq, send_index, role, body FROM {store.table_prefix}messages "
         "WHERE session_id = ? AND seq >= ? ORDER BY seq")
     times = []
     for _ in range(5):
         begin = time.perf_counter()
-        async with store.database.transaction(write=False) as conn:
+        async with store._database.transaction(write=False) as conn:
             await conn.fetch(sql, [sid, start])
         times.append((time.perf_counter() - begin) * 1e3)
     return statistics.median(times)

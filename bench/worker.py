@@ -87,8 +87,8 @@ def _progress(message: str) -> None:
 
 async def db_now_us(store: Store) -> int:
     """The database clock, in microseconds."""
-    sql = store.database.dialect.render("SELECT {now}")
-    async with store.database.transaction(write=False) as conn:
+    sql = store._database.dialect.render("SELECT {now}")
+    async with store._database.transaction(write=False) as conn:
         row = await conn.fetchone(sql)
     assert row is not None
     return int(row[0])
@@ -96,18 +96,18 @@ async def db_now_us(store: Store) -> int:
 
 async def finished_fires(store: Store) -> int:
     """Timer sends that have finished (any final status)."""
-    sends = store.database.dialect.quote(f"{store.table_prefix}sends")
+    sends = store._database.dialect.quote(f"{store.table_prefix}sends")
     sql = f"SELECT COUNT(*) FROM {sends} WHERE source = 'timer' AND status <> 'pending'"
-    async with store.database.transaction(write=False) as conn:
+    async with store._database.transaction(write=False) as conn:
         row = await conn.fetchone(sql)
     return 0 if row is None else int(row[0])
 
 
 async def fire_times(store: Store) -> dict[str, int]:
     """Request key -> ``created_at`` (microseconds) of every timer send."""
-    sends = store.database.dialect.quote(f"{store.table_prefix}sends")
+    sends = store._database.dialect.quote(f"{store.table_prefix}sends")
     sql = f"SELECT request_key, created_at FROM {sends} WHERE source = 'timer'"
-    async with store.database.transaction(write=False) as conn:
+    async with store._database.transaction(write=False) as conn:
         rows = await conn.fetch(sql)
     return {str(r[0]): int(r[1]) for r in rows}
 
@@ -124,7 +124,7 @@ async def describe_server(store: Store) -> str:
                   ["innodb_flush_log_at_trx_commit"]),
     }
     name, version_sql, setting_sqls, labels = queries[store.backend]
-    async with store.database.transaction(write=False) as conn:
+    async with store._database.transaction(write=False) as conn:
         version = await conn.fetchone(version_sql)
         settings = [await conn.fetchone(sql) for sql in setting_sqls]
     values = [str(row[0]) if row else "?" for row in settings]

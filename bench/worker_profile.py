@@ -15,8 +15,8 @@ call is not counted twice):
 * ``begin_send``: takes the session lease and records the fire (the send and message);
 * ``advance``: ``advance_timer``, marking the timer done once the fire is recorded;
 * ``model``: the scripted model answering;
-* ``final write``: the loop's last transaction (``Store.write`` around
-  ``finish_send_txn``): the answer, the send closed, the lease released;
+* ``final write``: the loop's last transaction (``Store._write`` around
+  ``_finish_send_txn``): the answer, the send closed, the lease released;
 * ``other store``: every other store call (the loop's reads);
 * ``poll``: ``next_timer_due`` and ``claim_stranded_sessions`` (the rest of each poll).
 """
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bench.statements import count_statements
+from bench.stopwatch import TRANSACTIONS
 from bench.worker_app import cache_labels
 from power_loop import StatefulAgentLoop
 from power_loop.events.types import Event, SendFinished
@@ -49,7 +50,7 @@ STAGES: dict[str, str] = {
     "begin_send": "begin_send",
     "advance_timer": "advance",
     "finish_send": "final write",
-    "write": "final write",  # the loop's own final transaction (finish_send_txn inside)
+    "_write": "final write",  # the loop's own final transaction (_finish_send_txn inside)
     "next_timer_due": "poll",
     "claim_stranded_sessions": "poll",
 }
@@ -78,7 +79,7 @@ class StageStore(Store):
     def __init__(self, database: Database, table_prefix: str, tally: Tally) -> None:
         super().__init__(database, table_prefix)
         for name in dir(Store):
-            if not name.startswith("_") and name != "aclose" \
+            if (not name.startswith("_") or name in TRANSACTIONS) and name != "aclose" \
                     and inspect.iscoroutinefunction(getattr(Store, name)):
                 setattr(self, name, _timed(getattr(self, name), name, tally))
 
@@ -154,7 +155,7 @@ async def profile_fires(store: Store, llm: LLMService, count: int,
                         schedule: Callable[[Store, int], Awaitable[None]]) -> Profile:
     """Fire ``count`` due timers (``schedule`` makes them) with one in-process worker."""
     tally = Tally()
-    staged = StageStore(store.database, store.table_prefix, tally)
+    staged = StageStore(store._database, store.table_prefix, tally)
     await schedule(store, count)
     timed_llm = TimedLLM(llm, tally)
     finished = 0

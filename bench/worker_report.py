@@ -208,7 +208,7 @@ _STAGE_TEXT = {
     "begin_send": "begin_send (lease + fire recorded)",
     "advance": "advance (advance_timer)",
     "model": "model (ScriptedLLM)",
-    "final write": "final write (finish_send_txn)",
+    "final write": "final write (_finish_send_txn)",
     "other store": "other store calls (reads)",
     "poll": "rest of the polls (next_due, stranded)",
 }

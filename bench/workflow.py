@@ -91,7 +91,7 @@ async def journal_bytes(store: Store, workflow_id: str) -> int:
     async def read(conn: Any) -> int:
         row = await conn.fetchone(sql, [workflow_id])
         return int(row[0] or 0)
-    return await store.read(read)
+    return await store._read(read)
 
 
 async def run_foreach(store: Store, n: int) -> tuple[float, float, str]:

@@ -33,6 +33,6 @@ async def bare_prefix(dsn: str, table_prefix: str) -> AsyncIterator[str]:
         # DROP TABLE IF EXISTS, whichever tables the test left: on MySQL a missing table
         # must not surface a server note as a warning (an error under this suite).
         await drop_store_tables(store)
-        assert await existing_tables(store.database, table_prefix) == set()
+        assert await existing_tables(store._database, table_prefix) == set()
     finally:
         await store.aclose()

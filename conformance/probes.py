@@ -28,13 +28,13 @@ _SESSION_COLUMN = {t.name: t.session_column for t in session_tables()}
 
 async def count_rows(store: Store, table: str, session_id: str | None = None) -> int:
     """Rows in ``table`` (unprefixed name), optionally only those of one session."""
-    dialect = store.database.dialect
+    dialect = store._database.dialect
     sql = f"SELECT COUNT(*) FROM {dialect.quote(store.table_prefix + table)}"
     params: list[str] = []
     if session_id is not None:
         sql += f" WHERE {_SESSION_COLUMN[table]} = ?"
         params.append(session_id)
-    async with store.database.transaction(write=False) as conn:
+    async with store._database.transaction(write=False) as conn:
         row = await conn.fetchone(dialect.render(sql), params)
     assert row is not None
     return int(row[0])
@@ -42,18 +42,18 @@ async def count_rows(store: Store, table: str, session_id: str | None = None) ->
 
 async def database_now(store: Store) -> datetime:
     """The database clock now (the one leases and timers are due by), in UTC."""
-    async with store.database.transaction(write=False) as conn:
-        row = await conn.fetchone(store.database.dialect.render("SELECT {now}"))
+    async with store._database.transaction(write=False) as conn:
+        row = await conn.fetchone(store._database.dialect.render("SELECT {now}"))
     assert row is not None
     return from_us(int(row[0]))
 
 
 async def raw_json_column(store: Store, table: str, column: str, session_id: str) -> str:
     """The text a JSON column really holds for one session's rows, one row per line."""
-    dialect = store.database.dialect
+    dialect = store._database.dialect
     sql = (f"SELECT {column} FROM {dialect.quote(store.table_prefix + table)} "
            f"WHERE {_SESSION_COLUMN[table]} = ?")
-    async with store.database.transaction(write=False) as conn:
+    async with store._database.transaction(write=False) as conn:
         rows = await conn.fetch(dialect.render(sql), [session_id])
     return "\n".join(str(row[0]) for row in rows)
 

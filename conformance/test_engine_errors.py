@@ -21,11 +21,11 @@ SECRET = "wr0ng-Pa55"
 
 
 async def _insert_message(store: Store, values: list[object]) -> None:
-    dialect = store.database.dialect
+    dialect = store._database.dialect
     table = dialect.quote(f"{store.table_prefix}messages")
     sql = dialect.render(f"INSERT INTO {table} (session_id, seq, send_index, role, body, "
                          "created_at) VALUES (?, ?, ?, ?, ?, ?)")
-    async with store.database.transaction() as conn:
+    async with store._database.transaction() as conn:
         await conn.execute(sql, values)
 
 

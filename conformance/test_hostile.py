@@ -46,7 +46,7 @@ async def test_hostile_ids_are_distinct_sessions_stored_verbatim(store: Store) -
         assert (stored.session_id, stored.body["text"]) == (sid, sid)
     listed = await store.list_sessions(limit=1000)
     assert sorted(s.id for s in listed) == sorted(HOSTILE_IDS)
-    assert await existing_tables(store.database, store.table_prefix) == ALL_TABLES
+    assert await existing_tables(store._database, store.table_prefix) == ALL_TABLES
     assert await count_rows(store, "sessions") == len(HOSTILE_IDS)
     assert await count_rows(store, "messages") == len(HOSTILE_IDS)
 
@@ -177,7 +177,7 @@ async def test_longest_allowed_prefix_works(dsn: str) -> None:
     store = await open_store(dsn, table_prefix=prefix)
     try:
         await store.create_session("s")
-        assert await existing_tables(store.database, prefix) == ALL_TABLES
+        assert await existing_tables(store._database, prefix) == ALL_TABLES
     finally:
         await drop_store_tables(store)
         await store.aclose()

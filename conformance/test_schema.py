@@ -39,7 +39,7 @@ def _statements(ddl: str) -> list[str]:
 
 async def _run_ddl(store: Store, ddl: str) -> None:
     """Run a DDL script statement by statement, each autocommitted."""
-    async with store.database.autocommit() as conn:
+    async with store._database.autocommit() as conn:
         for statement in _statements(ddl):
             await conn.execute(statement)
 
@@ -54,12 +54,12 @@ async def test_verify_on_empty_prefix_carries_the_exact_ddl(
     assert info.value.reason and "CREATE" not in info.value.reason
     assert info.value.message == f"{info.value.reason}\n\n-- run this DDL:\n{info.value.ddl}"
     async with await _bare(dsn, bare_prefix) as store:
-        dialect = store.database.dialect
+        dialect = store._database.dialect
         assert info.value.ddl == render_ddl(dialect, bare_prefix)
         assert _statements(info.value.ddl) == ddl_statements(dialect, bare_prefix)
-        assert await existing_tables(store.database, bare_prefix) == set()
+        assert await existing_tables(store._database, bare_prefix) == set()
         await _run_ddl(store, info.value.ddl)
-        assert await version_rows(store.database, bare_prefix) == EVERY_VERSION
+        assert await version_rows(store._database, bare_prefix) == EVERY_VERSION
     async with await open_store(dsn, table_prefix=bare_prefix,
                                 schema=SchemaPolicy.VERIFY) as verified:
         await verified.create_session("s")
@@ -78,7 +78,7 @@ async def test_verify_passes_on_a_provisioned_schema(dsn: str, bare_prefix: str)
 async def test_none_creates_nothing(dsn: str, bare_prefix: str) -> None:
     async with await open_store(dsn, table_prefix=bare_prefix,
                                 schema=SchemaPolicy.NONE) as store:
-        assert await existing_tables(store.database, bare_prefix) == set()
+        assert await existing_tables(store._database, bare_prefix) == set()
 
     with pytest.raises(SchemaMissingError):
         await open_store(dsn, table_prefix=bare_prefix, schema=SchemaPolicy.VERIFY)
@@ -92,16 +92,16 @@ async def test_auto_create_is_idempotent(dsn: str, bare_prefix: str) -> None:
             await second.append_messages("s", [message("from second")])
         async with await open_store(dsn, table_prefix=bare_prefix) as third:
             assert [m.body["text"] for m in await third.read_messages("s")] == ["from second"]
-        assert await existing_tables(first.database, bare_prefix) == ALL_TABLES
-        assert await version_rows(first.database, bare_prefix) == EVERY_VERSION
+        assert await existing_tables(first._database, bare_prefix) == ALL_TABLES
+        assert await version_rows(first._database, bare_prefix) == EVERY_VERSION
     finally:
         await first.aclose()
 
 
 async def test_a_newer_schema_version_is_refused(dsn: str, bare_prefix: str) -> None:
     async with await open_store(dsn, table_prefix=bare_prefix) as store:
-        table = store.database.dialect.quote(bare_prefix + SCHEMA_VERSION_TABLE.name)
-        async with store.database.autocommit() as conn:
+        table = store._database.dialect.quote(bare_prefix + SCHEMA_VERSION_TABLE.name)
+        async with store._database.autocommit() as conn:
             await conn.execute(f"INSERT INTO {table} (version, description, applied_at) "
                                f"VALUES ({LATEST_VERSION + 1}, 'from the future', 0)")
 
@@ -110,15 +110,15 @@ async def test_a_newer_schema_version_is_refused(dsn: str, bare_prefix: str) -> 
             await open_store(dsn, table_prefix=bare_prefix, schema=policy)
         assert info.value.code == "schema_version"
     async with await _bare(dsn, bare_prefix) as untouched:
-        assert await version_rows(untouched.database, bare_prefix) == {
+        assert await version_rows(untouched._database, bare_prefix) == {
             **EVERY_VERSION, LATEST_VERSION + 1: 1}
 
 
 async def _drop_messages_table(dsn: str, prefix: str) -> None:
     async with await open_store(dsn, table_prefix=prefix) as store:
         await store.create_session("s", system_prompt="kept")
-        async with store.database.autocommit() as conn:
-            await conn.execute(f"DROP TABLE {store.database.dialect.quote(prefix + 'messages')}")
+        async with store._database.autocommit() as conn:
+            await conn.execute(f"DROP TABLE {store._database.dialect.quote(prefix + 'messages')}")
 
 
 async def test_a_dropped_table_is_recreated_by_auto_create(dsn: str, bare_prefix: str) -> None:
@@ -129,8 +129,8 @@ async def test_a_dropped_table_is_recreated_by_auto_create(dsn: str, bare_prefix
     with pytest.raises(SchemaMissingError):
         await open_store(dsn, table_prefix=bare_prefix, schema=SchemaPolicy.VERIFY)
     async with await open_store(dsn, table_prefix=bare_prefix) as store:
-        assert await existing_tables(store.database, bare_prefix) == ALL_TABLES
-        assert await version_rows(store.database, bare_prefix) == EVERY_VERSION
+        assert await existing_tables(store._database, bare_prefix) == ALL_TABLES
+        assert await version_rows(store._database, bare_prefix) == EVERY_VERSION
         assert (await store.get_session("s")).system_prompt == "kept"
         assert await store.append_messages("s", [message("again")]) == [0]
 
@@ -142,10 +142,10 @@ async def test_verify_ddl_for_a_dropped_table_is_runnable(dsn: str, bare_prefix:
         await open_store(dsn, table_prefix=bare_prefix, schema=SchemaPolicy.VERIFY)
     assert "messages" in info.value.reason and "CREATE" not in info.value.reason
     async with await _bare(dsn, bare_prefix) as store:
-        assert info.value.ddl == render_ddl(store.database.dialect, bare_prefix)
+        assert info.value.ddl == render_ddl(store._database.dialect, bare_prefix)
         await _run_ddl(store, info.value.ddl)
-        assert await existing_tables(store.database, bare_prefix) == ALL_TABLES
-        assert await version_rows(store.database, bare_prefix) == EVERY_VERSION
+        assert await existing_tables(store._database, bare_prefix) == ALL_TABLES
+        assert await version_rows(store._database, bare_prefix) == EVERY_VERSION
 
     async with await open_store(dsn, table_prefix=bare_prefix,
                                 schema=SchemaPolicy.VERIFY) as verified:
@@ -155,12 +155,12 @@ async def test_verify_ddl_for_a_dropped_table_is_runnable(dsn: str, bare_prefix:
 
 async def test_the_ddl_script_runs_twice(dsn: str, bare_prefix: str) -> None:
     async with await _bare(dsn, bare_prefix) as store:
-        ddl = render_ddl(store.database.dialect, bare_prefix)
+        ddl = render_ddl(store._database.dialect, bare_prefix)
         await _run_ddl(store, ddl)
         await _run_ddl(store, ddl)
 
-        assert await existing_tables(store.database, bare_prefix) == ALL_TABLES
-        assert await version_rows(store.database, bare_prefix) == EVERY_VERSION
+        assert await existing_tables(store._database, bare_prefix) == ALL_TABLES
+        assert await version_rows(store._database, bare_prefix) == EVERY_VERSION
     async with await open_store(dsn, table_prefix=bare_prefix,
                                 schema=SchemaPolicy.VERIFY) as verified:
         await verified.create_session("s")
@@ -184,7 +184,7 @@ async def test_none_on_a_missing_sqlite_file_creates_an_empty_file(tmp_path: Pat
 
     async with await open_store(str(path), table_prefix="pl_",
                                 schema=SchemaPolicy.NONE) as store:
-        assert await existing_tables(store.database, "pl_") == set()
+        assert await existing_tables(store._database, "pl_") == set()
 
     assert path.exists()
     with pytest.raises(SchemaMissingError):
@@ -203,8 +203,8 @@ async def test_concurrent_first_boot_creates_the_schema_once(dsn: str, bare_pref
         assert worker.returncode == 0, stderr.decode(errors="replace")
     async with await open_store(dsn, table_prefix=bare_prefix,
                                 schema=SchemaPolicy.VERIFY) as store:
-        assert await version_rows(store.database, bare_prefix) == EVERY_VERSION
-        assert await existing_tables(store.database, bare_prefix) == ALL_TABLES
+        assert await version_rows(store._database, bare_prefix) == EVERY_VERSION
+        assert await existing_tables(store._database, bare_prefix) == ALL_TABLES
         booted = await store.list_sessions()
         assert sorted(s.id for s in booted) == sorted(f"boot-{w.pid}" for w in workers)
 
@@ -214,11 +214,11 @@ async def _back_to_version_7(dsn: str, prefix: str) -> None:
     PostgreSQL trigger goes with its column, and comes back with version 6)."""
     async with await open_store(dsn, table_prefix=prefix) as store:
         await store.create_session("s", system_prompt="kept")
-        dialect = store.database.dialect
+        dialect = store._database.dialect
         cascade = " CASCADE" if dialect.name == "postgresql" else ""
         dropped = [("sessions", "wait_events"), *(("waits", c) for c in (
             "opened_event", "opened_seq", "decided_event", "decided_seq"))]
-        async with store.database.autocommit() as conn:
+        async with store._database.autocommit() as conn:
             for table, column in dropped:
                 await conn.execute(f"ALTER TABLE {dialect.quote(prefix + table)} DROP COLUMN "
                                    f"{dialect.quote(column)}{cascade}")
@@ -245,7 +245,7 @@ async def test_version_7_is_upgraded_to_put_waits_in_the_feed(dsn: str, bare_pre
         return f"wired {amount}"
 
     async with await open_store(dsn, table_prefix=bare_prefix) as store:
-        assert await version_rows(store.database, bare_prefix) == EVERY_VERSION
+        assert await version_rows(store._database, bare_prefix) == EVERY_VERSION
         assert (await store.get_session("s")).system_prompt == "kept"
         loop = StatefulAgentLoop(llm=ScriptedLLM([call_tool("wire", {"amount": 1}),
                                                   reply("ok")]), store=store, tools=[wire])

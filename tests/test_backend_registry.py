@@ -84,7 +84,7 @@ async def test_a_registered_backend_opens_through_its_own_dialect(
         f"{tmp_path}/a.db"
     async with await open_store(f"toysqlite:///{tmp_path}/app.db",
                                 table_prefix="pl_") as store:
-        assert isinstance(store.database.dialect, ToySQLiteDialect)
+        assert isinstance(store._database.dialect, ToySQLiteDialect)
         await store.create_session("s")
         assert (await store.get_session("s")).id == "s"
     # The toy states, statement by statement, the SQL SQLite's dialect states.

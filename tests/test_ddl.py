@@ -188,8 +188,8 @@ async def test_printed_ddl_provisions_a_schema_verify_accepts(
 ) -> None:
     bare = await open_store(dsn, table_prefix=table_prefix, schema=SchemaPolicy.NONE)
     try:
-        async with bare.database.autocommit() as conn:
-            for statement in ddl_statements(bare.database.dialect, table_prefix):
+        async with bare._database.autocommit() as conn:
+            for statement in ddl_statements(bare._database.dialect, table_prefix):
                 await conn.execute(statement)
         verified = await open_store(dsn, table_prefix=table_prefix, schema=SchemaPolicy.VERIFY)
         await verified.create_session("provisioned")

@@ -26,7 +26,7 @@ async def test_a_transaction_whose_rollback_is_cut_off_is_rolled_back(backend: s
                                                                    dsn: str) -> None:
     store = await open_store(dsn, pool_min_size=1, pool_max_size=1)
     try:
-        db = store.database
+        db = store._database
         assert isinstance(db, PostgresDatabase)
         started = asyncio.Event()
 
@@ -59,7 +59,7 @@ async def test_an_autocommit_statement_cut_off_leaves_the_connection_usable(
         backend: str, dsn: str) -> None:
     store = await open_store(dsn, pool_min_size=1, pool_max_size=1)
     try:
-        db = store.database
+        db = store._database
         assert isinstance(db, PostgresDatabase)
 
         async def slow() -> None:
@@ -84,7 +84,7 @@ async def test_at_most_max_size_connections_and_waiters_are_served(backend: str,
                                                                   dsn: str) -> None:
     store = await open_store(dsn, pool_min_size=0, pool_max_size=2)
     try:
-        db = store.database
+        db = store._database
         assert isinstance(db, PostgresDatabase)
         inside = 0
         most = 0
@@ -115,10 +115,10 @@ async def test_a_connection_the_server_dropped_is_replaced(backend: str, dsn: st
     store = await open_store(dsn, pool_min_size=1, pool_max_size=1)
     killer = await open_store(dsn, pool_min_size=1, pool_max_size=1)
     try:
-        db = store.database
+        db = store._database
         assert isinstance(db, PostgresDatabase)
         pid = await _backend_pid(db)
-        async with killer.database.autocommit() as conn:
+        async with killer._database.autocommit() as conn:
             await conn.execute("SELECT pg_terminate_backend($1)", [pid])
         for _ in range(200):  # until the client has seen its connection go
             if db._pool._idle[0].is_closed():

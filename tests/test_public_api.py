@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import re
 import types
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import power_loop
 
 API_LISTS = Path(__file__).parent / "api"
 CHANGELOG = Path(__file__).parent.parent / "CHANGELOG.md"
+STORAGE_DOC = Path(__file__).parent.parent / "docs" / "storage.md"
 SUBPACKAGES = ("context", "events", "llm", "loop", "store", "testing", "timers", "tools",
                "worker")
 
@@ -123,3 +125,18 @@ def test_public_name_is_importable_and_documented(name: str) -> None:
 def test_package_is_documented_and_versioned() -> None:
     assert power_loop.__doc__ and power_loop.__doc__.strip()
     assert isinstance(power_loop.__version__, str) and power_loop.__version__
+
+
+def test_the_stores_public_face_is_the_documented_one() -> None:
+    # docs/storage.md lists every public Store member by concern; the rest is private.
+    text = STORAGE_DOC.read_text(encoding="utf-8")
+    start = text.index("## The Store's public face")
+    section = text[start:text.index("\n## ", start + 1)]
+    table = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    documented = {name for row in table for name in re.findall(r"`(\w+)(?:\(\))?`",
+                                                                row.split("|")[2])}
+    public = {name for name in dir(power_loop.Store) if not name.startswith("_")}
+    assert public == documented, (
+        f"Store's public members and docs/storage.md's \"The Store's public face\" differ: "
+        f"undocumented {sorted(public - documented)}, gone {sorted(documented - public)}. "
+        "Document a new public member there, or give an internal one a leading underscore.")

@@ -304,7 +304,7 @@ def test_a_damaged_file_never_leaks_its_bytes(backend: str, tmp_path: Path,
 
 
 async def _server_packet_limit(store: Store) -> int:
-    async with store.database.transaction(write=False) as conn:
+    async with store._database.transaction(write=False) as conn:
         row = await conn.fetchone("SELECT @@max_allowed_packet")
     assert row is not None
     return int(row[0])
@@ -347,7 +347,7 @@ async def test_a_command_timeout_leaves_no_unretrieved_future(backend: str, dsn:
         try:
             for _ in range(3):
                 with pytest.raises(TransientStoreError) as info:
-                    async with store.database.transaction() as conn:
+                    async with store._database.transaction() as conn:
                         await conn.fetch("SELECT pg_sleep(30)")
                 assert "command_timeout=0.2" in info.value.message
             await store.create_session("after")  # the pool still works

@@ -92,10 +92,10 @@ async def _workload(store: Store) -> None:
 
 
 async def test_store_sql_respects_the_dialects_flags(store: Store) -> None:
-    recording = RecordingDatabase(store.database)
+    recording = RecordingDatabase(store._database)
     # Not closed here: the store fixture owns (and closes) the real database.
     await _workload(Store(recording, store.table_prefix))
-    dialect = store.database.dialect
+    dialect = store._database.dialect
     sql = [s.upper() for s in recording.log]
     assert len(sql) > 20
 

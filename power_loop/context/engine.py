@@ -405,14 +405,14 @@ class ContextEngine:
         checkpoint("fold_answered")
 
         async def commit(conn: Connection) -> list[Mapping[str, Any]]:
-            applied = await store.commit_fold_txn(
+            applied = await store._commit_fold_txn(
                 conn, sid, lease.epoch, fold_index, outcome.summary, outcome.note_ops,
                 {**outcome.usage.to_json(), "calls": outcome.calls}, limits.max_notes)
             checkpoint("in_fold_commit")
             return applied
 
         try:
-            applied = await store.write(commit)
+            applied = await store._write(commit)
         except InvalidArgumentError as exc:  # rolled back: e.g. a note op the store refuses
             await self._fold_failed(store, lease, sid, send_index, fold_index,
                                     fold_error(exc, strategy), exc, emit)

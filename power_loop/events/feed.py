@@ -58,7 +58,7 @@ _HUBS: weakref.WeakKeyDictionary[Store, _Hub] = weakref.WeakKeyDictionary()
 
 async def _subscribe(store: Store, hub: _Hub) -> None:
     """Make sure the hub listens, if the engine can notify (a failure means polling)."""
-    database = store.database
+    database = store._database
     if database.dialect.notify_sql is None or not isinstance(database, Notifying):
         return
     async with hub.lock:

@@ -173,15 +173,15 @@ class RecoveryMethods:
         projections = [(send.send_index, rep.version, own)] if own is not None else []
 
         async def body(conn: Connection) -> None:
-            await store.finish_send_txn(
+            await store._finish_send_txn(
                 conn, session_id, send.send_index, encode(messages, send.send_index),
                 status="aborted", epoch=None, release=claim.lease, stop_reason="aborted",
                 rounds=sum(1 for m in tail if m.role == "assistant"),
                 usage=usage_json(tail), error=None)
-            await store.put_projections_txn(conn, session_id, projections)
+            await store._put_projections_txn(conn, session_id, projections)
 
         try:
-            await store.write(body)
+            await store._write(body)
         except PowerLoopError:
             await asyncio.shield(store.release_lease(claim.lease))
             raise

@@ -15,7 +15,7 @@ against any number of concurrent calls and processes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -151,11 +151,6 @@ class _ChildStatements:
 class ChildOps(StoreCore):
     """Child sessions and trees (mixed into :class:`~power_loop.Store`)."""
 
-    # Provided by the store's session operations.
-    _create_session_txn: Callable[[Connection, str, str | None, str, str],
-                                  Awaitable[SessionRecord]]
-    _get_session_txn: Callable[[Connection, str], Awaitable[SessionRecord]]
-
     @property
     def _csql(self) -> _ChildStatements:
         found: _ChildStatements | None = getattr(self, "_child_statements", None)
@@ -186,9 +181,9 @@ class ChildOps(StoreCore):
         check_id(parent_call, "parent_call")
         check_id(name, "name")
         check_name(kind, "kind")
-        return await self.write(self._make_child_txn, parent_id, parent_send, parent_call,
-                                name, kind, dump_json(system_prompt),
-                                dump_json(dict(metadata or {})), max_depth, max_children)
+        return await self._write(self._make_child_txn, parent_id, parent_send, parent_call,
+                                 name, kind, dump_json(system_prompt),
+                                 dump_json(dict(metadata or {})), max_depth, max_children)
 
     async def _make_child_txn(self, conn: Connection, parent_id: str, parent_send: int,
                               parent_call: str, name: str, kind: str, prompt: str, meta: str,
@@ -219,7 +214,7 @@ class ChildOps(StoreCore):
 
     async def get_session_link(self, session_id: str) -> SessionLink | None:
         """How ``session_id`` hangs from its parent (``None``: it is not a child)."""
-        row = await self.read(_one, self._csql.link, [check_id(session_id)])
+        row = await self._read(_one, self._csql.link, [check_id(session_id)])
         return None if row is None else _link_from_row(row)
 
     async def session_tree(self, session_id: str) -> SessionTree:
@@ -228,7 +223,7 @@ class ChildOps(StoreCore):
         Raises:
             SessionNotFoundError: no such session.
         """
-        return await self.read(self._tree_txn, check_id(session_id))
+        return await self._read(self._tree_txn, check_id(session_id))
 
     async def _tree_txn(self, conn: Connection, root_id: str) -> SessionTree:
         sql = self._csql

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from power_loop.errors import CommitInDoubtError, InvalidArgumentError, LeaseLostError
-from power_loop.store.core import not_found, ttl_us
+from power_loop.store.core import StoreCore, not_found, ttl_us
 from power_loop.store.port import Connection, Row
 from power_loop.store.records import (
     Lease,
@@ -24,7 +24,6 @@ from power_loop.store.records import (
     load_json,
 )
 from power_loop.store.statements import SESSION_COLUMNS, session_from_row
-from power_loop.store.timer_ops import TimerOps
 
 _SESSION_FREE = "(lease_owner IS NULL OR lease_expires_at < {now})"
 
@@ -33,7 +32,7 @@ class ClaimStatements:
     """The SQL of stranded-send claims and parking, rendered once."""
 
     def __init__(self, ops: ClaimOps) -> None:
-        d, n = ops.database.dialect, ops._names
+        d, n = ops._database.dialect, ops._names
         r, s = d.render, n.sessions
         lock = d.for_update(skip_locked=d.supports_skip_locked)
         # A send waiting on a person (an approval, an answer) is not stranded.
@@ -60,7 +59,7 @@ class ClaimStatements:
             "incarnation, metadata")
 
 
-class ClaimOps(TimerOps):
+class ClaimOps(StoreCore):
     """Claims of stranded sends, and parking (mixed into :class:`~power_loop.Store`)."""
 
     def __init__(self, db: Any, table_prefix: str, *, retries: int = 8) -> None:
@@ -81,8 +80,8 @@ class ClaimOps(TimerOps):
         """
         taken: list[tuple[str, str]] = []
         try:
-            return await self.write(self._claim_stranded_sessions_txn, owner_prefix,
-                                    ttl_us(ttl), limit, max_attempts, taken)
+            return await self._write(self._claim_stranded_sessions_txn, owner_prefix,
+                                     ttl_us(ttl), limit, max_attempts, taken)
         except (asyncio.CancelledError, CommitInDoubtError):
             await self._hand_back([(self._sql.release_owner, [session_id, owner])
                                    for session_id, owner in taken])
@@ -117,13 +116,13 @@ class ClaimOps(TimerOps):
         """Sessions workers gave up on (``parked_at`` set), the longest parked first."""
         if limit < 1:
             raise InvalidArgumentError("limit must be at least 1")
-        rows = await self.read(_all, self._stranded_sql.parked_sessions, [limit])
+        rows = await self._read(_all, self._stranded_sql.parked_sessions, [limit])
         return [session_from_row(r) for r in rows]
 
     async def unpark_session(self, session_id: str) -> None:
         """Let workers take a parked session up again (its attempts start from zero)."""
-        if not await self.write(_changed, self._stranded_sql.unpark_session,
-                                [check_id(session_id)]):
+        if not await self._write(_changed, self._stranded_sql.unpark_session,
+                                 [check_id(session_id)]):
             raise not_found(session_id)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from power_loop.errors import InvalidArgumentError, LeaseLostError
 from power_loop.store import settle
-from power_loop.store.core import NotLanded
+from power_loop.store.core import NotLanded, StoreCore
 from power_loop.store.port import Connection, Database, Row
 from power_loop.store.records import (
     Lease,
@@ -29,7 +29,6 @@ from power_loop.store.records import (
     load_json,
 )
 from power_loop.store.schema import TableNames
-from power_loop.store.sends import SendOps
 from power_loop.store.statements import message_from_row
 from power_loop.store.waits import waits_of
 
@@ -138,7 +137,7 @@ class ContextStatements:
             "WHERE session_id = ? AND seq >= ? AND seq < ? ORDER BY seq")
 
 
-class ContextOps(SendOps):
+class ContextOps(StoreCore):
     """Projections, folds and notes (mixed into :class:`~power_loop.Store`)."""
 
     def __init__(self, db: Database, table_prefix: str, *, retries: int = 8) -> None:
@@ -173,12 +172,12 @@ class ContextOps(SendOps):
             return await settle.send_closed(conn, self._sql, session_id, send_index,
                                             len(messages))
 
-        return await self.settled(
+        return await self._settled(
             "close_send", lambda: self._close_send(session_id, send_index, messages, lease,
                                                    status, stop_reason, rounds, usage,
                                                    projections, before_commit,
                                                    tuple(finish_waits)),
-            lambda: self.read(check), (LeaseLostError, InvalidArgumentError))
+            lambda: self._read(check), (LeaseLostError, InvalidArgumentError))
 
     async def _close_send(self, session_id: str, send_index: int,
                           messages: Sequence[NewMessage], lease: Lease, status: str,
@@ -188,17 +187,17 @@ class ContextOps(SendOps):
                           finish_waits: Sequence[str] = ()) -> int:
         fused = self._fused
         if fused is None or finish_waits:  # the fused statement writes no waits
-            return await self.write(self._close_send_txn, session_id, send_index, messages,
-                                    lease, status, stop_reason, rounds, usage, projections,
-                                    before_commit, finish_waits)
+            return await self._write(self._close_send_txn, session_id, send_index, messages,
+                                     lease, status, stop_reason, rounds, usage, projections,
+                                     before_commit, finish_waits)
         sql, args = fused.finish_release(
             session_id, send_index, messages, lease.epoch,
             [status, stop_reason, int(rounds), dump_json(dict(usage)), None], projections)
         if before_commit is not None:
             before_commit()
-        row = await self.write_one(sql, args, operation="close_send")
+        row = await self._write_one(sql, args, operation="close_send")
         if row is None:
-            raise await self.read(
+            raise await self._read(
                 self._why_missed, session_id, lease.epoch,
                 lambda state: self._not_pending(session_id, send_index, state), sql)
         return int(row[0]) - len(messages)
@@ -209,11 +208,11 @@ class ContextOps(SendOps):
                               projections: Sequence[tuple[int, int, Mapping[str, Any]]],
                               before_commit: Callable[[], None] | None,
                               finish_waits: Sequence[str] = ()) -> int:
-        first = await self.finish_send_txn(
+        first = await self._finish_send_txn(
             conn, session_id, send_index, messages, status=status, epoch=None, release=lease,
             stop_reason=stop_reason, rounds=rounds, usage=usage, error=None)
         if projections:
-            await self.put_projections_txn(conn, session_id, projections)
+            await self._put_projections_txn(conn, session_id, projections)
         if finish_waits:
             store = cast("Store", self)  # the one class built on these ops
             await waits_of(store).finish_txn(conn, session_id, finish_waits)
@@ -223,8 +222,8 @@ class ContextOps(SendOps):
 
     # -- projections -------------------------------------------------------------------
 
-    async def put_projections_txn(self, conn: Connection, session_id: str,
-                                  rows: Sequence[tuple[int, int, Mapping[str, Any]]]) -> None:
+    async def _put_projections_txn(self, conn: Connection, session_id: str,
+                                   rows: Sequence[tuple[int, int, Mapping[str, Any]]]) -> None:
         """Write (send_index, version, body) projections; replaces existing ones."""
         if rows:
             await conn.executemany(self._ctx.put_projection, [
@@ -234,20 +233,20 @@ class ContextOps(SendOps):
     async def read_projections(self, session_id: str, from_send: int,
                                to_send: int) -> dict[int, tuple[int, Mapping[str, Any]]]:
         """``{send_index: (version, body)}`` for the sends in ``[from_send, to_send)``."""
-        rows = await self.read(_fetch, self._ctx.projections,
-                               [check_id(session_id), from_send, to_send])
+        rows = await self._read(_fetch, self._ctx.projections,
+                                [check_id(session_id), from_send, to_send])
         return {int(r[0]): (int(r[1]), load_json(r[2])) for r in rows}
 
     # -- folds -------------------------------------------------------------------------
 
     async def latest_fold(self, session_id: str) -> FoldRecord | None:
         """The newest fold that committed, or ``None``."""
-        row = await self.read(_fetchone, self._ctx.latest_fold, [check_id(session_id)])
+        row = await self._read(_fetchone, self._ctx.latest_fold, [check_id(session_id)])
         return None if row is None else _fold(row)
 
     async def list_folds(self, session_id: str) -> list[FoldRecord]:
         """The whole fold journal, ``started`` entries included."""
-        return [_fold(r) for r in await self.read(_fetch, self._ctx.folds,
+        return [_fold(r) for r in await self._read(_fetch, self._ctx.folds,
                                                    [check_id(session_id)])]
 
     async def begin_fold(self, session_id: str, *, epoch: int, fold_index: int, strategy: str,
@@ -257,8 +256,8 @@ class ContextOps(SendOps):
         for value, what in ((fold_index, "fold_index"), (first_send, "first_send"),
                             (end_send, "end_send"), (end_seq, "end_seq")):
             check_count(value, what)
-        await self.write(self._begin_fold_txn, check_id(session_id), epoch, fold_index,
-                         strategy, first_send, end_send, end_seq)
+        await self._write(self._begin_fold_txn, check_id(session_id), epoch, fold_index,
+                          strategy, first_send, end_send, end_seq)
 
     async def _begin_fold_txn(self, conn: Connection, session_id: str, epoch: int,
                               fold_index: int, strategy: str, first_send: int, end_send: int,
@@ -282,13 +281,13 @@ class ContextOps(SendOps):
         """
         if not isinstance(summary, str):
             raise InvalidArgumentError("a fold summary must be text")
-        return await self.write(self.commit_fold_txn, check_id(session_id), epoch,
-                                fold_index, summary, list(note_ops), dict(usage), max_notes)
+        return await self._write(self._commit_fold_txn, check_id(session_id), epoch,
+                                 fold_index, summary, list(note_ops), dict(usage), max_notes)
 
-    async def commit_fold_txn(self, conn: Connection, session_id: str, epoch: int,
-                              fold_index: int, summary: str,
-                              note_ops: Sequence[Mapping[str, Any]], usage: Mapping[str, Any],
-                              max_notes: int | None) -> list[Mapping[str, Any]]:
+    async def _commit_fold_txn(self, conn: Connection, session_id: str, epoch: int,
+                               fold_index: int, summary: str,
+                               note_ops: Sequence[Mapping[str, Any]], usage: Mapping[str, Any],
+                               max_notes: int | None) -> list[Mapping[str, Any]]:
         """:meth:`commit_fold` inside the caller's transaction."""
         await self._fence(conn, session_id, epoch)
         applied = [await self._apply_note_op(conn, session_id, op, max_notes) for op in note_ops]
@@ -307,8 +306,8 @@ class ContextOps(SendOps):
         Returns whether a started fold was marked (``False``: none is started).
         """
         usage = dump_json({"error": dict(error)})
-        return bool(await self.write(self._fail_fold_txn, check_id(session_id), epoch,
-                                     fold_index, usage))
+        return bool(await self._write(self._fail_fold_txn, check_id(session_id), epoch,
+                                      fold_index, usage))
 
     async def _fail_fold_txn(self, conn: Connection, session_id: str, epoch: int,
                              fold_index: int, usage: str) -> int:
@@ -319,14 +318,14 @@ class ContextOps(SendOps):
 
     async def list_notes(self, session_id: str) -> list[NoteRecord]:
         """The session's notes, oldest first."""
-        rows = await self.read(_fetch, self._ctx.notes, [check_id(session_id)])
+        rows = await self._read(_fetch, self._ctx.notes, [check_id(session_id)])
         return [_note(session_id, r) for r in rows]
 
     async def apply_note(self, session_id: str, op: Mapping[str, Any], *, epoch: int,
                          max_notes: int | None = None) -> Mapping[str, Any]:
         """Apply one note operation (``add``, ``update``, ``delete``), fenced."""
-        return await self.write(self._apply_note_txn, check_id(session_id), op, epoch,
-                                max_notes)
+        return await self._write(self._apply_note_txn, check_id(session_id), op, epoch,
+                                 max_notes)
 
     async def _apply_note_txn(self, conn: Connection, session_id: str, op: Mapping[str, Any],
                               epoch: int, max_notes: int | None) -> Mapping[str, Any]:
@@ -368,7 +367,7 @@ class ContextOps(SendOps):
     async def read_send_messages(self, session_id: str, send_index: int) -> list[MessageRecord]:
         """Every message of one send, from the immutable log."""
         check_count(send_index, "send_index")
-        return await self.read(self._send_messages_txn, check_id(session_id), send_index)
+        return await self._read(self._send_messages_txn, check_id(session_id), send_index)
 
     async def _send_messages_txn(self, conn: Connection, session_id: str,
                                  send_index: int) -> list[MessageRecord]:

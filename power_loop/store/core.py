@@ -1,7 +1,7 @@
 """The store's machinery: transactions with retries, and the fenced session-row update.
 
-Every public store method opens a transaction through :meth:`StoreCore.write` or
-:meth:`StoreCore.read` and calls its ``_txn`` twin, which takes the connection, so
+Every public store method opens a transaction through :meth:`StoreCore._write` or
+:meth:`StoreCore._read` and calls its ``_txn`` twin, which takes the connection, so
 operations compose inside one transaction.
 
 Retries are honest about what they know. A transaction that certainly did not commit
@@ -10,7 +10,7 @@ deadlock, serialization failure, busy file) runs again, through a lost connectio
 One whose ``COMMIT`` got no answer is *in doubt* (each dialect sorts its engine's errors,
 :meth:`~power_loop.store.port.Dialect.commit_outcome`) and is never replayed: the
 send path's writes and the lease claims are conditional (an expected seq, the pending
-send and the lease's epoch, a lease owner unique to one send), so :meth:`StoreCore.settled`
+send and the lease's epoch, a lease owner unique to one send), so :meth:`StoreCore._settled`
 reads whether they landed, and attempts again only when they did not, their condition
 keeping a late landing of the first copy from doubling them. Anything else surfaces as
 :class:`~power_loop.errors.CommitInDoubtError`. All attempts of one operation share one
@@ -24,10 +24,11 @@ fencing check: a stale epoch matches no row, and nothing is written.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import Token
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
@@ -44,7 +45,15 @@ from power_loop.errors import (
 )
 from power_loop.store.fused import fused_writes, message_body
 from power_loop.store.port import CommitOutcome, Connection, Database, Row, retry_deadline
-from power_loop.store.records import MAX_TTL, NewMessage, check_count, check_name, dump_json
+from power_loop.store.records import (
+    MAX_TTL,
+    Lease,
+    NewMessage,
+    SessionRecord,
+    check_count,
+    check_name,
+    dump_json,
+)
 from power_loop.store.schema import TableNames
 from power_loop.store.statements import SessionUpdate, Statements
 from power_loop.store.window_cache import WindowCache
@@ -99,8 +108,21 @@ async def _rollback_quietly(conn: Connection) -> None:
         pass  # the connection is broken: the server rolls back as it drops it
 
 
-class StoreCore:
-    """Connections, statements and transactions shared by all store operations."""
+class StoreCore(abc.ABC):
+    """Connections, statements and transactions shared by all store operations.
+
+    The store is made of parts, one per concern, each deriving from this class alone:
+    :class:`~power_loop.store.sends.SendOps` (sends and their leases),
+    :class:`~power_loop.store.context_ops.ContextOps` (folds, notes, projections),
+    :class:`~power_loop.store.timer_ops.TimerOps`,
+    :class:`~power_loop.store.claims.ClaimOps` (claims of stranded work) and
+    :class:`~power_loop.store.children.ChildOps` (sub-agent links);
+    :class:`~power_loop.store.store.Store` composes them and adds sessions, messages and
+    leases. No two parts define the same member, so the order they are composed in
+    decides nothing but the order of their initialisers. What one part uses of another
+    is declared at the end of this class, abstract: each part type-checks on its own,
+    and a store that lacks one cannot be made.
+    """
 
     def __init__(self, db: Database, table_prefix: str, *, retries: int = 8) -> None:
         self._db = db
@@ -129,7 +151,7 @@ class StoreCore:
         return self._names.prefix
 
     @property
-    def database(self) -> Database:
+    def _database(self) -> Database:
         """The underlying port, for tools built on the store (export, workers)."""
         return self._db
 
@@ -137,8 +159,8 @@ class StoreCore:
         """Close the connections; transactions in flight finish first."""
         await self._db.close()
 
-    async def write(self, fn: Callable[Concatenate[Connection, P], Awaitable[T]],
-                    *args: P.args, **kwargs: P.kwargs) -> T:
+    async def _write(self, fn: Callable[Concatenate[Connection, P], Awaitable[T]],
+                     *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` in a write transaction, retried while it certainly did
         not commit (see :meth:`_run`).
 
@@ -146,12 +168,12 @@ class StoreCore:
 
         Raises:
             CommitInDoubtError: the ``COMMIT`` failed without an answer; the write was
-                not replayed (wrap the call in :meth:`settled` to check it by reading).
+                not replayed (wrap the call in :meth:`_settled` to check it by reading).
         """
         return await self._run(True, fn, *args, **kwargs)
 
-    async def read(self, fn: Callable[Concatenate[Connection, P], Awaitable[T]],
-                   *args: P.args, **kwargs: P.kwargs) -> T:
+    async def _read(self, fn: Callable[Concatenate[Connection, P], Awaitable[T]],
+                    *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` in a read-only transaction over one snapshot, retried
         through transient failures and lost connections (a read is always safe again)."""
         return await self._run(False, fn, *args, **kwargs)
@@ -205,10 +227,10 @@ class StoreCore:
         finally:
             retry_deadline.reset(token)
 
-    async def write_one(self, sql: str, args: Sequence[Any], *,
-                        operation: str = "write") -> Row | None:
+    async def _write_one(self, sql: str, args: Sequence[Any], *,
+                         operation: str = "write") -> Row | None:
         """Run one statement on its own (its own transaction: one round trip), retried
-        as :meth:`write` is; return its first row. Once the statement is sent it is its
+        as :meth:`_write` is; return its first row. Once the statement is sent it is its
         own ``COMMIT``: a failure the dialect cannot call a rejection is in doubt."""
         task = asyncio.current_task()
         if task is not None and task.cancelling():
@@ -262,9 +284,9 @@ class StoreCore:
             f"({exc.message}); it may or may not have landed, and {how}",
             backend=backend, operation=operation, resolution=resolution)
 
-    async def settled(self, operation: str, attempt: Callable[[], Awaitable[T]],
-                      check: Callable[[], Awaitable[T | NotLanded]],
-                      refusals: tuple[type[PowerLoopError], ...] = ()) -> T:
+    async def _settled(self, operation: str, attempt: Callable[[], Awaitable[T]],
+                       check: Callable[[], Awaitable[T | NotLanded]],
+                       refusals: tuple[type[PowerLoopError], ...] = ()) -> T:
         """Run a verifiable write; settle a commit in doubt by reading, never by replay.
 
         ``attempt`` runs the write, which must be conditional (on an expected seq, a
@@ -380,3 +402,36 @@ class StoreCore:
             await conn.execute(self._sql.insert_message, rows[0])
         elif rows:
             await conn.executemany(self._sql.insert_message, rows)
+
+    # -- what one part uses of another (each implemented by exactly one part) ---------
+
+    @abc.abstractmethod
+    async def _create_session_txn(self, conn: Connection, sid: str, parent_id: str | None,
+                                  prompt: str, meta: str) -> SessionRecord:
+        """Insert a session row and return it (Store; ChildOps makes children with it)."""
+
+    @abc.abstractmethod
+    async def _get_session_txn(self, conn: Connection, session_id: str) -> SessionRecord:
+        """One session, or :class:`SessionNotFoundError` (Store; ChildOps reads a tree's
+        root with it)."""
+
+    @abc.abstractmethod
+    async def _hand_back(self, releases: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run release statements within a short budget, ignoring failures (SendOps;
+        TimerOps and ClaimOps give back a cancelled or doubted claim with it)."""
+
+    @abc.abstractmethod
+    async def _finish_send_txn(self, conn: Connection, session_id: str, send_index: int,
+                               messages: Sequence[NewMessage], *, status: str,
+                               epoch: int | None, release: Lease | None,
+                               stop_reason: str | None, rounds: int,
+                               usage: Mapping[str, Any] | None,
+                               error: Mapping[str, Any] | None) -> int:
+        """End the pending send inside the caller's transaction; return the first new
+        seq (SendOps; ContextOps closes a send with it)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _not_pending(session_id: str, send_index: int, state: Row) -> PowerLoopError:
+        """The error for a send that is not the pending one, from the session row's
+        state (SendOps; ContextOps uses it too)."""

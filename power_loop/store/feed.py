@@ -247,7 +247,7 @@ class FeedReader:
     """The feed's SQL for one store, rendered once (see :func:`feed_reader`)."""
 
     def __init__(self, store: Store) -> None:
-        d, n = store.database.dialect, store._names
+        d, n = store._database.dialect, store._names
         r = d.render
         self._store = store
         self.session = r(f"SELECT next_seq, send_count, incarnation, wait_events FROM "
@@ -275,7 +275,7 @@ class FeedReader:
         session as it is now."""
         check_id(session_id)
         wanted = None if after is None else decode_cursor(after)
-        return await self._store.read(self._start_txn, session_id, wanted)
+        return await self._store._read(self._start_txn, session_id, wanted)
 
     async def _start_txn(self, conn: Connection, session_id: str,
                          wanted: Position | None) -> Position:
@@ -320,7 +320,7 @@ class FeedReader:
             SessionNotFoundError: the session was deleted, or replaced by another one
                 under the same id (an import, a delete and create).
         """
-        return await self._store.read(self._read_txn, session_id, position, limit)
+        return await self._store._read(self._read_txn, session_id, position, limit)
 
     async def _read_txn(self, conn: Connection, session_id: str, at: Position,
                         limit: int) -> Batch:

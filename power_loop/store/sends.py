@@ -110,8 +110,8 @@ class SendOps(StoreCore):
         check_name(source, "source")
         if request_key is not None:
             check_id(request_key, "request_key")
-        return await self.write(self._start_send_txn, session_id, messages, epoch,
-                                source, request_key)
+        return await self._write(self._start_send_txn, session_id, messages, epoch,
+                                 source, request_key)
 
     async def _start_send_txn(self, conn: Connection, session_id: str,
                               messages: Sequence[NewMessage], epoch: int | None, source: str,
@@ -151,8 +151,8 @@ class SendOps(StoreCore):
             if self._fused is not None:
                 return await self._begin_send_fused(self._fused, session_id, messages,
                                                     owner, ttl_micros, source, request_key)
-            return await self.write(self._begin_send_txn, session_id, messages, owner,
-                                    ttl_micros, source, request_key)
+            return await self._write(self._begin_send_txn, session_id, messages, owner,
+                                     ttl_micros, source, request_key)
 
         async def check(conn: Connection) -> SendStart | NotLanded:
             row = await settle.leased_to(conn, self._sql, session_id, owner)
@@ -160,8 +160,8 @@ class SendOps(StoreCore):
                 return row
             return await self._started_from_state(conn, session_id, owner, row)
 
-        return await self._taking(session_id, owner, lambda: self.settled(
-            "begin_send", attempt, lambda: self.read(check), (SessionBusyError,)))
+        return await self._taking(session_id, owner, lambda: self._settled(
+            "begin_send", attempt, lambda: self._read(check), (SessionBusyError,)))
 
     async def _taking(self, session_id: str, owner: str,
                       take: Callable[[], Awaitable[_Taken]]) -> _Taken:
@@ -188,7 +188,7 @@ class SendOps(StoreCore):
         try:
             async with asyncio.timeout(HAND_BACK_SECONDS):
                 for sql, args in releases:
-                    await self.write(_execute, sql, args)
+                    await self._write(_execute, sql, args)
         except (PowerLoopError, TimeoutError):
             pass
 
@@ -205,9 +205,9 @@ class SendOps(StoreCore):
                                 messages: Sequence[NewMessage], owner: str, ttl: int,
                                 source: str, request_key: str | None) -> SendStart:
         sql, args = fused.begin_send(session_id, messages, owner, ttl, source, request_key)
-        row = await self.write_one(sql, args, operation="begin_send")
+        row = await self._write_one(sql, args, operation="begin_send")
         if row is None:
-            return await self.read(self._begin_refused, session_id, request_key, sql)
+            return await self._read(self._begin_refused, session_id, request_key, sql)
         return self._started(session_id, owner, messages, row)
 
     async def _begin_refused(self, conn: Connection, session_id: str,
@@ -268,9 +268,9 @@ class SendOps(StoreCore):
             return SessionClaim(lease, None if row[8] is None else int(row[8]), int(row[3]),
                                 load_json(row[4]), row[5], load_json(row[6]))
 
-        return await self._taking(session_id, owner, lambda: self.settled(
-            "claim_session", lambda: self.write(self._claim_txn, session_id, owner, ttl_micros),
-            lambda: self.read(check), (SessionBusyError,)))
+        return await self._taking(session_id, owner, lambda: self._settled(
+            "claim_session", lambda: self._write(self._claim_txn, session_id, owner, ttl_micros),
+            lambda: self._read(check), (SessionBusyError,)))
 
     async def _claim_txn(self, conn: Connection, session_id: str, owner: str,
                          ttl: int) -> SessionClaim:
@@ -300,7 +300,7 @@ class SendOps(StoreCore):
         if stop_reason is not None:
             check_name(stop_reason, "stop_reason")
         async def attempt() -> SendRecord:
-            return await self.write(
+            return await self._write(
                 self._finish_and_read_txn, session_id, send_index, messages, status=status,
                 epoch=epoch, release=release, stop_reason=stop_reason, rounds=rounds,
                 usage=usage, error=error)
@@ -312,21 +312,21 @@ class SendOps(StoreCore):
                 return closed
             return await self._get_send_txn(conn, session_id, send_index)
 
-        return await self.settled("finish_send", attempt, lambda: self.read(check),
-                                  (LeaseLostError, InvalidArgumentError))
+        return await self._settled("finish_send", attempt, lambda: self._read(check),
+                                   (LeaseLostError, InvalidArgumentError))
 
     async def _finish_and_read_txn(self, conn: Connection, /, session_id: str,
                                    send_index: int, messages: Sequence[NewMessage],
                                    **outcome: Any) -> SendRecord:
-        await self.finish_send_txn(conn, session_id, send_index, messages, **outcome)
+        await self._finish_send_txn(conn, session_id, send_index, messages, **outcome)
         return await self._get_send_txn(conn, session_id, send_index)
 
-    async def finish_send_txn(self, conn: Connection, session_id: str, send_index: int,
-                              messages: Sequence[NewMessage], *, status: str,
-                              epoch: int | None, release: Lease | None,
-                              stop_reason: str | None, rounds: int,
-                              usage: Mapping[str, Any] | None,
-                              error: Mapping[str, Any] | None) -> int:
+    async def _finish_send_txn(self, conn: Connection, session_id: str, send_index: int,
+                               messages: Sequence[NewMessage], *, status: str,
+                               epoch: int | None, release: Lease | None,
+                               stop_reason: str | None, rounds: int,
+                               usage: Mapping[str, Any] | None,
+                               error: Mapping[str, Any] | None) -> int:
         """:meth:`finish_send` inside the caller's transaction; returns the first new seq."""
         stmt = self._sql.finish_send if release is None else self._sql.finish_send_release
         fence = epoch if release is None else release.epoch
@@ -351,7 +351,7 @@ class SendOps(StoreCore):
         """
         check_id(session_id)
         check_count(send_index, "send_index")
-        return await self.write(self._pause_txn, session_id, send_index, messages, lease, error)
+        return await self._write(self._pause_txn, session_id, send_index, messages, lease, error)
 
     async def _pause_txn(self, conn: Connection, session_id: str, send_index: int,
                          messages: Sequence[NewMessage], lease: Lease,
@@ -379,7 +379,7 @@ class SendOps(StoreCore):
             SendNotFoundError: the session has no send with this index.
         """
         check_count(send_index, "send_index")
-        return await self.read(self._get_send_txn, check_id(session_id), send_index)
+        return await self._read(self._get_send_txn, check_id(session_id), send_index)
 
     async def _get_send_txn(self, conn: Connection, session_id: str,
                             send_index: int) -> SendRecord:
@@ -398,6 +398,6 @@ class SendOps(StoreCore):
     async def list_sends(self, session_id: str, *, from_index: int = 0) -> list[SendRecord]:
         """The session's sends from ``from_index`` on, in order."""
         check_count(from_index, "from_index")
-        rows = await self.read(self._rows_of_session, self._sql.list_sends,
-                               [check_id(session_id), from_index])
+        rows = await self._read(self._rows_of_session, self._sql.list_sends,
+                                [check_id(session_id), from_index])
         return [send_from_row(r) for r in rows]

@@ -40,7 +40,7 @@ class SessionSearch:
     def __init__(self, store: Store) -> None:
         self._store = store
         names = store._names
-        self._render = store.database.dialect.render
+        self._render = store._database.dialect.render
         s, w = names.sessions, names.waits
         self._from = f"SELECT {SESSION_COLUMNS} FROM {s} AS s"
         self._states = {
@@ -91,7 +91,7 @@ class SessionSearch:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidArgumentError("limit must be an integer of at least 1")
         args: list[Any] = [_like(text)] * 2 if text else []
-        rows = await self._store.read(_all, self._sql(state, bool(text)), [*args, limit])
+        rows = await self._store._read(_all, self._sql(state, bool(text)), [*args, limit])
         return [session_from_row(r) for r in rows]
 
 

@@ -5,7 +5,7 @@ did it land? It returns what the write would have returned had it answered, or
 :data:`~power_loop.store.core.NOT_LANDED`. The writes are conditional so that the answer
 stays true: an append names the seq it expects (a copy that lands late finds the session
 moved on), a lease is taken by an owner unique to one send or claim, a send is closed
-only while it is the pending one. :meth:`~power_loop.store.core.StoreCore.settled` runs
+only while it is the pending one. :meth:`~power_loop.store.core.StoreCore._settled` runs
 them.
 """
 

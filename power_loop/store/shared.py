@@ -161,7 +161,7 @@ async def acquire_store(dsn: str, *, table_prefix: str = "pl_",
             idle.reclaimed = True
             if idle.task is not None:
                 idle.task.cancel()
-            owned(store.database, False)
+            owned(store._database, False)
         return store
 
 
@@ -187,7 +187,7 @@ async def release_store(store: Store, *, grace: float = DEFAULT_GRACE) -> None:
             _idle[store] = idle
             idle.task = loop.create_task(
                 _close_when_idle(store, idle, grace), name="power_loop: idle shared store")
-            owned(store.database, True)
+            owned(store._database, True)
             return
         for key in keys:
             del _stores[key]
@@ -254,4 +254,4 @@ def forget_schema(table_prefix: str) -> None:
                     idle.task.get_loop().call_soon_threadsafe(idle.task.cancel)
                 except RuntimeError:
                     pass  # its event loop is closed
-            release_now(store.database)
+            release_now(store._database)

@@ -1,8 +1,13 @@
 """The store: sessions, messages, sends and leases over any :class:`Database`.
 
 Written once for every engine; see :mod:`power_loop.store.core` for how transactions,
-retries and the fenced session-row update work, and :mod:`power_loop.store.sends` for
-the send lifecycle.
+retries and the fenced session-row update work. :class:`Store` composes one part per
+concern, each a class in its own module that derives from
+:class:`~power_loop.store.core.StoreCore` alone: :mod:`~power_loop.store.sends` (the
+send lifecycle), :mod:`~power_loop.store.context_ops` (folds, notes, projections),
+:mod:`~power_loop.store.timer_ops` (timers), :mod:`~power_loop.store.claims` (claims of
+stranded work) and :mod:`~power_loop.store.children` (sub-agent links). It adds
+sessions, messages, leases, maintenance and transfer (:mod:`~power_loop.store.transfer`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from power_loop.errors import (
 from power_loop.store import settle
 from power_loop.store.children import ChildOps
 from power_loop.store.claims import ClaimOps
+from power_loop.store.context_ops import ContextOps
 from power_loop.store.core import not_found, ttl_us
 from power_loop.store.dsn import connect, dialect_for, parse_dsn
 from power_loop.store.migrations import (
@@ -48,13 +54,14 @@ from power_loop.store.records import (
     to_us,
 )
 from power_loop.store.schema import validate_prefix
-from power_loop.store.sends import busy_error
+from power_loop.store.sends import SendOps, busy_error
 from power_loop.store.statements import fetch, fetchone, message_from_row, session_from_row
+from power_loop.store.timer_ops import TimerOps
 from power_loop.store.waits import waits_of
 from power_loop.store.window_cache import DEFAULT_CACHE_BYTES, WindowCache
 
 
-class Store(ChildOps, ClaimOps):
+class Store(ChildOps, ClaimOps, TimerOps, ContextOps, SendOps):
     """The durable home of every conversation. Get one with :func:`open_store`.
 
     Use it as an async context manager, or call :meth:`aclose`.
@@ -90,8 +97,8 @@ class Store(ChildOps, ClaimOps):
                 f"metadata must be a mapping (a dict), not {type(metadata).__name__}")
         meta = dump_json(dict(metadata or {}))
         try:
-            return await self.write(self._create_session_txn, sid, parent_id,
-                                    dump_json(system_prompt), meta)
+            return await self._write(self._create_session_txn, sid, parent_id,
+                                     dump_json(system_prompt), meta)
         except IntegrityConflictError:
             raise SessionExistsError(f"session {sid!r} already exists", session_id=sid) from None
 
@@ -103,7 +110,7 @@ class Store(ChildOps, ClaimOps):
 
     async def get_session(self, session_id: str) -> SessionRecord:
         """Read one session. Raises :class:`SessionNotFoundError`."""
-        return await self.read(self._get_session_txn, check_id(session_id))
+        return await self._read(self._get_session_txn, check_id(session_id))
 
     async def _get_session_txn(self, conn: Connection, session_id: str) -> SessionRecord:
         row = await conn.fetchone(self._sql.get_session, [session_id])
@@ -122,12 +129,12 @@ class Store(ChildOps, ClaimOps):
         else:
             at = to_us(before.created_at)
             sql, args = self._sql.list_sessions_before, [at, at, before.id, limit]
-        rows = await self.read(fetch, sql, args)
+        rows = await self._read(fetch, sql, args)
         return [session_from_row(r) for r in rows]
 
     async def delete_session(self, session_id: str) -> None:
         """Delete a session and everything it holds. Raises :class:`SessionNotFoundError`."""
-        await self.write(self._delete_session_txn, check_id(session_id))
+        await self._write(self._delete_session_txn, check_id(session_id))
 
     async def _delete_session_txn(self, conn: Connection, session_id: str) -> None:
         deleted = 0
@@ -181,9 +188,9 @@ class Store(ChildOps, ClaimOps):
         if expect_seq is None:
             return await attempt()
         expect = expect_seq
-        return await self.settled(
+        return await self._settled(
             "append_messages", attempt,
-            lambda: self.read(settle.appended, self._sql, session_id, messages, expect),
+            lambda: self._read(settle.appended, self._sql, session_id, messages, expect),
             (SeqConflictError, LeaseLostError))
 
     async def _append(self, session_id: str, messages: Sequence[NewMessage],
@@ -191,13 +198,13 @@ class Store(ChildOps, ClaimOps):
                       expect: int | None, finish_waits: Sequence[str] = ()) -> list[int]:
         fused = self._fused
         if fused is None or finish_waits:  # the fused statement writes messages only
-            return await self.write(self._append_txn, session_id, messages, epoch, extend,
-                                    expect, finish_waits)
+            return await self._write(self._append_txn, session_id, messages, epoch, extend,
+                                     expect, finish_waits)
         sql, args = fused.append(session_id, messages, epoch, extend, expect)
-        row = await self.write_one(sql, args, operation="append_messages")
+        row = await self._write_one(sql, args, operation="append_messages")
         if row is None:
-            raise await self.read(self._why_missed, session_id, epoch, None, sql,
-                                  expect=expect)
+            raise await self._read(self._why_missed, session_id, epoch, None, sql,
+                                   expect=expect)
         first = int(row[0]) - len(messages)
         return list(range(first, first + len(messages)))
 
@@ -229,11 +236,11 @@ class Store(ChildOps, ClaimOps):
         check_count(from_seq, "from_seq")
         check_count(limit, "limit", allow_none=True)
         if limit is None:
-            rows = await self.read(self._rows_of_session, self._sql.read_messages,
-                                   [session_id, from_seq])
+            rows = await self._read(self._rows_of_session, self._sql.read_messages,
+                                    [session_id, from_seq])
         else:
-            rows = await self.read(self._rows_of_session, self._sql.read_messages_limit,
-                                   [session_id, from_seq, limit])
+            rows = await self._read(self._rows_of_session, self._sql.read_messages_limit,
+                                    [session_id, from_seq, limit])
         return await _decoded(session_id, rows)
 
     async def read_message_bodies(self, session_id: str, *, from_seq: int,
@@ -246,8 +253,8 @@ class Store(ChildOps, ClaimOps):
         check_id(session_id)
         check_count(from_seq, "from_seq")
         check_count(limit, "limit")
-        rows = await self.read(self._rows_of_session, self._sql.read_messages_limit,
-                               [session_id, from_seq, limit])
+        rows = await self._read(self._rows_of_session, self._sql.read_messages_limit,
+                                [session_id, from_seq, limit])
         return [(int(r[0]), int(r[1]), r[2], load_json(r[3])) for r in rows]
 
     async def read_message_texts(self, session_id: str, *, from_seq: int,
@@ -266,13 +273,13 @@ class Store(ChildOps, ClaimOps):
         check_id(session_id)
         check_count(from_seq, "from_seq")
         check_count(upto_seq, "upto_seq")
-        rows = await self.read(self._rows_of_session, self._sql.read_bodies_range,
-                               [session_id, from_seq, upto_seq])
+        rows = await self._read(self._rows_of_session, self._sql.read_bodies_range,
+                                [session_id, from_seq, upto_seq])
         return rows
 
     async def next_seq(self, session_id: str) -> int:
         """The seq the next message will get: a cheap token that changes on every append."""
-        row = await self.read(fetchone, self._sql.next_seq, [check_id(session_id)])
+        row = await self._read(fetchone, self._sql.next_seq, [check_id(session_id)])
         if row is None:
             raise not_found(session_id)
         return int(row[0])
@@ -289,11 +296,11 @@ class Store(ChildOps, ClaimOps):
             SessionBusyError: another owner holds an unexpired lease.
             SessionNotFoundError: no such session.
         """
-        return await self.write(self.acquire_lease_txn, check_id(session_id),
-                                check_id(owner, "owner"), ttl=ttl)
+        return await self._write(self._acquire_lease_txn, check_id(session_id),
+                                 check_id(owner, "owner"), ttl=ttl)
 
-    async def acquire_lease_txn(self, conn: Connection, session_id: str, owner: str, *,
-                                ttl: float) -> Lease:
+    async def _acquire_lease_txn(self, conn: Connection, session_id: str, owner: str, *,
+                                 ttl: float) -> Lease:
         """:meth:`acquire_lease` inside the caller's transaction."""
         row = await self._update_session(conn, self._sql.acquire, session_id,
                                          [owner, owner, ttl_us(ttl)], [owner],
@@ -302,7 +309,7 @@ class Store(ChildOps, ClaimOps):
 
     async def renew_lease(self, lease: Lease, *, ttl: float) -> Lease:
         """Extend a held lease. Raises :class:`LeaseLostError` if it was taken over."""
-        return await self.write(self._renew_txn, lease, ttl)
+        return await self._write(self._renew_txn, lease, ttl)
 
     async def _renew_txn(self, conn: Connection, lease: Lease, ttl: float) -> Lease:
         def lost(_: Row) -> PowerLoopError:
@@ -316,9 +323,9 @@ class Store(ChildOps, ClaimOps):
 
     async def release_lease(self, lease: Lease) -> bool:
         """Give a lease back; ``False`` if it was no longer held (nothing changed)."""
-        return await self.write(self.release_lease_txn, lease)
+        return await self._write(self._release_lease_txn, lease)
 
-    async def release_lease_txn(self, conn: Connection, lease: Lease) -> bool:
+    async def _release_lease_txn(self, conn: Connection, lease: Lease) -> bool:
         """:meth:`release_lease` inside the caller's transaction."""
         args = [lease.session_id, lease.owner, lease.epoch]
         return await conn.execute(self._sql.release, args) > 0
@@ -334,7 +341,7 @@ class Store(ChildOps, ClaimOps):
         cutoff = to_us(older_than)
         total = 0
         while True:
-            deleted = await self.write(self._prune_batch_txn, cutoff, batch_size)
+            deleted = await self._write(self._prune_batch_txn, cutoff, batch_size)
             total += deleted
             if deleted < batch_size:
                 return total

@@ -18,8 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from power_loop.errors import CommitInDoubtError, InvalidArgumentError
-from power_loop.store.context_ops import ContextOps
-from power_loop.store.core import ttl_us
+from power_loop.store.core import StoreCore, ttl_us
 from power_loop.store.port import Connection, Listener, Notifying, Row
 from power_loop.store.records import (
     check_id,
@@ -54,7 +53,7 @@ class TimerStatements:
     """The SQL of timers and their claims, rendered once."""
 
     def __init__(self, ops: TimerOps) -> None:
-        d, n = ops.database.dialect, ops._names
+        d, n = ops._database.dialect, ops._names
         r, t = d.render, n.timers
         lock = d.for_update(skip_locked=d.supports_skip_locked)
         self.insert = r(
@@ -116,7 +115,7 @@ class TimerStatements:
             "last_error = ?, updated_at = {now} WHERE timer_id = ? AND claim_owner = ? "
             "AND claim_epoch = ?")
 
-class TimerOps(ContextOps):
+class TimerOps(StoreCore):
     """Timers and their claims (mixed into :class:`~power_loop.Store`)."""
 
     def __init__(self, db: Any, table_prefix: str, *, retries: int = 8) -> None:
@@ -158,7 +157,7 @@ class TimerOps(ContextOps):
         if kind not in TIMER_KINDS:
             raise InvalidArgumentError(f"kind must be one of {sorted(TIMER_KINDS)}")
         tid = uuid.uuid4().hex if timer_id is None else check_id(timer_id, "timer_id")
-        timer = await self.write(
+        timer = await self._write(
             self._schedule_txn, session_id, message, tid,
             None if at is None else to_us(at), None if delay is None else int(delay * 1e6),
             None if every is None else int(every * 1e6), missed, epoch, max_scheduled, kind)
@@ -201,11 +200,11 @@ class TimerOps(ContextOps):
         """Cancel a scheduled (or parked) timer; ``False`` if it was not one."""
         check_id(timer_id, "timer_id")
         if session_id is None:
-            return await self.write(_changed, self._tsql.cancel, [timer_id])
-        return await self.write(_changed, self._tsql.cancel_in, [timer_id, check_id(session_id)])
+            return await self._write(_changed, self._tsql.cancel, [timer_id])
+        return await self._write(_changed, self._tsql.cancel_in, [timer_id, check_id(session_id)])
 
     async def get_timer(self, timer_id: str) -> TimerRecord | None:
-        row = await self.read(_one, self._tsql.get, [check_id(timer_id, "timer_id")])
+        row = await self._read(_one, self._tsql.get, [check_id(timer_id, "timer_id")])
         return None if row is None else _timer(row)
 
     async def list_timers(self, session_id: str | None = None, *, status: str | None = None,
@@ -225,14 +224,14 @@ class TimerOps(ContextOps):
         args: list[Any] = [] if session_id is None else [check_id(session_id)]
         args += [] if status is None else [status]
         sql = self._tsql.listing[(session_id is not None, status is not None)]
-        rows = await self.read(_all, sql, [*args, limit])
+        rows = await self._read(_all, sql, [*args, limit])
         return [_timer(r) for r in rows]
 
     async def unpark_timer(self, timer_id: str) -> bool:
         """Let workers fire a parked timer again, its attempts from zero (at once if its
         time has passed); ``False`` if it was not parked."""
-        changed = await self.write(self._changed_waking, self._tsql.unpark,
-                                   [check_id(timer_id, "timer_id")])
+        changed = await self._write(self._changed_waking, self._tsql.unpark,
+                                    [check_id(timer_id, "timer_id")])
         if changed:
             self._tell_hearers(0.0)
         return changed
@@ -240,7 +239,7 @@ class TimerOps(ContextOps):
     # -- waking workers ----------------------------------------------------------------
 
     @property
-    def timer_channel(self) -> str:
+    def _timer_channel(self) -> str:
         """The notification channel of this store's timers (its table prefix + timers)."""
         return f"{self.table_prefix}timers"
 
@@ -257,7 +256,7 @@ class TimerOps(ContextOps):
 
         Returns the subscription: close it when done.
         """
-        database = self.database
+        database = self._database
         if self._tsql.notify is None or not isinstance(database, Notifying):
             self._hearers.append(callback)
             return _LocalListener(self._hearers, callback)
@@ -269,7 +268,7 @@ class TimerOps(ContextOps):
                 return  # not ours: somebody else's NOTIFY on the channel
             callback(until)
 
-        return await database.listen(self.timer_channel, heard, lost)
+        return await database.listen(self._timer_channel, heard, lost)
 
     def _tell_hearers(self, due_in: float) -> None:
         """Tell this store's own listeners (engines without notifications) that a timer
@@ -281,7 +280,7 @@ class TimerOps(ContextOps):
         """Tell listening workers, when this transaction commits, that a timer falls
         due at ``due_us`` (0: now)."""
         if self._tsql.notify is not None:
-            await conn.execute(self._tsql.notify, [self.timer_channel, due_us])
+            await conn.execute(self._tsql.notify, [self._timer_channel, due_us])
 
     async def _changed_waking(self, conn: Connection, sql: str, args: Sequence[Any]) -> bool:
         """Run an update that may make a timer claimable at once; wake workers if so."""
@@ -293,7 +292,7 @@ class TimerOps(ContextOps):
     async def next_timer_due(self) -> float | None:
         """Seconds until a scheduled timer can next be claimed: the soonest ``due_at``,
         or for a claimed timer the end of its claim if later (negative: overdue)."""
-        row = await self.read(_one, self._tsql.next_due, [])
+        row = await self._read(_one, self._tsql.next_due, [])
         return None if row is None or row[0] is None else int(row[0]) / 1_000_000
 
     # -- worker claims -----------------------------------------------------------------
@@ -303,8 +302,8 @@ class TimerOps(ContextOps):
         check_id(owner, "owner")
         taken: list[tuple[str, int]] = []
         try:
-            return await self.write(self._claim_due_timers_txn, owner, ttl_us(ttl), limit,
-                                    taken)
+            return await self._write(self._claim_due_timers_txn, owner, ttl_us(ttl), limit,
+                                     taken)
         except (asyncio.CancelledError, CommitInDoubtError):
             # The caller would not know it holds these claims: give them back (and the
             # attempts they counted), as claim_stranded_sessions does its leases.
@@ -329,8 +328,8 @@ class TimerOps(ContextOps):
 
     async def renew_timer_claim(self, claim: TimerClaim, *, ttl: float) -> bool:
         """Extend a timer claim; ``False`` when it was lost."""
-        return await self.write(_changed, self._tsql.renew,
-                                [ttl_us(ttl), claim.timer.timer_id, claim.owner, claim.epoch])
+        return await self._write(_changed, self._tsql.renew,
+                                 [ttl_us(ttl), claim.timer.timer_id, claim.owner, claim.epoch])
 
     async def advance_timer(self, claim: TimerClaim, *, fired: bool) -> TimerRecord | None:
         """Move a claimed timer past its current slot and release the claim.
@@ -339,7 +338,7 @@ class TimerOps(ContextOps):
         after now, on its own schedule (``due_at + k * every``). Returns the updated
         timer, or ``None`` when the claim was lost (or the timer cancelled meanwhile).
         """
-        return await self.write(self._advance_txn, claim, fired)
+        return await self._write(self._advance_txn, claim, fired)
 
     async def _advance_txn(self, conn: Connection, claim: TimerClaim,
                            fired: bool) -> TimerRecord | None:
@@ -364,7 +363,7 @@ class TimerOps(ContextOps):
     async def release_timer_claim(self, claim: TimerClaim,
                                   error: Mapping[str, Any] | None = None) -> bool:
         """Give a claimed timer back undelivered (another worker will retry it)."""
-        changed = await self.write(self._changed_waking, self._tsql.release, [
+        changed = await self._write(self._changed_waking, self._tsql.release, [
             None if error is None else dump_json(dict(error)), claim.timer.timer_id,
             claim.owner, claim.epoch])
         if changed:
@@ -376,13 +375,13 @@ class TimerOps(ContextOps):
         """Give a claimed timer back for a reason that is not its own (its session is
         busy, or has a send to finish first): nobody takes it up again before ``delay``
         seconds, and the claim does not count as a failed attempt."""
-        return await self.write(_changed, self._tsql.defer, [
+        return await self._write(_changed, self._tsql.defer, [
             ttl_us(delay), dump_json(dict(error)), claim.timer.timer_id, claim.owner,
             claim.epoch])
 
     async def park_timer(self, claim: TimerClaim, error: Mapping[str, Any]) -> bool:
         """Stop retrying a timer whose firing keeps failing (status ``parked``)."""
-        return await self.write(_changed, self._tsql.park, [
+        return await self._write(_changed, self._tsql.park, [
             dump_json(dict(error)), claim.timer.timer_id, claim.owner, claim.epoch])
 
 

@@ -58,8 +58,8 @@ def _to_export(table: Table, columns: tuple[str, ...], row: Any) -> dict[str, An
 async def export_session(store: Store, names: TableNames,
                          session_id: str) -> AsyncGenerator[str, None]:
     """Yield the export's lines (each ending in ``\\n``) from one consistent snapshot."""
-    dialect = store.database.dialect
-    async with store.database.transaction(write=False) as conn:
+    dialect = store._database.dialect
+    async with store._database.transaction(write=False) as conn:
         for table in session_tables():
             columns = table.exported_columns
             head = (f"SELECT {', '.join(columns)} FROM {dialect.quote(names.raw(table))} "
@@ -242,7 +242,7 @@ async def import_session(store: Store, names: TableNames, lines: Iterable[str], 
     raised above the replaced one, so a writer fenced out before the import stays out.
     """
     session_id, rows = _parse(lines)
-    dialect = store.database.dialect
+    dialect = store._database.dialect
     statements = []
     for table in session_tables():
         columns = tuple(c.name for c in table.columns)
@@ -274,4 +274,4 @@ async def import_session(store: Store, names: TableNames, lines: Iterable[str], 
                 await conn.executemany(sql, values)
         return session_id
 
-    return await store.write(load)
+    return await store._write(load)

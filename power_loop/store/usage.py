@@ -145,7 +145,7 @@ class UsageReader:
     """The accounting SQL for one store, rendered once (see :func:`usage_reader`)."""
 
     def __init__(self, store: Store) -> None:
-        d, n = store.database.dialect, store._names
+        d, n = store._database.dialect, store._names
         r = d.render
         self._store = store
         self.exists = r(f"SELECT 1 FROM {n.sessions} WHERE id = ?")
@@ -161,7 +161,7 @@ class UsageReader:
         Raises:
             SessionNotFoundError: no such session.
         """
-        return await self._store.read(self._usage_txn, check_id(session_id), descendants)
+        return await self._store._read(self._usage_txn, check_id(session_id), descendants)
 
     async def _usage_txn(self, conn: Connection, session_id: str,
                          descendants: bool) -> SessionUsage:

@@ -160,7 +160,7 @@ class Waits:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        d, n = store.database.dialect, store._names
+        d, n = store._database.dialect, store._names
         r, w, s = d.render, n.waits, n.sessions
         fed = f"{_COLUMNS}, opened_event, opened_seq"
         self.insert = r(f"INSERT INTO {w} ({fed}) VALUES "
@@ -190,28 +190,28 @@ class Waits:
 
     async def of_send_index(self, session_id: str, send_index: int) -> list[WaitRecord]:
         """Every wait of one send, in the order they were recorded."""
-        rows = await self._store.read(_all, self.of_send, [check_id(session_id), send_index])
+        rows = await self._store._read(_all, self.of_send, [check_id(session_id), send_index])
         return [_wait(r) for r in rows]
 
     async def hold(self, session_id: str, send_index: int, waits: Sequence[NewWait], *,
                    lease: Lease) -> list[WaitRecord]:
         """Record new waits and let the session go, in one transaction fenced by
         ``lease``; return what the send now waits on."""
-        return await self._store.write(self._hold_txn, session_id, send_index, waits, lease)
+        return await self._store._write(self._hold_txn, session_id, send_index, waits, lease)
 
     async def _hold_txn(self, conn: Connection, session_id: str, send_index: int,
                         waits: Sequence[NewWait], lease: Lease) -> list[WaitRecord]:
         store = self._store
         await store._update_session(conn, store._sql.touch, session_id, [], epoch=lease.epoch)
         await self.hold_txn(conn, session_id, send_index, waits)
-        await store.release_lease_txn(conn, lease)
+        await store._release_lease_txn(conn, lease)
         rows = await conn.fetch(self.still_waiting, [session_id, send_index])
         return [_wait(r) for r in rows]
 
     async def start(self, session_id: str, wait_ids: Sequence[str], *, epoch: int) -> set[str]:
         """Mark approved or held calls as started (fenced by the lease ``epoch``); return
         those that were not started before."""
-        return await self._store.write(self._start_txn, session_id, wait_ids, epoch)
+        return await self._store._write(self._start_txn, session_id, wait_ids, epoch)
 
     async def _start_txn(self, conn: Connection, session_id: str, wait_ids: Sequence[str],
                          epoch: int) -> set[str]:
@@ -289,7 +289,7 @@ class Waits:
             raise InvalidArgumentError(
                 f"a reason or answer must be a string, not {type(decision).__name__}")
         words = None if decision is None else dump_json(clip(decision))
-        return await self._store.write(self._decide_txn, session_id, wait_id, status, words)
+        return await self._store._write(self._decide_txn, session_id, wait_id, status, words)
 
     async def _decide_txn(self, conn: Connection, session_id: str, wait_id: str, status: str,
                           words: str | None) -> Decided:
@@ -338,7 +338,7 @@ class Waits:
 
     async def waiting(self, session_id: str) -> list[WaitRecord]:
         """What the session's pending send waits on (empty when it waits on nothing)."""
-        return await self._store.read(self._waiting_txn, check_id(session_id))
+        return await self._store._read(self._waiting_txn, check_id(session_id))
 
     async def _waiting_txn(self, conn: Connection, session_id: str) -> list[WaitRecord]:
         pending = await conn.fetchone(self.pending, [session_id])

@@ -67,8 +67,8 @@ def fresh_prefix() -> str:
 async def drop_store_tables(store: Store) -> None:
     """Drop every table the store created (its prefix only)."""
     forget_schema(store.table_prefix)  # loops from dsn= must check the schema again
-    dialect = store.database.dialect
-    async with store.database.autocommit() as conn:
+    dialect = store._database.dialect
+    async with store._database.autocommit() as conn:
         for statement in drop_tables(dialect, store.table_prefix,
                                      [*session_tables(), SCHEMA_VERSION_TABLE]):
             await conn.execute(statement)

@@ -133,17 +133,17 @@ class Journal:
             await conn.execute(self.q_insert, [workflow_id, dump_json(spec), digest,
                                              dump_json(value)])
             return True
-        return await self.store.write(txn)
+        return await self.store._write(txn)
 
     async def load(self, workflow_id: str) -> WorkflowRecord:
-        row = await self.store.read(_fetchone, self.q_get, [workflow_id])
+        row = await self.store._read(_fetchone, self.q_get, [workflow_id])
         if row is None:
             raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in this store",
                                         workflow_id=workflow_id)
         return _wf(row)
 
     async def recent(self, limit: int = 100) -> list[WorkflowRecord]:
-        return [_wf(r) for r in await self.store.read(_fetch, self.q_listing, [limit])]
+        return [_wf(r) for r in await self.store._read(_fetch, self.q_listing, [limit])]
 
     async def acquire(self, workflow_id: str, ttl: float, *, count_attempt: bool) -> int:
         """Take the lease; return the new epoch (bumped: every earlier holder is fenced)."""
@@ -158,7 +158,7 @@ class Journal:
             row = await conn.fetchone(self.q_get, [workflow_id])
             assert row is not None
             return int(row[8])
-        epoch = await self.store.write(txn)
+        epoch = await self.store._write(txn)
         if epoch is None:
             record = await self.load(workflow_id)
             if record.status != "running":
@@ -176,7 +176,7 @@ class Journal:
                 f"lease (epoch {epoch}); nothing was written", workflow_id=workflow_id)
 
     async def renew(self, workflow_id: str, epoch: int, ttl: float) -> None:
-        await self.store.write(self._fence, workflow_id, epoch, ttl)
+        await self.store._write(self._fence, workflow_id, epoch, ttl)
 
     async def finish(self, workflow_id: str, epoch: int, status: str, output: Any,
                      error: Any) -> None:
@@ -187,7 +187,7 @@ class Journal:
                 raise WorkflowLeaseLostError(f"workflow {workflow_id!r} was taken over or "
                                              "ended; its outcome was not recorded",
                                              workflow_id=workflow_id)
-        await self.store.write(txn)
+        await self.store._write(txn)
 
     async def set_spec(self, workflow_id: str, epoch: int, ttl: float, spec: dict[str, Any],
                        digest: str) -> None:
@@ -195,25 +195,25 @@ class Journal:
         async def txn(conn: Connection) -> None:
             await self._fence(conn, workflow_id, epoch, ttl)
             await conn.execute(self.q_set_spec, [dump_json(spec), digest, workflow_id])
-        await self.store.write(txn)
+        await self.store._write(txn)
 
     async def release(self, workflow_id: str, epoch: int) -> None:
-        await self.store.write(_execute, self.q_release, [workflow_id, epoch])
+        await self.store._write(_execute, self.q_release, [workflow_id, epoch])
 
     async def cancel(self, workflow_id: str) -> bool:
         await self.load(workflow_id)
-        return bool(await self.store.write(_execute, self.q_cancel, [workflow_id]))
+        return bool(await self.store._write(_execute, self.q_cancel, [workflow_id]))
 
     async def stranded(self, limit: int) -> list[str]:
-        return [r[0] for r in await self.store.read(_fetch, self.q_stranded, [limit])]
+        return [r[0] for r in await self.store._read(_fetch, self.q_stranded, [limit])]
 
     async def park(self, workflow_id: str) -> None:
-        await self.store.write(_execute, self.q_park, [workflow_id])
+        await self.store._write(_execute, self.q_park, [workflow_id])
 
     # -- steps --------------------------------------------------------------------------
 
     async def steps(self, workflow_id: str) -> dict[str, StepRecord]:
-        rows = await self.store.read(_fetch, self.q_steps, [workflow_id])
+        rows = await self.store._read(_fetch, self.q_steps, [workflow_id])
         return {r[0]: _step(r) for r in rows}
 
     async def begin_step(self, workflow_id: str, epoch: int, ttl: float, path: str, kind: str,
@@ -233,7 +233,7 @@ class Journal:
                 row = await conn.fetchone(self.q_step, [workflow_id, path])
                 assert row is not None
             return _step(row)
-        return await self.store.write(txn)
+        return await self.store._write(txn)
 
     async def record(self, workflow_id: str, epoch: int, ttl: float, path: str, status: str,
                      output: Any) -> StepRecord:
@@ -248,10 +248,10 @@ class Journal:
                 row = await conn.fetchone(self.q_step, [workflow_id, path])
                 assert row is not None
             return _step(row)
-        return await self.store.write(txn)
+        return await self.store._write(txn)
 
     async def now(self) -> int:
-        row = await self.store.read(_fetchone, self.q_now, [])
+        row = await self.store._read(_fetchone, self.q_now, [])
         assert row is not None
         return int(row[0])
 
@@ -267,10 +267,10 @@ class Journal:
                 return False
             await conn.execute(self.q_signal_insert, [workflow_id, name, dump_json(payload)])
             return True
-        return await self.store.write(txn)
+        return await self.store._write(txn)
 
     async def signalled(self, workflow_id: str, name: str) -> tuple[bool, Any]:
-        row = await self.store.read(_fetchone, self.q_signal, [workflow_id, name])
+        row = await self.store._read(_fetchone, self.q_signal, [workflow_id, name])
         return (False, None) if row is None else (True, load_json(row[0]))
 
 

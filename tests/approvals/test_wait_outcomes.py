@@ -156,7 +156,7 @@ async def test_a_result_and_its_done_land_together_through_faults(store: Store,
     await waits.decide(sid, "call_1", "approved")
     lease = await store.acquire_lease(sid, "runner", ttl=30)
     assert await waits.start(sid, ["call_1"], epoch=lease.epoch) == {"call_1"}
-    db = FaultyDatabase(store.database)
+    db = FaultyDatabase(store._database)
     through = Store(db, store.table_prefix)
     db.plan = [fault]
     seqs = await through.append_messages(sid, [NewMessage(0, "user", {"text": "result"})],

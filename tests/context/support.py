@@ -235,8 +235,8 @@ def rendered(records: Sequence[MessageRecord]) -> str:
 
 async def delete_projections(store: Store, session_id: str) -> None:
     """Drop a session's projection rows (derived data the loop must rebuild)."""
-    dialect = store.database.dialect
+    dialect = store._database.dialect
     table = dialect.quote(f"{store.table_prefix}projections")
-    async with store.database.transaction() as conn:
+    async with store._database.transaction() as conn:
         await conn.execute(dialect.render(f"DELETE FROM {table} WHERE session_id = ?"),
                            [session_id])

@@ -212,7 +212,7 @@ async def test_projections_of_another_version_are_recomputed(store: Store) -> No
         sids.append(sid)
     stale = [(i, rep.version + 1, {"asked": "stale", "answered": "stale", "tools": []})
              for i in range(3)]
-    await store.write(store.put_projections_txn, sids[1], stale)
+    await store._write(store._put_projections_txn, sids[1], stale)
     store.window_cache.clear()  # as a new process: the projections are read, then replaced
     requests = []
     for sid in sids:

@@ -79,12 +79,12 @@ def inspector(dsn: str, prefix: str, *args: str, env: dict[str, str] | None = No
 
 async def table_contents(store: Store) -> dict[str, list[tuple[object, ...]]]:
     """Every row of every table of the store, sorted: what "nothing was written" means."""
-    names = TableNames(store.database.dialect, store.table_prefix)
+    names = TableNames(store._database.dialect, store.table_prefix)
     contents: dict[str, list[tuple[object, ...]]] = {}
     for table in ("sessions", "messages", "sends", "projections", "folds", "notes", "timers",
                   "waits", "session_links", "workflows", "workflow_steps",
                   "workflow_signals"):
-        async with store.database.transaction(write=False) as conn:
+        async with store._database.transaction(write=False) as conn:
             rows = await conn.fetch(f"SELECT * FROM {getattr(names, table)}", [])
         contents[table] = sorted((tuple(r) for r in rows), key=repr)
     return contents

@@ -144,9 +144,9 @@ async def test_a_tool_call_hidden_in_a_history_is_still_checked(store: Store) ->
 
 async def _rewrite(store: Store, sid: str, assign: str, where: str) -> None:
     """Rewrite stored messages with SQL (as something other than power_loop might)."""
-    dialect = store.database.dialect
+    dialect = store._database.dialect
     table = dialect.quote(f"{store.table_prefix}messages")
-    async with store.database.transaction() as conn:
+    async with store._database.transaction() as conn:
         await conn.execute(dialect.render(
             f"UPDATE {table} SET {assign} WHERE session_id = ? AND {where}"), [sid])
 

@@ -270,8 +270,8 @@ async def test_a_dsn_loop_per_request_checks_the_schema_once(dsn: str, table_pre
     async with dsn_loop() as first:
         sid = await first.new_session()
         await first.send("hello", session_id=sid)
-    async with store.database.autocommit() as conn:
-        for statement in drop_tables(store.database.dialect, table_prefix,
+    async with store._database.autocommit() as conn:
+        for statement in drop_tables(store._database.dialect, table_prefix,
                                      [SCHEMA_VERSION_TABLE]):
             await conn.execute(statement)
     for text in ("second request", "third request"):

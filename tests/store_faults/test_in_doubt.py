@@ -33,7 +33,7 @@ def said(*texts: str, send_index: int = 0) -> list[NewMessage]:
 @pytest.fixture
 async def faulty(store: Store) -> AsyncIterator[tuple[Store, FaultyDatabase]]:
     """The test's store, seen through a port that fails where the test says."""
-    db = FaultyDatabase(store.database)
+    db = FaultyDatabase(store._database)
     yield Store(db, store.table_prefix), db
 
 
@@ -167,7 +167,7 @@ async def _own_backend_id(store: Store) -> int:
         assert row is not None
         return int(row[0])
 
-    return await store.read(read)
+    return await store._read(read)
 
 
 @pytest.mark.backends("postgresql", "mysql")
@@ -181,13 +181,13 @@ async def test_a_terminated_pooled_connection_is_replaced(
             else "KILL CONNECTION ?")
 
     async def terminate(conn: Connection) -> None:
-        await conn.execute(single.database.dialect.render(kill), [victim])
+        await conn.execute(single._database.dialect.render(kill), [victim])
 
-    await other.write(terminate)
+    await other._write(terminate)
     assert (await single.get_session(sid)).id == sid  # a read, on a fresh connection
     assert await _own_backend_id(single) != victim
     victim = await _own_backend_id(single)
-    await other.write(terminate)
+    await other._write(terminate)
     assert await single.append_messages(sid, said("after"), expect_seq=0) == [0]
     assert await texts(store, sid) == [(0, "after")]
 
@@ -198,7 +198,7 @@ async def test_the_busy_timeout_is_one_budget_for_the_whole_operation(
     path = dsn.removeprefix("sqlite:///")
     sid = (await store.create_session()).id
     short = await open_store(path, table_prefix=store.table_prefix, busy_timeout=0.3)
-    db = FaultyDatabase(short.database)
+    db = FaultyDatabase(short._database)
     through = Store(db, store.table_prefix)
     holder = sqlite3.connect(path)
     try:

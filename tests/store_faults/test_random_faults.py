@@ -26,7 +26,7 @@ def said(text: str, send_index: int = 0) -> NewMessage:
 @given(plan=PLANS, appends=st.integers(min_value=0, max_value=4))
 async def test_a_send_through_random_faults_is_stored_exactly_once(
         store: Store, plan: list[Fault | None], appends: int) -> None:
-    db = FaultyDatabase(store.database, plan)
+    db = FaultyDatabase(store._database, plan)
     through = Store(db, store.table_prefix)
     sid = (await store.create_session()).id
     start = await through.begin_send(sid, [said("q")], owner=f"send-{sid}", ttl=30)

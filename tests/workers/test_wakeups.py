@@ -24,10 +24,10 @@ SLEEPY = 60.0
 
 async def listeners(store: Store) -> list[int]:
     """Server pids of the connections listening for this store's timers."""
-    async with store.database.transaction(write=False) as conn:
+    async with store._database.transaction(write=False) as conn:
         rows = await conn.fetch(
             "SELECT pid FROM pg_stat_activity WHERE application_name = "
-            "'power_loop listener' AND query = $1", [f'LISTEN "{store.timer_channel}"'])
+            "'power_loop listener' AND query = $1", [f'LISTEN "{store._timer_channel}"'])
     return [int(row[0]) for row in rows]
 
 
@@ -153,7 +153,7 @@ async def test_a_lost_subscription_is_taken_out_again(store: Store,
     async with running(work):
         await eventually(lambda: _true(bool(work.stats.polls)), "the first poll")
         (pid,) = await listeners(admin)
-        async with admin.database.transaction() as conn:
+        async with admin._database.transaction() as conn:
             await conn.fetch("SELECT pg_terminate_backend($1)", [pid])
 
         async def subscribed_again() -> bool:
