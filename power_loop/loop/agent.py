@@ -20,7 +20,7 @@ from power_loop.approvals.methods import ApprovalMethods
 from power_loop.context.engine import ContextEngine, History
 from power_loop.context.notes import NoteLimits, note_tools
 from power_loop.context.recall import recall_tools
-from power_loop.errors import InvalidArgumentError, SendPendingError
+from power_loop.errors import HistoryInvariantError, InvalidArgumentError, SendPendingError
 from power_loop.events._chain import HookChain
 from power_loop.events.hooks import SendContext
 from power_loop.events.sinks import sink_feed
@@ -428,6 +428,10 @@ class StatefulAgentLoop(RecoveryMethods, ApprovalMethods, TimerMethods, Delegati
             if next_seq > first_seq:
                 records = await store.read_messages(session_id, from_seq=first_seq,
                                                     limit=next_seq - first_seq)
+                if len(records) != next_seq - first_seq:  # never a window behind the lease's
+                    raise HistoryInvariantError(
+                        f"session {session_id!r}: expected messages {first_seq}.."
+                        f"{next_seq - 1}, the store returned {len(records)}")
                 tail = [*(decode_message(r.role, r.body) for r in records), *new_messages]
             window = Window(session_id, incarnation, start_seq=first_seq,
                             prior_call_ids=history.call_ids)

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -41,6 +41,9 @@ from power_loop.store.port import Row, translate_error
 from power_loop.store.unclosed import watch
 
 _DIALECT = MySQLDialect()
+SETTLE_SECONDS = 5.0
+"""How long a cancelled statement that commits is waited for before its connection is
+closed on it (see :meth:`MySQLConnection._settling`)."""
 # sql_notes = 0: notes such as "table already exists" (an idempotent CREATE TABLE IF
 # NOT EXISTS) would otherwise reach Python as warnings.
 _SESSION_SETUP = (
@@ -191,6 +194,36 @@ class MySQLConnection:
         """Run a statement; aiomysql's exceptions become power_loop's (see _failure)."""
         for row in params if many else [params]:
             self._check_size(sql, row)
+        if sql.endswith("COMMIT"):
+            return await self._settling(self._attempt(sql, params, many, rows))
+        return await self._attempt(sql, params, many, rows)
+
+    async def _settling(self, attempt: Awaitable[Any]) -> Any:
+        """Run a statement that commits (a ``COMMIT``, a one-round-trip write ending in
+        one) so that a cancellation waits for its answer, up to :data:`SETTLE_SECONDS`.
+
+        Closing the connection does not stop the server: it runs and commits what it
+        received. Were the cancellation to go on at once, that commit could land after
+        the caller has moved on (handed its lease back, a resumer built its window from
+        what it read), and its rows show up behind everyone's back. Waited for, the
+        write has either landed or not before the caller learns it was cancelled.
+        """
+        task = asyncio.ensure_future(attempt)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            try:
+                await asyncio.wait([task], timeout=SETTLE_SECONDS)
+            finally:
+                if not task.done():  # no answer in time (or cancelled again): cut it off
+                    task.cancel()
+                    self._conn.close()
+                    await asyncio.wait([task])
+                if not task.cancelled():
+                    task.exception()  # its failure, if any, is the cancellation's now
+            raise
+
+    async def _attempt(self, sql: str, params: Sequence[Any], many: bool, rows: bool) -> Any:
         try:
             if self._timeout is None:
                 return await self._statement(sql, params, many, rows)
