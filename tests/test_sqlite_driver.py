@@ -45,6 +45,31 @@ async def test_a_write_waits_for_the_lock_without_blocking_the_loop(
         await store.aclose()
 
 
+async def test_opening_a_new_file_waits_for_a_write_lock_held_elsewhere(
+        tmp_path: Path, locker: sqlite3.Connection) -> None:
+    # A file still in rollback-journal mode, its write lock held by another process (as
+    # when several processes boot on a new file at once): SQLite refuses the switch to
+    # WAL at once, without waiting, so the opener must wait for the lock itself.
+    locker.execute("CREATE TABLE other (x)")
+    locker.execute("BEGIN IMMEDIATE")
+    opening = asyncio.create_task(open_store(str(tmp_path / "app.db"), busy_timeout=30))
+    for _ in range(20):  # it waits; it does not fail
+        await asyncio.sleep(0.01)
+        assert not opening.done() or opening.exception() is None, opening.exception()
+    locker.execute("COMMIT")
+    store = await asyncio.wait_for(opening, 30)
+    try:
+        await store.create_session("s")
+        assert [s.id for s in await store.list_sessions()] == ["s"]
+        fresh = sqlite3.connect(tmp_path / "app.db")
+        try:
+            assert fresh.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        finally:
+            fresh.close()
+    finally:
+        await store.aclose()
+
+
 async def test_a_lock_held_past_the_busy_timeout_is_a_transient_error(
         tmp_path: Path, locker: sqlite3.Connection) -> None:
     store = await open_store(str(tmp_path / "app.db"), busy_timeout=0.3)

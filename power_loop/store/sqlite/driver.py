@@ -467,7 +467,7 @@ def _connect(target: str, uri: str | bool, parsed: ParsedDSN, role: str) -> sqli
         # commits; use FULL). (Each PRAGMA's rows are read: a statement left half-read
         # blocks VACUUM.)
         if role == "writer":
-            raw.execute("PRAGMA journal_mode = WAL").fetchall()
+            _patiently(raw, "PRAGMA journal_mode = WAL", options.busy_timeout)
             if not _is_memory(parsed.location):
                 raw.execute(
                     f"PRAGMA wal_autocheckpoint = {checkpoints.FALLBACK_PAGES}").fetchall()
@@ -480,6 +480,24 @@ def _connect(target: str, uri: str | bool, parsed: ParsedDSN, role: str) -> sqli
         raw.close()
         raise
     return raw
+
+
+def _patiently(raw: sqlite3.Connection, sql: str, budget: float) -> None:
+    """Run ``sql`` (on a worker thread), again after a pause while the file is busy, for up
+    to ``budget`` seconds. Switching to WAL needs an exclusive lock, and SQLite refuses it
+    at once, without its busy handler, while another connection holds the write lock (it
+    would deadlock otherwise): several processes opening a new file at once meet that."""
+    deadline = time.monotonic() + budget
+    pause = 0.001
+    while True:
+        try:
+            raw.execute(sql).fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _discard(task: asyncio.Future[sqlite3.Connection]) -> None:
