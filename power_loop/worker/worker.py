@@ -254,6 +254,10 @@ class Worker:
                 max_attempts=self.max_attempts)
             for session_id in parked:
                 self.stats.sessions_parked += 1
+                log.warning("%s parked session %r: %d resumes of its send did not finish "
+                            "(`power-loop sessions list --parked` lists them, `power-loop "
+                            "sessions unpark` retries one)", self.name, session_id,
+                            self.max_attempts)
                 self._emit(SessionParked(session_id=session_id, attempts=self.max_attempts))
             for session_claim in claims:
                 self._start_task(self._resume(loop, session_claim))

@@ -59,11 +59,13 @@ DONE = "done: "
 
 
 def record(line: dict[str, Any]) -> None:
-    """Append one line to ``$PLW_RECORD`` with a single ``write`` (O_APPEND)."""
+    """Append one line to ``$PLW_RECORD`` with a single ``write`` (O_APPEND), stamped
+    with the pid and ``t`` (``time.monotonic()``, one clock for every process here)."""
     path = os.environ.get("PLW_RECORD")
     if not path:
         return
-    data = (json.dumps({"pid": os.getpid(), **line}, sort_keys=True, default=str) + "\n")
+    stamped = {"pid": os.getpid(), "t": round(time.monotonic(), 4), **line}
+    data = json.dumps(stamped, sort_keys=True, default=str) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, data.encode())
