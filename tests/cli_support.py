@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,14 @@ class CliResult:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a child the test stops with SIGINT: Ctrl-C's default action in
+    it, whatever the test runner inherited. A shell without job control starts its
+    background commands with SIGINT ignored, an ignored signal stays ignored across
+    ``exec``, and Python then installs no ``KeyboardInterrupt`` handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from power_loop import open_store
 from power_loop.cli.chat import offline_model
+from tests.cli_support import interruptible
 
 CHAT = [sys.executable, "-m", "power_loop.cli.main", "chat"]
 
@@ -86,7 +87,7 @@ def test_ctrl_c_mid_answer_marks_it_cut_off_and_the_restart_shows_it(tmp_path: P
     dsn = str(tmp_path / "chat.db")
     with subprocess.Popen([*CHAT, "--dsn", dsn, "--session", "s1", "--offline-delay", "0.5"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=_env()) as proc:
+                          text=True, env=_env(), preexec_fn=interruptible) as proc:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         proc.stdin.write("tell me something\n")
         proc.stdin.flush()
@@ -113,7 +114,7 @@ def test_ctrl_c_at_the_prompt_leaves_at_once(tmp_path: Path) -> None:
     dsn = str(tmp_path / "chat.db")
     with subprocess.Popen([*CHAT, "--dsn", dsn, "--session", "s1", "--offline-delay", "0"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=_env()) as proc:
+                          text=True, env=_env(), preexec_fn=interruptible) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         assert "you> " in _read_until(proc.stdout, "you> ")
         os.kill(proc.pid, signal.SIGINT)  # stdin stays open: nothing else ends the chat

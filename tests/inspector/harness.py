@@ -16,7 +16,7 @@ import httpx
 
 from power_loop.store import Store
 from power_loop.store.schema import TableNames
-from tests.cli_support import REPO, cli_env
+from tests.cli_support import REPO, cli_env, interruptible
 
 START_TIMEOUT = 60.0
 
@@ -46,7 +46,8 @@ def inspector(dsn: str, prefix: str, *args: str, env: dict[str, str] | None = No
     process = subprocess.Popen(
         [sys.executable, "-m", "power_loop.cli.main", "inspect", "--dsn", dsn, "--prefix",
          prefix, "--port", str(port), *args],
-        cwd=REPO, env=env or cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        cwd=REPO, env=env or cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=interruptible)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT
