@@ -9,7 +9,8 @@ SIGTERM and the store must show:
 
 * every one-shot timer ``done``, fired once; every recurring timer on its own schedule
   (``due_at = first due + k * every``, ``k >= fire_count``), its fires numbered
-  ``0 .. fire_count - 1``;
+  ``0 .. fire_count - 1``; a ``fire_once`` one fired, a ``skip`` one fired or skipped
+  (its slots can all come more than a period late on a fleet this busy);
 * every fire in its session exactly once: one send keyed ``timer:<id>:<n>``, one user
   message marked ``source=timer`` with the timer's text, nothing lost, nothing twice;
 * no tool call run twice; every session consistent (contiguous seqs, sends in order,
@@ -37,6 +38,7 @@ from tests.workers.support import (
     all_timers,
     check_settled,
     delivered,
+    events,
     read_record,
     wait_until,
 )
@@ -180,13 +182,18 @@ def test_a_thousand_timers_survive_random_sigkills(backend: str, view: StoreView
     for tid in one_shot:
         timer = timers[tid]
         assert (timer.status, timer.fire_count, timer.claim_owner) == ("done", 1, None), timer
+    lines = read_record(record_path)
     for tid in repeat:
         timer = timers[tid]
         assert timer.status == "scheduled", timer
         assert timer.every is not None
         slots = (timer.due_at - first_due[tid]) / timedelta(seconds=timer.every)
         assert abs(slots - round(slots)) < 1e-6, f"{timer} is off its schedule"
-        assert timer.fire_count >= 1 and round(slots) >= timer.fire_count, timer
+        assert round(slots) >= max(timer.fire_count, 1), timer
+        if timer.missed == "fire_once":  # a late slot fires all the same
+            assert timer.fire_count >= 1, timer
+        else:  # a slot more than a period late is skipped: on a busy fleet, maybe all
+            assert timer.fire_count >= 1 or events(lines, "TimerSkipped", timer_id=tid), timer
 
     # -- every fire, once, in its session ------------------------------------------------
     snapshots = [view.snapshot(sid) for sid in sessions]
@@ -212,7 +219,6 @@ def test_a_thousand_timers_survive_random_sigkills(backend: str, view: StoreView
             assert first.body["meta"].get("source") == "timer"
 
     # -- no tool call ran twice -------------------------------------------------------------
-    lines = read_record(record_path)
     starts = Counter((e["session_id"], e["send_index"], e["call_id"]) for e in lines
                      if e.get("kind") == "tool" and e["event"] == "start")
     assert not [k for k, n in starts.items() if n > 1]
