@@ -393,8 +393,11 @@ class Worker:
         try:
             if await loop.resume_claimed(claim, on_event=self._forward) is not None:
                 self.stats.sends_resumed += 1
-        except LeaseLostError:
+        except LeaseLostError as exc:
+            # Another worker took the send over (this one stalled past its lease): the
+            # resume counted as an attempt, so say so where parking would be explained.
             self.stats.leases_lost += 1
+            log.warning("%s: resuming %r lost its lease: %s", self.name, session_id, exc)
             self._emit(WorkerLostLease(session_id=session_id, worker=self.name,
                                        kind="session", key=session_id))
         except asyncio.CancelledError:
