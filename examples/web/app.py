@@ -30,7 +30,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from power_loop import InvalidArgumentError, PowerLoopError, StatefulAgentLoop, open_store
+from power_loop import (
+    InvalidArgumentError,
+    PowerLoopError,
+    SendResult,
+    StatefulAgentLoop,
+    open_store,
+)
 from power_loop.events import Event
 
 from .agent import Settings, make_llm, make_loop, make_tools
@@ -154,26 +160,33 @@ def create_app(settings: Settings, *, heartbeat: float = 15.0,
         session_id = request.path_params["session_id"]
         call_id = request.path_params["call_id"]
         action = request.path_params["action"]
-        loop = loop_for(request)
+        if action not in ("approve", "reject", "answer"):
+            return JSONResponse({"code": "not_found", "message": "no such action"},
+                                status_code=404)
         try:
             body = await body_of(request)
-            if action == "approve":
-                await loop.approve(session_id, call_id, resume=False)
-            elif action == "reject":
-                reason = text_field(body, "reason", required=False)
-                await loop.reject(session_id, call_id, reason=reason, resume=False)
-            elif action == "answer":
-                answer = text_field(body, "text", required=True)
-                assert answer is not None
-                await loop.answer(session_id, call_id, answer, resume=False)
-            else:
-                return JSONResponse({"code": "not_found", "message": "no such action"},
-                                    status_code=404)
+            reason = text_field(body, "reason", required=False) if action == "reject" else None
+            answer = text_field(body, "text", required=True) if action == "answer" else None
         except PowerLoopError as exc:
             return problem(exc)
-        # The decision is stored; continue the send here (a worker would otherwise).
         run = Run(runs, heartbeat, stopping)
-        run.start(loop_for(request, run.emit).resume(session_id))
+        loop = loop_for(request, run.emit)
+
+        async def go_on() -> SendResult:
+            # The decision, then the send's continuation in this process. A worker may
+            # take the send up between the two: the loop then waits for it and returns
+            # what it stored, and the stream ends with that as it would have here.
+            if action == "approve":
+                result = await loop.approve(session_id, call_id)
+            elif action == "reject":
+                result = await loop.reject(session_id, call_id, reason=reason)
+            else:
+                assert answer is not None
+                result = await loop.answer(session_id, call_id, answer)
+            run.finish(result)
+            return result
+
+        run.start(go_on())  # a refused decision is answered as an error, as before
         return await run.response()
 
     async def feed(request: Request) -> Response:

@@ -14,8 +14,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from power_loop import PowerLoopError, hand_over_on_cancel
-from power_loop.events import Event, SendFailed
+from power_loop import PowerLoopError, SendResult, hand_over_on_cancel
+from power_loop.events import Event, SendFailed, SendFinished
 
 from .sse import HEARTBEAT, event_json, frame, problem_json
 
@@ -53,6 +53,14 @@ class Run:
         """The loop's ``on_event``: called in the send's task, never blocks."""
         self._events.append(event)
         self._changed.set()
+
+    def finish(self, result: SendResult) -> None:
+        """End the stream with ``result`` if no ``SendFinished`` of its send was emitted:
+        a send that another process (a worker) continued ends here all the same."""
+        if not any(isinstance(e, SendFinished) and e.send_index == result.send_index
+                   for e in self._events):
+            self.emit(SendFinished(session_id=result.session_id,
+                                   send_index=result.send_index, result=result))
 
     def start(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` in a task the application keeps until it ends.

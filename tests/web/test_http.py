@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from examples.web.agent import Settings, make_llm, make_loop, make_tools
 from tests.durability.harness import WAIT, StoreView, wait_until
 from tests.web.conftest import Site
 from tests.web.support import Frame, Process, finished, frames_of, live, parse_frames
@@ -186,6 +188,35 @@ def test_approve_reject_and_answer_continue_the_send(client: httpx.Client, site:
     results = [p for m in stored.messages for p in m.body["parts"] if p["kind"] == "tool_result"]
     assert [(r["name"], r["is_error"]) for r in results] == [
         ("wire_money", False), ("wire_money", True), ("ask_user", False)]
+
+
+def test_a_decision_whose_send_a_worker_took_up_still_ends_with_it(client: httpx.Client,
+                                                                    site: Site) -> None:
+    """Once a decision is stored, the send waits on nobody, and a worker may take it up
+    before the web process continues it. Here the test is that worker: it holds the
+    session's lease while the approval is made, then finishes the send itself. The
+    approval's answer must still end with how the send ended (found flaky in CI when
+    the example continued with ``resume``, which returns ``None`` then)."""
+    sid = new_session(client)
+    (wait,) = finished(frames_of(send(client, sid, "pay Carol 3")))["waiting"]
+    view = site.view
+    claim = view.run(view.store.claim_session(sid, owner="test-worker", ttl=60))
+    settings = Settings(dsn="unused", table_prefix=view.prefix, lease_ttl=3,
+                        research_seconds=0.5)
+    worker = make_loop(view.store, settings, make_llm(), make_tools(settings))
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(
+            client.post, f"/api/sessions/{sid}/waits/{wait['wait_id']}/approve", json={})
+        wait_until(lambda: not view.run(worker.waiting_for(sid)), "the decision", WAIT)
+        result = view.run(worker.resume_claimed(claim))
+        response = answer.result(timeout=60)
+    done = finished(frames_of(response))
+    assert (done["status"], done["final_text"]) == ("done", "Done: wired 3 EUR to Carol")
+    assert result is not None and result.final_text == done["final_text"]
+    stored = view.snapshot(sid)
+    stored.check_consistent()
+    results = [p for m in stored.messages for p in m.body["parts"] if p["kind"] == "tool_result"]
+    assert [(r["name"], r["is_error"]) for r in results] == [("wire_money", False)]
 
 
 def test_bad_requests_get_a_code_and_change_nothing(client: httpx.Client, site: Site) -> None:
