@@ -6,6 +6,7 @@ makes sessions of its own. What the server says is checked against the store.
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 from collections.abc import Iterator
@@ -18,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from examples.web.agent import Settings, make_llm, make_loop, make_tools
 from tests.durability.harness import WAIT, StoreView, wait_until
 from tests.web.conftest import Site
 from tests.web.support import Frame, Process, finished, frames_of, live, parse_frames
@@ -201,9 +201,12 @@ def test_a_decision_whose_send_a_worker_took_up_still_ends_with_it(client: httpx
     (wait,) = finished(frames_of(send(client, sid, "pay Carol 3")))["waiting"]
     view = site.view
     claim = view.run(view.store.claim_session(sid, owner="test-worker", ttl=60))
-    settings = Settings(dsn="unused", table_prefix=view.prefix, lease_ttl=3,
-                        research_seconds=0.5)
-    worker = make_loop(view.store, settings, make_llm(), make_tools(settings))
+    # The example's own loop (imported by name: mypy checks ``examples`` as top-level).
+    agent = importlib.import_module("examples.web.agent")
+    settings = agent.Settings(dsn="unused", table_prefix=view.prefix, lease_ttl=3,
+                              research_seconds=0.5)
+    worker = agent.make_loop(view.store, settings, agent.make_llm(),
+                             agent.make_tools(settings))
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(
             client.post, f"/api/sessions/{sid}/waits/{wait['wait_id']}/approve", json={})
