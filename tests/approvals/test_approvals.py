@@ -21,23 +21,8 @@ from power_loop import (
     tool,
 )
 from power_loop.events.types import Event
+from tests.approvals.tools import RUNS, _clear_runs, balance, wire  # noqa: F401 (fixture)
 from tests.loop.support import make_loop
-
-RUNS: list[str] = []
-
-
-@tool(requires_approval=True)
-def wire(amount: int) -> str:
-    """Wire money."""
-    RUNS.append(f"wire {amount}")
-    return f"wired {amount}"
-
-
-@tool
-def balance() -> str:
-    """Read the balance."""
-    RUNS.append("balance")
-    return "100"
 
 
 def over_50(arguments: Mapping[str, Any]) -> bool:
@@ -49,11 +34,6 @@ def pay(amount: int) -> str:
     """Pay someone."""
     RUNS.append(f"pay {amount}")
     return f"paid {amount}"
-
-
-@pytest.fixture(autouse=True)
-def _clear_runs() -> None:
-    RUNS.clear()
 
 
 async def test_an_approved_call_runs_once_and_the_send_goes_on(store: Store) -> None:

@@ -20,24 +20,9 @@ from power_loop import (
 from power_loop.events.types import Event
 from power_loop.store import NewMessage
 from power_loop.store.waits import NewWait, waits_of
+from tests.approvals.tools import RUNS, _clear_runs, balance, wire  # noqa: F401 (fixture)
 from tests.loop.support import make_loop
 from tests.store_faults.port_faults import Fault, FaultyDatabase
-
-RUNS: list[str] = []
-
-
-@tool(requires_approval=True)
-def wire(amount: int) -> str:
-    """Wire money."""
-    RUNS.append(f"wire {amount}")
-    return f"wired {amount}"
-
-
-@tool
-def balance() -> str:
-    """Read the balance."""
-    RUNS.append("balance")
-    return "100"
 
 
 @tool
@@ -46,11 +31,6 @@ async def stuck() -> str:
     RUNS.append("stuck")
     await asyncio.Event().wait()
     return "never"
-
-
-@pytest.fixture(autouse=True)
-def _clear_runs() -> None:
-    RUNS.clear()
 
 
 async def _statuses(store: Store, sid: str) -> dict[str, tuple[str, str]]:
